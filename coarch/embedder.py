@@ -1,0 +1,126 @@
+"""Sentence vectors from the C core: `Embedder` turns texts into L2-normalised float32 rows."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from coarch import _core
+from coarch.errors import MemoryLimitError, ModelError
+from coarch.models import model_id, resolve_model_path
+
+if TYPE_CHECKING:
+    from coarch.memory import MemoryManager
+
+ProgressCallback = Callable[[int, int], object]
+
+
+class Embedder:
+    """A BERT-family sentence encoder (all-MiniLM-L6-v2 by default) running in coarch's C core.
+
+    `model` is None for the packaged default model (or $COARCH_MODEL), or a local folder with
+    config.json, vocab.txt and model.safetensors. `threads` defaults to the cores this process
+    may use. `max_seq_length` caps the tokens per text (default: the model's). `memory` is a
+    MemoryManager whose budget sizes each batch and whose hooks run between batches.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        max_seq_length: int | None = None,
+        memory: MemoryManager | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.model_path: Path = resolve_model_path(model)
+        try:
+            self._core = _core.Embedder(
+                str(self.model_path),
+                threads=threads or 0,
+                max_seq_length=max_seq_length or 0,
+                memory=memory,
+                device=device,
+            )
+        except _core.ModelError as error:
+            raise ModelError(str(error), hint="check the model folder") from None
+        except _core.MemoryLimitError as error:
+            raise MemoryLimitError(str(error)) from None
+        self.memory = memory
+        self._model_id: str | None = None
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors (384 for all-MiniLM-L6-v2)."""
+        return int(self._core.dim)
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens kept per text, [CLS] and [SEP] included; longer texts are truncated."""
+        return int(self._core.max_seq_length)
+
+    @property
+    def threads(self) -> int:
+        return int(self._core.threads)
+
+    @property
+    def device(self) -> str:
+        return str(self._core.device)
+
+    @property
+    def config(self) -> dict[str, object]:
+        """The model's configuration as loaded from its folder."""
+        return dict(self._core.config)
+
+    @property
+    def model_id(self) -> str:
+        """A stable identity of the model's files: indexes built with another id are rebuilt."""
+        if self._model_id is None:
+            self._model_id = model_id(self.model_path)
+        return self._model_id
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_tokens: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """Vectors of `texts` as a float32 array of shape (len(texts), dim), L2-normalised.
+
+        Batches are cut by a budget of padded tokens (`batch_tokens`, else the MemoryManager's
+        or the default). `progress(done, total)` is called after each batch. Ctrl-C between
+        batches raises KeyboardInterrupt. A non-str item raises TypeError naming its index.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not a single str")
+        items = texts if isinstance(texts, (list, tuple)) else list(texts)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        try:
+            self._core.encode_into(items, out, batch_tokens=batch_tokens or 0, progress=progress)
+        except _core.MemoryLimitError as error:
+            raise MemoryLimitError(str(error)) from None
+        return out
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids the model sees for `text`: [CLS] ... [SEP], at most max_seq_length."""
+        return list(self._core.tokenize(text))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the whole `text`, [CLS] and [SEP] included, without truncation."""
+        return int(self._core.count_tokens(text))
+
+    def id_to_token(self, token_id: int) -> str:
+        return str(self._core.id_to_token(token_id))
+
+    def release_memory(self) -> None:
+        """Frees the reusable batch buffers (they are regrown by the next encode)."""
+        self._core.release_scratch()
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(model={str(self.model_path)!r}, dim={self.dim}, "
+            f"max_seq_length={self.max_seq_length}, threads={self.threads})"
+        )

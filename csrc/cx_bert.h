@@ -1,0 +1,73 @@
+/* cx_bert.h: the BERT encoder forward pass, implemented over libtorch's ATen in cx_bert.cpp.
+ *
+ * This is the only C++ in the project, behind a plain-C API: every function catches
+ * c10::Error, std::exception and everything else, fills `err` and returns a negative status;
+ * nothing throws across this boundary. Weights are wrapped, not copied (CPU), so the cx_model
+ * that owns them must outlive the cx_bert. Scratch tensors are grown to the largest batch seen
+ * and reused, because a fresh 100 MB output per matmul costs 30-50% in page faults. */
+#ifndef COARCH_CX_BERT_H
+#define COARCH_CX_BERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cx_error.h"
+#include "cx_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cx_device { CX_DEVICE_CPU = 0, CX_DEVICE_CUDA = 1 } cx_device;
+
+typedef struct cx_bert cx_bert; /* opaque: weight tensors, scratch tensors, device */
+
+/* Wraps `weights` (shapes per `config`) for inference on `device`; CUDA copies them to the GPU.
+ * Returns NULL and fills `err` on failure (CX_ERR_ARGUMENT when CUDA is asked for but not
+ * available). Caller frees with cx_bert_free. */
+cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weights,
+                     cx_device device, cx_error *err);
+void cx_bert_free(cx_bert *bert); /* NULL is fine */
+
+/* Runs the encoder on one padded batch and writes sentence vectors.
+ *   ids:     [batch, seq_len] int32, row-major; positions >= lengths[b] are ignored (masked)
+ *   lengths: [batch] int32 in [1, seq_len]
+ *   out:     [batch, hidden] float32, row-major: the mean over each row's first lengths[b]
+ *            token states of the last layer, L2-normalised
+ * Runs with autograd off. Does not touch Python; call it without the GIL. */
+cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *lengths,
+                          int64_t batch, int64_t seq_len, float *out, cx_error *err);
+
+/* Frees the scratch tensors (they are regrown by the next forward), returning their memory. */
+void cx_bert_release_scratch(cx_bert *bert);
+
+/* Bytes of scratch memory (activations) a [batch, seq_len] forward needs at its peak. */
+int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len);
+
+/* Bytes currently held in scratch tensors. */
+int64_t cx_bert_scratch_held(const cx_bert *bert);
+
+cx_device cx_bert_device(const cx_bert *bert);
+
+/* The configuration the encoder was built with (borrowed). */
+const cx_bert_config *cx_bert_config_of(const cx_bert *bert);
+
+/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads). */
+cx_status cx_backend_set_threads(int threads, cx_error *err);
+int cx_backend_threads(void);
+
+/* The libtorch version built against, e.g. "1.13.0", and whether it was built with CUDA. */
+const char *cx_backend_version(void);
+
+/* 1 when this libtorch was built with CUDA and a device is present, else 0. */
+int cx_backend_cuda_available(void);
+/* Releases the CUDA caching allocator's unused blocks (emptyCache); a no-op without CUDA. */
+cx_status cx_backend_cuda_empty_cache(cx_error *err);
+/* Bytes the caching allocator holds on device 0 and the device's total; zeros without CUDA. */
+cx_status cx_backend_cuda_memory(int64_t *reserved_bytes, int64_t *total_bytes, cx_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

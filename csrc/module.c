@@ -1,0 +1,193 @@
+/* module.c: the coarch._core module: its state (exception classes, types), the one mapping from
+ * engine statuses to Python exceptions, and module-level functions about the backend. */
+#include "core.h"
+
+#include "cx_bert.h"
+#include "cx_threads.h"
+
+static struct PyModuleDef core_module;
+
+cx_module_state *cx_state(void)
+{
+    PyObject *module = PyState_FindModule(&core_module);
+    return module != NULL ? (cx_module_state *)PyModule_GetState(module) : NULL;
+}
+
+static const char *message_or(const cx_error *err, const char *fallback)
+{
+    return err != NULL && err->message[0] != '\0' ? err->message : fallback;
+}
+
+PyObject *cx_raise(cx_status status, const cx_error *err)
+{
+    if (PyErr_Occurred())
+        return NULL; /* a hook (progress callback, signal handler) raised: keep its exception */
+    cx_module_state *state = cx_state();
+    const char *message = message_or(err, "coarch core error");
+    switch (status) {
+    case CX_ERR_NOMEM:
+        PyErr_SetString(PyExc_MemoryError, message);
+        break;
+    case CX_ERR_IO:
+        PyErr_SetString(PyExc_OSError, message);
+        break;
+    case CX_ERR_FORMAT:
+    case CX_ERR_MODEL:
+        PyErr_SetString(state->model_error, message);
+        break;
+    case CX_ERR_INTERRUPTED:
+        PyErr_SetString(PyExc_KeyboardInterrupt, message);
+        break;
+    case CX_ERR_ARGUMENT:
+        PyErr_SetString(PyExc_ValueError, message);
+        break;
+    case CX_ERR_MEMORY_LIMIT:
+        PyErr_SetString(state->memory_limit_error, message);
+        break;
+    default:
+        PyErr_SetString(state->error, message);
+        break;
+    }
+    return NULL;
+}
+
+PyObject *cx_raise_loading(cx_status status, const cx_error *err)
+{
+    if (PyErr_Occurred())
+        return NULL;
+    if (status == CX_ERR_NOMEM)
+        return cx_raise(status, err);
+    PyErr_SetString(cx_state()->model_error, message_or(err, "cannot load the model"));
+    return NULL;
+}
+
+int cx_utf8_of(PyObject *text, const char **data, Py_ssize_t *length, PyObject **keepalive)
+{
+    *keepalive = NULL;
+    *data = PyUnicode_AsUTF8AndSize(text, length);
+    if (*data != NULL)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return -1;
+    /* Lone surrogates: pass them through as the invalid bytes they are; the tokenizer drops
+     * invalid UTF-8 (see cx_tokenizer.h), so such a str encodes like its valid parts. */
+    PyErr_Clear();
+    *keepalive = PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    if (*keepalive == NULL)
+        return -1;
+    *data = PyBytes_AS_STRING(*keepalive);
+    *length = PyBytes_GET_SIZE(*keepalive);
+    return 0;
+}
+
+static PyObject *available_cores(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLong(cx_threads_available());
+}
+
+static PyObject *backend_info(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("{s:i,s:i,s:s,s:O,s:s}", "torch_threads", cx_backend_threads(),
+                         "blas_threads", cx_threads_blas(), "blas_core", cx_threads_blas_core(),
+                         "cuda_available", cx_backend_cuda_available() ? Py_True : Py_False,
+                         "libtorch", cx_backend_version());
+}
+
+static PyMethodDef core_functions[] = {
+    {"available_cores", available_cores, METH_NOARGS,
+     "available_cores() -> int\n\nCores in this process's affinity mask."},
+    {"backend_info", backend_info, METH_NOARGS,
+     "backend_info() -> dict\n\nThread counts of libtorch and OpenBLAS, OpenBLAS's core type, "
+     "CUDA availability and the libtorch version built against."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    cx_module_state *state = PyModule_GetState(module);
+    Py_VISIT(state->error);
+    Py_VISIT(state->model_error);
+    Py_VISIT(state->memory_limit_error);
+    Py_VISIT(state->embedder_type);
+    Py_VISIT(state->tokenizer_type);
+    Py_VISIT(state->memory_manager_type);
+    return 0;
+}
+
+static int core_clear(PyObject *module)
+{
+    cx_module_state *state = PyModule_GetState(module);
+    Py_CLEAR(state->error);
+    Py_CLEAR(state->model_error);
+    Py_CLEAR(state->memory_limit_error);
+    Py_CLEAR(state->embedder_type);
+    Py_CLEAR(state->tokenizer_type);
+    Py_CLEAR(state->memory_manager_type);
+    return 0;
+}
+
+static void core_free(void *module)
+{
+    core_clear((PyObject *)module);
+}
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "coarch._core",
+    .m_doc = "coarch's C core: WordPiece tokenizer, safetensors loader, BERT forward pass over "
+             "libtorch, the batch-embedding loop and the MemoryManager. Private: use coarch.",
+    .m_size = sizeof(cx_module_state),
+    .m_methods = core_functions,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+static int add_exceptions(PyObject *module, cx_module_state *state)
+{
+    state->error = PyErr_NewExceptionWithDoc(
+        "coarch._core.CoreError", "Base class of the errors raised by coarch's C core.", NULL,
+        NULL);
+    if (state->error == NULL)
+        return -1;
+    PyObject *bases = PyTuple_Pack(2, state->error, PyExc_ValueError);
+    if (bases == NULL)
+        return -1;
+    state->model_error = PyErr_NewExceptionWithDoc(
+        "coarch._core.ModelError",
+        "A model folder that cannot be used: missing or unreadable files, a malformed config or "
+        "safetensors header, a missing tensor or one of the wrong shape.",
+        bases, NULL);
+    Py_DECREF(bases);
+    if (state->model_error == NULL)
+        return -1;
+    bases = PyTuple_Pack(2, state->error, PyExc_MemoryError);
+    if (bases == NULL)
+        return -1;
+    state->memory_limit_error = PyErr_NewExceptionWithDoc(
+        "coarch._core.MemoryLimitError",
+        "Work that cannot fit under the memory limit, even one text alone.", bases, NULL);
+    Py_DECREF(bases);
+    if (state->memory_limit_error == NULL)
+        return -1;
+    if (PyModule_AddObjectRef(module, "CoreError", state->error) < 0 ||
+        PyModule_AddObjectRef(module, "ModelError", state->model_error) < 0 ||
+        PyModule_AddObjectRef(module, "MemoryLimitError", state->memory_limit_error) < 0)
+        return -1;
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    PyObject *module = PyModule_Create(&core_module);
+    if (module == NULL)
+        return NULL;
+    cx_module_state *state = PyModule_GetState(module);
+    if (add_exceptions(module, state) < 0 || cx_embedder_type_setup(module, state) < 0 ||
+        cx_tokenizer_type_setup(module, state) < 0 ||
+        cx_memory_manager_type_setup(module, state) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

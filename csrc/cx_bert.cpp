@@ -1,11 +1,20 @@
 /* cx_bert.cpp: the BERT encoder forward pass over libtorch's ATen, behind the C API of cx_bert.h.
  *
- * The only C++ file of the project. Matrix products go to ATen (BLAS on the CPU, cuBLAS on a
- * GPU) with out= variants into scratch tensors that are grown once and reused, because a fresh
- * 100 MB output per matmul costs 30-50% in page faults. On the CPU the memory-bound steps
- * (embedding gather, residual + LayerNorm, mean pooling) are small fused loops over rows run with
- * at::parallel_for, so each row is read once instead of three times. Every export catches all
- * exceptions and turns them into a cx_status: nothing throws across the C boundary. */
+ * The only C++ file of the project. A batch is packed: its texts' tokens back to back, no
+ * padding. Every token-wise step (dense layers, GELU, residual + LayerNorm) runs over the packed
+ * rows; attention runs per text and head over that text's own rows, so padding costs nothing and
+ * needs no mask.
+ *
+ * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the dense
+ * products and by (text, head) pairs for attention, each product calling BLAS single-threaded.
+ * BLAS's own threading splits the small per-head products badly (they ran at a fraction of the
+ * dense layers' speed), and two pools would oversubscribe the cores.
+ *
+ * Matrix products use out= variants into scratch tensors that are grown once and reused,
+ * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps
+ * (embedding gather, residual + LayerNorm, mean pooling) are fused loops over rows. Every export
+ * catches all exceptions and turns them into a cx_status: nothing throws across the C
+ * boundary. */
 #include "cx_bert.h"
 
 #include <ATen/ATen.h>
@@ -13,6 +22,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -37,17 +47,24 @@ struct Layer {
     at::Tensor output_norm_weight, output_norm_bias;           /* [H], [H] */
 };
 
-/* Flat float buffers, grown to the largest batch seen; views are cut from them per batch. */
+/* Flat buffers, grown to the largest batch seen; views are cut from them per batch.
+ * T = tokens of the batch (packed), L = its longest text, P = threads. */
 struct Scratch {
     at::Tensor hidden;       /* [T, H] the residual stream */
-    at::Tensor qkv;          /* [T, 3H] */
-    at::Tensor heads;        /* [3, B*heads, L, head_dim]: q, k, v in head-major layout */
-    at::Tensor scores;       /* [B*heads, L, L] attention scores, softmax in place */
-    at::Tensor mask;         /* [B*heads, 1, L] 0 for tokens, -inf-like for padding */
-    at::Tensor context;      /* [T, H] attention output gathered back to token-major */
+    at::Tensor qkv;          /* [T, 3H] query | key | value of every token */
+    at::Tensor scores;       /* [P, L * L] one attention matrix per thread, softmax in place */
+    at::Tensor context;      /* [T, H] attention output, token-major */
     at::Tensor projected;    /* [T, H] output of a dense layer before residual + norm */
     at::Tensor intermediate; /* [T, I] */
-    at::Tensor ids;          /* [T] int64 token ids (device) */
+    at::Tensor ids;          /* [T] int64 token ids */
+    at::Tensor positions;    /* [T] int64 position of each token in its text */
+};
+
+/* Where each text of the batch lies in the packed rows. */
+struct Packing {
+    const int32_t *lengths = nullptr; /* [batch] tokens of each text */
+    std::vector<int64_t> offsets;     /* [batch] first row of each text */
+    int64_t batch = 0, tokens = 0, longest = 0;
 };
 
 }  // namespace
@@ -63,7 +80,8 @@ struct cx_bert {
 
 namespace {
 
-constexpr float kMaskedScore = -1e30f; /* exp() underflows to exactly 0, like HF's finfo.min */
+/* Rows per task when splitting a dense product: enough for BLAS to run at full speed. */
+constexpr int64_t kRowGrain = 256;
 
 cx_status fail(cx_error *err, cx_status status, const char *what, const char *why)
 {
@@ -148,17 +166,16 @@ void add_layer_norm(at::Tensor &rows, const at::Tensor *residual, const at::Tens
     rows.copy_(at::layer_norm(rows, {rows.size(1)}, gamma, beta, eps));
 }
 
-/* hidden[b*L + l] = LayerNorm(word[ids] + position[l] + token_type[0]). */
-void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, int64_t batch,
-           int64_t seq_len)
+/* hidden[t] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[0]). */
+void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::Tensor &positions)
 {
     const cx_bert_config &cfg = bert.config;
-    const int64_t width = cfg.hidden_size;
+    const int64_t width = cfg.hidden_size, tokens = hidden.size(0);
     if (!hidden.is_cpu()) {
-        at::Tensor rows = at::embedding(bert.word_embeddings, ids).view({batch, seq_len, width});
-        rows.add_(bert.position_embeddings.narrow(0, 0, seq_len).unsqueeze(0));
+        at::Tensor rows = at::embedding(bert.word_embeddings, ids);
+        rows.add_(at::embedding(bert.position_embeddings, positions));
         rows.add_(bert.token_type_embeddings[0]);
-        hidden.copy_(rows.view({batch * seq_len, width}));
+        hidden.copy_(rows);
         add_layer_norm(hidden, nullptr, bert.embedding_norm_weight, bert.embedding_norm_bias,
                        cfg.layer_norm_eps);
         return;
@@ -166,12 +183,12 @@ void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, int64_t bat
     const float *word = bert.word_embeddings.data_ptr<float>();
     const float *position = bert.position_embeddings.data_ptr<float>();
     const float *token_type = bert.token_type_embeddings.data_ptr<float>();
-    const int64_t *id = ids.data_ptr<int64_t>();
+    const int64_t *id = ids.data_ptr<int64_t>(), *at_position = positions.data_ptr<int64_t>();
     float *out = hidden.data_ptr<float>();
-    at::parallel_for(0, batch * seq_len, 64, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
             const float *w = word + id[t] * width;
-            const float *p = position + (t % seq_len) * width;
+            const float *p = position + at_position[t] * width;
             float *row = out + t * width;
             for (int64_t i = 0; i < width; ++i)
                 row[i] = w[i] + p[i] + token_type[i];
@@ -181,25 +198,23 @@ void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, int64_t bat
                        cfg.layer_norm_eps);
 }
 
-/* out[b] = normalise(mean of hidden[b, :lengths[b]]) written to host memory. */
-void pool(const at::Tensor &hidden_device, const int32_t *lengths, int64_t batch, int64_t seq_len,
-          float *out)
+/* out[b] = normalise(mean of text b's rows of hidden), written to host memory. */
+void pool(const at::Tensor &hidden_device, const Packing &packing, float *out)
 {
     const at::Tensor hidden = hidden_device.is_cpu() ? hidden_device : hidden_device.cpu();
     const int64_t width = hidden.size(1);
     const float *data = hidden.data_ptr<float>();
-    at::parallel_for(0, batch, 4, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, packing.batch, 4, [&](int64_t begin, int64_t end) {
         std::vector<double> sum((size_t)width);
         for (int64_t b = begin; b < end; ++b) {
             std::fill(sum.begin(), sum.end(), 0.0);
-            for (int64_t l = 0; l < lengths[b]; ++l) {
-                const float *row = data + (b * seq_len + l) * width;
+            const float *rows = data + packing.offsets[(size_t)b] * width;
+            for (int64_t l = 0; l < packing.lengths[b]; ++l)
                 for (int64_t i = 0; i < width; ++i)
-                    sum[(size_t)i] += row[i];
-            }
+                    sum[(size_t)i] += rows[l * width + i];
             double norm = 0.0;
             for (int64_t i = 0; i < width; ++i) {
-                sum[(size_t)i] /= (double)lengths[b];
+                sum[(size_t)i] /= (double)packing.lengths[b];
                 norm += sum[(size_t)i] * sum[(size_t)i];
             }
             const double scale = 1.0 / std::max(std::sqrt(norm), 1e-12);
@@ -209,68 +224,93 @@ void pool(const at::Tensor &hidden_device, const int32_t *lengths, int64_t batch
     });
 }
 
-void fill_mask(at::Tensor &mask, const int32_t *lengths, int64_t batch, int64_t heads,
-               int64_t seq_len)
+/* out [T, O] = in [T, K] weight^T + bias, split by row blocks across the intra-op pool. */
+void dense(at::Tensor &out, const at::Tensor &in, const at::Tensor &weight, const at::Tensor &bias)
 {
-    at::Tensor host = mask.is_cpu() ? mask : at::empty(mask.sizes(), at::kFloat);
-    float *data = host.data_ptr<float>();
-    for (int64_t b = 0; b < batch; ++b)
-        for (int64_t h = 0; h < heads; ++h) {
-            float *row = data + (b * heads + h) * seq_len;
-            for (int64_t l = 0; l < seq_len; ++l)
-                row[l] = l < lengths[b] ? 0.0f : kMaskedScore;
+    if (!out.is_cpu()) {
+        at::addmm_out(out, bias, in, weight.t());
+        return;
+    }
+    at::parallel_for(0, in.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+        at::Tensor rows = out.narrow(0, begin, end - begin);
+        at::addmm_out(rows, bias, in.narrow(0, begin, end - begin), weight.t());
+    });
+}
+
+/* context[text rows, head columns] = softmax(q k^T) v for every (text, head); q is pre-scaled.
+ * q, k, v and the context block are strided views into the packed rows: BLAS reads and writes
+ * them in place through its leading dimension. */
+void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
+                int64_t heads, int64_t width)
+{
+    const int64_t head_dim = width / heads, longest = packing.longest;
+    const int64_t threads = at::get_num_threads();
+    at::Tensor scores = take(s.scores, threads * longest * longest, {threads, longest * longest},
+                             at::kFloat, at::Device(at::kCPU));
+    at::parallel_for(0, packing.batch * heads, 1, [&](int64_t begin, int64_t end) {
+        at::Tensor own = scores[at::get_thread_num()];
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t b = task / heads, h = task % heads;
+            const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
+            at::Tensor rows = qkv.narrow(0, first, length);
+            at::Tensor query = rows.narrow(1, h * head_dim, head_dim); /* [len, d] */
+            at::Tensor key = rows.narrow(1, width + h * head_dim, head_dim);
+            at::Tensor value = rows.narrow(1, 2 * width + h * head_dim, head_dim);
+            at::Tensor weights = own.narrow(0, 0, length * length).view({length, length});
+            at::mm_out(weights, query, key.t());
+            at::_softmax_out(weights, weights, -1, false);
+            at::Tensor out = context.narrow(0, first, length).narrow(1, h * head_dim, head_dim);
+            at::mm_out(out, weights, value);
         }
-    if (!mask.is_cpu())
-        mask.copy_(host);
+    });
+}
+
+/* The same on a GPU: one batched product over the heads of each text. */
+void attend_device(const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
+                   int64_t heads, int64_t width)
+{
+    const int64_t head_dim = width / heads;
+    for (int64_t b = 0; b < packing.batch; ++b) {
+        const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
+        at::Tensor rows = qkv.narrow(0, first, length).view({length, 3, heads, head_dim});
+        at::Tensor query = rows.select(1, 0).transpose(0, 1); /* [heads, len, d] */
+        at::Tensor key = rows.select(1, 1).transpose(0, 1);
+        at::Tensor value = rows.select(1, 2).transpose(0, 1);
+        at::Tensor weights = at::softmax(at::bmm(query, key.transpose(1, 2)), -1);
+        context.narrow(0, first, length)
+            .view({length, heads, head_dim})
+            .copy_(at::bmm(weights, value).transpose(0, 1));
+    }
 }
 
 /* One encoder layer over hidden [T, H] in place. */
-void encoder_layer(cx_bert &bert, const Layer &layer, int64_t batch, int64_t seq_len)
+void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
 {
     const cx_bert_config &cfg = bert.config;
     Scratch &s = bert.scratch;
     const at::Device device = bert.device;
-    const int64_t tokens = batch * seq_len, width = cfg.hidden_size, heads = cfg.num_heads;
-    const int64_t head_dim = width / heads, groups = batch * heads;
+    const int64_t tokens = packing.tokens, width = cfg.hidden_size, inner = cfg.intermediate_size;
 
     at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat, device);
     at::Tensor qkv = take(s.qkv, tokens * 3 * width, {tokens, 3 * width}, at::kFloat, device);
-    at::addmm_out(qkv, layer.qkv_bias, hidden, layer.qkv_weight.t());
+    dense(qkv, hidden, layer.qkv_weight, layer.qkv_bias);
 
-    /* [T, 3H] -> [3, B, heads, L, head_dim]: one copy so the batched products see contiguous
-     * per-head matrices. */
-    at::Tensor split = take(s.heads, 3 * tokens * width, {3, batch, heads, seq_len, head_dim},
-                            at::kFloat, device);
-    split.copy_(qkv.view({batch, seq_len, 3, heads, head_dim}).permute({2, 0, 3, 1, 4}));
-    at::Tensor query = split[0].view({groups, seq_len, head_dim});
-    at::Tensor key = split[1].view({groups, seq_len, head_dim});
-    at::Tensor value = split[2].view({groups, seq_len, head_dim});
-
-    /* scores [groups, L, L] = mask + q k^T (q is pre-scaled); softmax over keys in place. */
-    at::Tensor mask = s.mask.narrow(0, 0, groups * seq_len).view({groups, 1, seq_len});
-    at::Tensor scores = take(s.scores, groups * seq_len * seq_len, {groups, seq_len, seq_len},
-                             at::kFloat, device);
-    at::baddbmm_out(scores, mask.expand({groups, seq_len, seq_len}), query, key.transpose(1, 2));
-    at::_softmax_out(scores, scores, -1, false);
-
-    /* context [groups, L, head_dim] into the query slot, then back to token-major [T, H]. */
-    at::bmm_out(query, scores, value);
     at::Tensor context = take(s.context, tokens * width, {tokens, width}, at::kFloat, device);
-    context.view({batch, seq_len, heads, head_dim})
-        .copy_(query.view({batch, heads, seq_len, head_dim}).permute({0, 2, 1, 3}));
+    if (device.is_cpu())
+        attend_cpu(s, qkv, context, packing, cfg.num_heads, width);
+    else
+        attend_device(qkv, context, packing, cfg.num_heads, width);
 
     at::Tensor projected = take(s.projected, tokens * width, {tokens, width}, at::kFloat, device);
-    at::addmm_out(projected, layer.attention_output_bias, context,
-                  layer.attention_output_weight.t());
+    dense(projected, context, layer.attention_output_weight, layer.attention_output_bias);
     add_layer_norm(hidden, &projected, layer.attention_norm_weight, layer.attention_norm_bias,
                    cfg.layer_norm_eps);
 
-    const int64_t inner = cfg.intermediate_size;
     at::Tensor intermediate =
         take(s.intermediate, tokens * inner, {tokens, inner}, at::kFloat, device);
-    at::addmm_out(intermediate, layer.intermediate_bias, hidden, layer.intermediate_weight.t());
+    dense(intermediate, hidden, layer.intermediate_weight, layer.intermediate_bias);
     at::gelu_(intermediate); /* erf form, as BERT's "gelu" */
-    at::addmm_out(projected, layer.output_bias, intermediate, layer.output_weight.t());
+    dense(projected, intermediate, layer.output_weight, layer.output_bias);
     add_layer_norm(hidden, &projected, layer.output_norm_weight, layer.output_norm_bias,
                    cfg.layer_norm_eps);
 }
@@ -363,20 +403,25 @@ void cx_bert_free(cx_bert *bert)
 }
 
 cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *lengths,
-                          int64_t batch, int64_t seq_len, float *out, cx_error *err)
+                          int64_t batch, float *out, cx_error *err)
 {
     const cx_bert_config &cfg = bert->config;
-    if (batch < 1 || seq_len < 1 || seq_len > cfg.max_position_embeddings)
-        return cx_error_set(err, CX_ERR_ARGUMENT,
-                            "cannot encode a batch of %lld x %lld tokens: the model takes 1 to "
-                            "%lld tokens per text",
-                            (long long)batch, (long long)seq_len,
-                            (long long)cfg.max_position_embeddings);
-    for (int64_t b = 0; b < batch; ++b)
-        if (lengths[b] < 1 || lengths[b] > seq_len)
-            return cx_error_set(err, CX_ERR_ARGUMENT, "cannot encode: row %lld has length %d",
-                                (long long)b, lengths[b]);
-    for (int64_t t = 0; t < batch * seq_len; ++t)
+    if (batch < 1)
+        return cx_error_set(err, CX_ERR_ARGUMENT, "cannot encode an empty batch");
+    Packing packing;
+    packing.lengths = lengths;
+    packing.batch = batch;
+    packing.offsets.resize((size_t)batch);
+    for (int64_t b = 0; b < batch; ++b) {
+        if (lengths[b] < 1 || lengths[b] > cfg.max_position_embeddings)
+            return cx_error_set(err, CX_ERR_ARGUMENT,
+                                "cannot encode text %lld of %d tokens: the model takes 1 to %lld",
+                                (long long)b, lengths[b], (long long)cfg.max_position_embeddings);
+        packing.offsets[(size_t)b] = packing.tokens;
+        packing.tokens += lengths[b];
+        packing.longest = std::max<int64_t>(packing.longest, lengths[b]);
+    }
+    for (int64_t t = 0; t < packing.tokens; ++t)
         if (ids[t] < 0 || ids[t] >= cfg.vocab_size)
             return cx_error_set(err, CX_ERR_ARGUMENT,
                                 "cannot encode: token id %d is outside the vocabulary of %lld",
@@ -385,25 +430,27 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
     return guarded(err, "forward pass failed", [&]() {
         c10::InferenceMode inference;
         Scratch &s = bert->scratch;
-        const int64_t tokens = batch * seq_len, width = cfg.hidden_size;
+        const int64_t tokens = packing.tokens, width = cfg.hidden_size;
+        const at::Device cpu(at::kCPU);
 
-        at::Tensor host_ids = take(s.ids, tokens, {tokens}, at::kLong, at::Device(at::kCPU));
-        int64_t *id = host_ids.data_ptr<int64_t>();
-        for (int64_t t = 0; t < tokens; ++t)
-            id[t] = ids[t];
-        at::Tensor device_ids = bert->device.is_cpu() ? host_ids : host_ids.to(bert->device);
-
-        const int64_t groups = batch * cfg.num_heads;
-        take(s.mask, groups * seq_len, {groups, 1, seq_len}, at::kFloat, bert->device);
-        at::Tensor mask = s.mask.narrow(0, 0, groups * seq_len).view({groups, 1, seq_len});
-        fill_mask(mask, lengths, batch, cfg.num_heads, seq_len);
+        at::Tensor host_ids = take(s.ids, tokens, {tokens}, at::kLong, cpu);
+        at::Tensor host_positions = take(s.positions, tokens, {tokens}, at::kLong, cpu);
+        int64_t *id = host_ids.data_ptr<int64_t>(), *position = host_positions.data_ptr<int64_t>();
+        for (int64_t b = 0, t = 0; b < batch; ++b)
+            for (int64_t l = 0; l < lengths[b]; ++l, ++t) {
+                id[t] = ids[t];
+                position[t] = l;
+            }
+        const bool on_cpu = bert->device.is_cpu();
+        at::Tensor device_ids = on_cpu ? host_ids : host_ids.to(bert->device);
+        at::Tensor device_positions = on_cpu ? host_positions : host_positions.to(bert->device);
 
         at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat,
                                  bert->device);
-        embed(*bert, hidden, device_ids, batch, seq_len);
+        embed(*bert, hidden, device_ids, device_positions);
         for (const Layer &layer : bert->layers)
-            encoder_layer(*bert, layer, batch, seq_len);
-        pool(hidden, lengths, batch, seq_len, out);
+            encoder_layer(*bert, layer, packing);
+        pool(hidden, packing, out);
         return CX_OK;
     });
 }
@@ -416,20 +463,26 @@ void cx_bert_release_scratch(cx_bert *bert)
 
 int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len)
 {
-    /* Mirrors the take() calls above: hidden, qkv (3), heads (3), context, projected: 9 x [T, H];
-     * intermediate [T, I]; scores [B*heads, L, L]; mask [B*heads, L]; ids [T] int64. */
-    const int64_t tokens = batch * seq_len, groups = batch * config->num_heads;
-    const int64_t floats = 9 * tokens * config->hidden_size + tokens * config->intermediate_size +
-                           groups * seq_len * seq_len + groups * seq_len;
-    return floats * (int64_t)sizeof(float) + tokens * (int64_t)sizeof(int64_t);
+    /* Mirrors the take() calls above for T = batch x seq_len tokens (a bound: packing needs no
+     * more): hidden, qkv (3), context, projected: 6 x [T, H]; intermediate [T, I]; one [L, L]
+     * score matrix per thread; ids and positions [T] int64. */
+    const int64_t tokens = batch * seq_len;
+    int64_t threads = 1;
+    try {
+        threads = at::get_num_threads();
+    } catch (...) {
+    }
+    const int64_t floats = tokens * (6 * config->hidden_size + config->intermediate_size) +
+                           threads * seq_len * seq_len;
+    return floats * (int64_t)sizeof(float) + 2 * tokens * (int64_t)sizeof(int64_t);
 }
 
 int64_t cx_bert_scratch_held(const cx_bert *bert)
 {
     const Scratch &s = bert->scratch;
-    return held_bytes(s.hidden) + held_bytes(s.qkv) + held_bytes(s.heads) + held_bytes(s.scores) +
-           held_bytes(s.mask) + held_bytes(s.context) + held_bytes(s.projected) +
-           held_bytes(s.intermediate) + held_bytes(s.ids);
+    return held_bytes(s.hidden) + held_bytes(s.qkv) + held_bytes(s.scores) +
+           held_bytes(s.context) + held_bytes(s.projected) + held_bytes(s.intermediate) +
+           held_bytes(s.ids) + held_bytes(s.positions);
 }
 
 cx_device cx_bert_device(const cx_bert *bert)

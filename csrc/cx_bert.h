@@ -29,19 +29,21 @@ cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weight
                      cx_device device, cx_error *err);
 void cx_bert_free(cx_bert *bert); /* NULL is fine */
 
-/* Runs the encoder on one padded batch and writes sentence vectors.
- *   ids:     [batch, seq_len] int32, row-major; positions >= lengths[b] are ignored (masked)
- *   lengths: [batch] int32 in [1, seq_len]
- *   out:     [batch, hidden] float32, row-major: the mean over each row's first lengths[b]
- *            token states of the last layer, L2-normalised
- * Runs with autograd off. Does not touch Python; call it without the GIL. */
+/* Runs the encoder on one batch of texts, packed without padding, and writes sentence vectors.
+ *   ids:     [sum of lengths] int32: the texts' token ids back to back
+ *   lengths: [batch] int32, each in [1, max_position_embeddings]
+ *   out:     [batch, hidden] float32, row-major: the mean of each text's last-layer token
+ *            states, L2-normalised
+ * Attention runs per text over its own tokens, so no work or memory goes to padding and no mask
+ * is needed. Runs with autograd off. Does not touch Python; call it without the GIL. */
 cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *lengths,
-                          int64_t batch, int64_t seq_len, float *out, cx_error *err);
+                          int64_t batch, float *out, cx_error *err);
 
 /* Frees the scratch tensors (they are regrown by the next forward), returning their memory. */
 void cx_bert_release_scratch(cx_bert *bert);
 
-/* Bytes of scratch memory (activations) a [batch, seq_len] forward needs at its peak. */
+/* Bytes of scratch memory (activations) a forward of `batch` texts of at most `seq_len` tokens
+ * needs at its peak: an upper bound, as the tokens are packed without padding. */
 int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len);
 
 /* Bytes currently held in scratch tensors. */

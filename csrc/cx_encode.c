@@ -1,6 +1,9 @@
 /* cx_encode.c: the hot batch loop. Tokenize every text once, sort by length so that batches
- * carry little padding, cut batches by a budget of padded tokens (from the MemoryManager when
- * there is one), run the forward pass, and scatter each vector back to its text's row. */
+ * are uniform, cut batches by a budget of padded tokens (rows x longest text, from the
+ * MemoryManager when there is one), run the forward pass on the packed batch, and scatter each
+ * vector back to its text's row. The budget counts padding although the encoder packs tokens:
+ * it bounds the memory of a batch whatever the lengths, and with length-sorted batches the
+ * difference is small. */
 #include "cx_encode.h"
 
 #include <stdlib.h>
@@ -135,8 +138,10 @@ static cx_status reserve_batch(cx_memory *memory, const cx_bert_config *config, 
     }
 }
 
+/* Packs the ids of texts order[first .. first + rows) back to back (the encoder needs no
+ * padding) and their lengths. */
 static cx_status prepare_batch(cx_encode_scratch *scratch, int64_t first, int64_t rows,
-                               int64_t seq_len, int64_t hidden, int32_t pad_id, cx_error *err)
+                               int64_t seq_len, int64_t hidden, cx_error *err)
 {
     cx_status status = grow((void **)&scratch->batch_ids, &scratch->batch_capacity_tokens,
                             rows * seq_len, sizeof(int32_t), err);
@@ -154,13 +159,12 @@ static cx_status prepare_batch(cx_encode_scratch *scratch, int64_t first, int64_
                                 (long long)rows);
         scratch->batch_capacity_rows = rows;
     }
+    int32_t *packed = scratch->batch_ids;
     for (int64_t r = 0; r < rows; ++r) {
         int64_t text = scratch->order[first + r];
         int32_t length = scratch->lengths[text];
-        int32_t *row = scratch->batch_ids + r * seq_len;
-        memcpy(row, scratch->token_ids + scratch->offsets[text], (size_t)length * sizeof *row);
-        for (int64_t l = length; l < seq_len; ++l)
-            row[l] = pad_id;
+        memcpy(packed, scratch->token_ids + scratch->offsets[text], (size_t)length * sizeof *packed);
+        packed += length;
         scratch->batch_lengths[r] = length;
     }
     return CX_OK;
@@ -197,7 +201,6 @@ cx_status cx_encode_run(const cx_tokenizer *tokenizer, cx_bert *bert,
         return status;
     sort_by_length(scratch, count);
 
-    const int32_t pad_id = cx_tokenizer_pad_id(tokenizer);
     int64_t done = 0;
     while (done < count) {
         /* Longest first: the first row of a batch fixes its padded length. */
@@ -211,10 +214,10 @@ cx_status cx_encode_run(const cx_tokenizer *tokenizer, cx_bert *bert,
         int64_t reserved = 0;
         status = reserve_batch(request->memory, config, &rows, seq_len, &reserved, err);
         if (status == CX_OK)
-            status = prepare_batch(scratch, done, rows, seq_len, hidden, pad_id, err);
+            status = prepare_batch(scratch, done, rows, seq_len, hidden, err);
         if (status == CX_OK)
             status = cx_bert_forward(bert, scratch->batch_ids, scratch->batch_lengths, rows,
-                                     seq_len, scratch->batch_vectors, err);
+                                     scratch->batch_vectors, err);
         if (request->memory != NULL && reserved > 0)
             cx_memory_release(request->memory, reserved);
         if (status != CX_OK)

@@ -39,7 +39,7 @@ typedef struct cx_encode_scratch {
     int32_t *lengths;       /* [n] id count of each text */
     int64_t *order;         /* [n] text indices sorted by length, longest first */
     int64_t text_capacity;
-    int32_t *batch_ids;     /* [rows, seq] padded ids of the batch in hand */
+    int32_t *batch_ids;     /* packed ids of the batch in hand (at most rows x longest) */
     int32_t *batch_lengths; /* [rows] */
     float *batch_vectors;   /* [rows, hidden] */
     int64_t batch_capacity_tokens, batch_capacity_rows;

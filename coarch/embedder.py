@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 ProgressCallback = Callable[[int, int], object]
 
+PRECISION_ENV = "COARCH_PRECISION"
+DEFAULT_PRECISION = "fp32"
+
 
 class Embedder:
     """A BERT-family sentence encoder (all-MiniLM-L6-v2 by default) running in coarch's C core.
@@ -26,6 +29,8 @@ class Embedder:
     config.json, vocab.txt and model.safetensors. `threads` defaults to the cores this process
     may use. `max_seq_length` caps the tokens per text (default: the model's). `memory` is a
     MemoryManager whose budget sizes each batch and whose hooks run between batches.
+    `precision` is "fp32", "bf16" or "auto" (bf16 where the CPU and libtorch run it natively);
+    None reads $COARCH_PRECISION, else fp32.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class Embedder:
         max_seq_length: int | None = None,
         memory: MemoryManager | None = None,
         device: str = "cpu",
+        precision: str | None = None,
     ) -> None:
         self.model_path: Path = resolve_model_path(model)
         try:
@@ -44,6 +50,7 @@ class Embedder:
                 max_seq_length=max_seq_length or 0,
                 memory=memory,
                 device=device,
+                precision=precision or os.environ.get(PRECISION_ENV) or DEFAULT_PRECISION,
             )
         except _core.ModelError as error:
             raise ModelError(str(error), hint="check the model folder") from None
@@ -69,6 +76,16 @@ class Embedder:
     @property
     def device(self) -> str:
         return str(self._core.device)
+
+    @property
+    def precision(self) -> str:
+        """The precision of the matrix products: "fp32" or "bf16"."""
+        return str(self._core.precision)
+
+    @property
+    def precision_reason(self) -> str:
+        """Why that precision was chosen (for "auto": what the run-time check found)."""
+        return str(self._core.precision_reason)
 
     @property
     def config(self) -> dict[str, object]:
@@ -122,5 +139,6 @@ class Embedder:
     def __repr__(self) -> str:
         return (
             f"Embedder(model={str(self.model_path)!r}, dim={self.dim}, "
-            f"max_seq_length={self.max_seq_length}, threads={self.threads})"
+            f"max_seq_length={self.max_seq_length}, threads={self.threads}, "
+            f"precision={self.precision!r})"
         )

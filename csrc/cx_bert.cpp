@@ -23,6 +23,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -58,6 +59,12 @@ struct Scratch {
     at::Tensor intermediate; /* [T, I] */
     at::Tensor ids;          /* [T] int64 token ids */
     at::Tensor positions;    /* [T] int64 position of each token in its text */
+    /* bf16 only: the inputs and outputs of the dense products in bf16. */
+    at::Tensor hidden_low;       /* [T, H] */
+    at::Tensor qkv_low;          /* [T, 3H] */
+    at::Tensor context_low;      /* [T, H] */
+    at::Tensor projected_low;    /* [T, H] */
+    at::Tensor intermediate_low; /* [T, I]: in bf16 the fp32 intermediate is not used */
 };
 
 /* Where each text of the batch lies in the packed rows. */
@@ -72,6 +79,7 @@ struct Packing {
 struct cx_bert {
     cx_bert_config config;
     at::Device device{at::kCPU};
+    at::ScalarType dense_type = at::kFloat; /* kBFloat16 in CX_PRECISION_BF16 */
     at::Tensor word_embeddings, position_embeddings, token_type_embeddings; /* [V,H] [P,H] [T,H] */
     at::Tensor embedding_norm_weight, embedding_norm_bias;                 /* [H], [H] */
     std::vector<Layer> layers;
@@ -283,7 +291,16 @@ void attend_device(const at::Tensor &qkv, at::Tensor &context, const Packing &pa
     }
 }
 
-/* One encoder layer over hidden [T, H] in place. */
+void attend(cx_bert &bert, const at::Tensor &qkv, at::Tensor &context, const Packing &packing)
+{
+    if (bert.device.is_cpu())
+        attend_cpu(bert.scratch, qkv, context, packing, bert.config.num_heads,
+                   bert.config.hidden_size);
+    else
+        attend_device(qkv, context, packing, bert.config.num_heads, bert.config.hidden_size);
+}
+
+/* One encoder layer over hidden [T, H] in place, fp32 throughout. */
 void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
 {
     const cx_bert_config &cfg = bert.config;
@@ -296,10 +313,7 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
     dense(qkv, hidden, layer.qkv_weight, layer.qkv_bias);
 
     at::Tensor context = take(s.context, tokens * width, {tokens, width}, at::kFloat, device);
-    if (device.is_cpu())
-        attend_cpu(s, qkv, context, packing, cfg.num_heads, width);
-    else
-        attend_device(qkv, context, packing, cfg.num_heads, width);
+    attend(bert, qkv, context, packing);
 
     at::Tensor projected = take(s.projected, tokens * width, {tokens, width}, at::kFloat, device);
     dense(projected, context, layer.attention_output_weight, layer.attention_output_bias);
@@ -315,7 +329,53 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
                    cfg.layer_norm_eps);
 }
 
-Layer make_layer(const cx_bert_config &cfg, const cx_bert_layer_weights &w, at::Device device)
+/* The same with the dense products in bf16: each product's input is rounded to bf16 and its
+ * output widened back to fp32, so attention, residuals and LayerNorm keep fp32 accuracy. The
+ * feed-forward's intermediate stays bf16 between its two products (GELU computes in fp32 per
+ * element). */
+void encoder_layer_bf16(cx_bert &bert, const Layer &layer, const Packing &packing)
+{
+    const cx_bert_config &cfg = bert.config;
+    Scratch &s = bert.scratch;
+    const at::Device device = bert.device;
+    const int64_t tokens = packing.tokens, width = cfg.hidden_size, inner = cfg.intermediate_size;
+    const at::ScalarType low = at::kBFloat16;
+
+    at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat, device);
+    at::Tensor hidden_low = take(s.hidden_low, tokens * width, {tokens, width}, low, device);
+    at::Tensor qkv = take(s.qkv, tokens * 3 * width, {tokens, 3 * width}, at::kFloat, device);
+    at::Tensor qkv_low = take(s.qkv_low, tokens * 3 * width, {tokens, 3 * width}, low, device);
+    hidden_low.copy_(hidden);
+    dense(qkv_low, hidden_low, layer.qkv_weight, layer.qkv_bias);
+    qkv.copy_(qkv_low);
+
+    at::Tensor context = take(s.context, tokens * width, {tokens, width}, at::kFloat, device);
+    at::Tensor context_low = take(s.context_low, tokens * width, {tokens, width}, low, device);
+    attend(bert, qkv, context, packing);
+    context_low.copy_(context);
+
+    at::Tensor projected = take(s.projected, tokens * width, {tokens, width}, at::kFloat, device);
+    at::Tensor projected_low =
+        take(s.projected_low, tokens * width, {tokens, width}, low, device);
+    dense(projected_low, context_low, layer.attention_output_weight,
+          layer.attention_output_bias);
+    projected.copy_(projected_low);
+    add_layer_norm(hidden, &projected, layer.attention_norm_weight, layer.attention_norm_bias,
+                   cfg.layer_norm_eps);
+
+    at::Tensor intermediate_low =
+        take(s.intermediate_low, tokens * inner, {tokens, inner}, low, device);
+    hidden_low.copy_(hidden);
+    dense(intermediate_low, hidden_low, layer.intermediate_weight, layer.intermediate_bias);
+    at::gelu_(intermediate_low);
+    dense(projected_low, intermediate_low, layer.output_weight, layer.output_bias);
+    projected.copy_(projected_low);
+    add_layer_norm(hidden, &projected, layer.output_norm_weight, layer.output_norm_bias,
+                   cfg.layer_norm_eps);
+}
+
+Layer make_layer(const cx_bert_config &cfg, const cx_bert_layer_weights &w, at::Device device,
+                 at::ScalarType dense_type)
 {
     const int64_t h = cfg.hidden_size, inner = cfg.intermediate_size;
     const double scale = 1.0 / std::sqrt((double)(h / cfg.num_heads));
@@ -339,6 +399,14 @@ Layer make_layer(const cx_bert_config &cfg, const cx_bert_layer_weights &w, at::
     layer.output_bias = wrap(w.output_bias, {h}, device);
     layer.output_norm_weight = wrap(w.output_norm_weight, {h}, device);
     layer.output_norm_bias = wrap(w.output_norm_bias, {h}, device);
+    if (dense_type != at::kFloat) {
+        /* Converted copies: the products read weight and bias in their own type. */
+        for (at::Tensor *tensor :
+             {&layer.qkv_weight, &layer.qkv_bias, &layer.attention_output_weight,
+              &layer.attention_output_bias, &layer.intermediate_weight, &layer.intermediate_bias,
+              &layer.output_weight, &layer.output_bias})
+            *tensor = tensor->to(dense_type);
+    }
     return layer;
 }
 
@@ -352,7 +420,7 @@ int64_t held_bytes(const at::Tensor &tensor)
 extern "C" {
 
 cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weights,
-                     cx_device device, cx_error *err)
+                     cx_device device, cx_precision precision, cx_error *err)
 {
     if (config == nullptr || weights == nullptr) {
         cx_error_set(err, CX_ERR_ARGUMENT, "cannot create the encoder: no model");
@@ -374,6 +442,7 @@ cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weight
         const int64_t h = cfg.hidden_size;
         bert->config = cfg;
         bert->device = device == CX_DEVICE_CUDA ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+        bert->dense_type = precision == CX_PRECISION_BF16 ? at::kBFloat16 : at::kFloat;
         bert->word_embeddings = wrap(weights->word_embeddings, {cfg.vocab_size, h}, bert->device);
         bert->position_embeddings =
             wrap(weights->position_embeddings, {cfg.max_position_embeddings, h}, bert->device);
@@ -383,7 +452,8 @@ cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weight
         bert->embedding_norm_bias = wrap(weights->embedding_norm_bias, {h}, bert->device);
         bert->layers.reserve((size_t)cfg.num_layers);
         for (int64_t i = 0; i < cfg.num_layers; ++i)
-            bert->layers.push_back(make_layer(cfg, weights->layers[i], bert->device));
+            bert->layers.push_back(
+                make_layer(cfg, weights->layers[i], bert->device, bert->dense_type));
         return CX_OK;
     });
     if (status != CX_OK) {
@@ -448,8 +518,12 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
         at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat,
                                  bert->device);
         embed(*bert, hidden, device_ids, device_positions);
-        for (const Layer &layer : bert->layers)
-            encoder_layer(*bert, layer, packing);
+        for (const Layer &layer : bert->layers) {
+            if (bert->dense_type == at::kBFloat16)
+                encoder_layer_bf16(*bert, layer, packing);
+            else
+                encoder_layer(*bert, layer, packing);
+        }
         pool(hidden, packing, out);
         return CX_OK;
     });
@@ -464,17 +538,19 @@ void cx_bert_release_scratch(cx_bert *bert)
 int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len)
 {
     /* Mirrors the take() calls above for T = batch x seq_len tokens (a bound: packing needs no
-     * more): hidden, qkv (3), context, projected: 6 x [T, H]; intermediate [T, I]; one [L, L]
-     * score matrix per thread; ids and positions [T] int64. */
-    const int64_t tokens = batch * seq_len;
+     * more). fp32: hidden, qkv (3), context, projected: 6 x [T, H] and intermediate [T, I] in
+     * fp32. bf16: the same six [T, H] in fp32 plus in bf16, and intermediate [T, I] in bf16 only.
+     * Both: one [L, L] fp32 score matrix per thread, ids and positions [T] int64. */
+    const int64_t tokens = batch * seq_len, h = config->hidden_size;
+    const int64_t inner = config->intermediate_size;
     int64_t threads = 1;
     try {
         threads = at::get_num_threads();
     } catch (...) {
     }
-    const int64_t floats = tokens * (6 * config->hidden_size + config->intermediate_size) +
-                           threads * seq_len * seq_len;
-    return floats * (int64_t)sizeof(float) + 2 * tokens * (int64_t)sizeof(int64_t);
+    const int64_t fp32 = 4 * tokens * (6 * h + inner);
+    const int64_t bf16 = 4 * tokens * 6 * h + 2 * tokens * (6 * h + inner);
+    return std::max(fp32, bf16) + 4 * threads * seq_len * seq_len + 16 * tokens;
 }
 
 int64_t cx_bert_scratch_held(const cx_bert *bert)
@@ -482,12 +558,19 @@ int64_t cx_bert_scratch_held(const cx_bert *bert)
     const Scratch &s = bert->scratch;
     return held_bytes(s.hidden) + held_bytes(s.qkv) + held_bytes(s.scores) +
            held_bytes(s.context) + held_bytes(s.projected) + held_bytes(s.intermediate) +
-           held_bytes(s.ids) + held_bytes(s.positions);
+           held_bytes(s.ids) + held_bytes(s.positions) + held_bytes(s.hidden_low) +
+           held_bytes(s.qkv_low) + held_bytes(s.context_low) + held_bytes(s.projected_low) +
+           held_bytes(s.intermediate_low);
 }
 
 cx_device cx_bert_device(const cx_bert *bert)
 {
     return bert->device.is_cuda() ? CX_DEVICE_CUDA : CX_DEVICE_CPU;
+}
+
+cx_precision cx_bert_precision(const cx_bert *bert)
+{
+    return bert->dense_type == at::kBFloat16 ? CX_PRECISION_BF16 : CX_PRECISION_FP32;
 }
 
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert)
@@ -512,6 +595,57 @@ int cx_backend_threads(void)
     } catch (...) {
         return 1;
     }
+}
+
+int cx_backend_bf16_native(const char **reason)
+{
+    static int answer = -1;
+    static const char *why = "";
+    if (answer >= 0) {
+        *reason = why;
+        return answer;
+    }
+    answer = 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16") && !__builtin_cpu_supports("amx-bf16")) {
+        why = "the CPU has no native bf16 instructions (avx512_bf16 or AMX-BF16)";
+    } else if (!AT_MKLDNN_ENABLED() || !at::globalContext().userEnabledMkldnn()) {
+        why = "this libtorch has no oneDNN, which runs bf16 products natively";
+    } else {
+        try {
+            c10::InferenceMode inference;
+            /* A product of the feed-forward's shape. The best of several runs, so that a busy
+             * machine does not decide the answer. */
+            at::Tensor input = at::randn({512, 384}), weight = at::randn({1536, 384});
+            at::Tensor out = at::empty({512, 1536});
+            at::Tensor input_low = input.to(at::kBFloat16), weight_low = weight.to(at::kBFloat16);
+            at::Tensor out_low = at::empty({512, 1536}, at::kBFloat16);
+            auto seconds = [](auto &&run) {
+                run(); /* warm-up: oneDNN builds its kernel on the first call */
+                double best = 1e30;
+                for (int i = 0; i < 7; ++i) {
+                    const auto start = std::chrono::steady_clock::now();
+                    run();
+                    best = std::min(best, std::chrono::duration<double>(
+                                              std::chrono::steady_clock::now() - start)
+                                              .count());
+                }
+                return best;
+            };
+            const double fp32 = seconds([&] { at::mm_out(out, input, weight.t()); });
+            const double bf16 = seconds([&] { at::mm_out(out_low, input_low, weight_low.t()); });
+            if (bf16 * 1.5 < fp32) {
+                answer = 1;
+                why = "the CPU has native bf16 and libtorch's bf16 products ran faster than fp32";
+            } else {
+                why = "libtorch's bf16 products were not faster than fp32 on this machine";
+            }
+        } catch (...) {
+            why = "a bf16 product failed in this libtorch";
+        }
+    }
+    *reason = why;
+    return answer;
 }
 
 const char *cx_backend_version(void)

@@ -20,13 +20,19 @@ extern "C" {
 
 typedef enum cx_device { CX_DEVICE_CPU = 0, CX_DEVICE_CUDA = 1 } cx_device;
 
+/* Precision of the matrix products. In CX_PRECISION_BF16 the dense weights are converted to
+ * bfloat16 once at creation and the dense products run in bf16 (accumulating in fp32 inside the
+ * BLAS); embeddings, attention, GELU's input, residuals, LayerNorm, pooling and normalisation stay
+ * in fp32, and the output is float32. */
+typedef enum cx_precision { CX_PRECISION_FP32 = 0, CX_PRECISION_BF16 = 1 } cx_precision;
+
 typedef struct cx_bert cx_bert; /* opaque: weight tensors, scratch tensors, device */
 
-/* Wraps `weights` (shapes per `config`) for inference on `device`; CUDA copies them to the GPU.
- * Returns NULL and fills `err` on failure (CX_ERR_ARGUMENT when CUDA is asked for but not
- * available). Caller frees with cx_bert_free. */
+/* Wraps `weights` (shapes per `config`) for inference on `device` in `precision`; CUDA copies
+ * them to the GPU, bf16 converts the dense weights. Returns NULL and fills `err` on failure
+ * (CX_ERR_ARGUMENT when CUDA is asked for but not available). Caller frees with cx_bert_free. */
 cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weights,
-                     cx_device device, cx_error *err);
+                     cx_device device, cx_precision precision, cx_error *err);
 void cx_bert_free(cx_bert *bert); /* NULL is fine */
 
 /* Runs the encoder on one batch of texts, packed without padding, and writes sentence vectors.
@@ -43,13 +49,15 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
 void cx_bert_release_scratch(cx_bert *bert);
 
 /* Bytes of scratch memory (activations) a forward of `batch` texts of at most `seq_len` tokens
- * needs at its peak: an upper bound, as the tokens are packed without padding. */
+ * needs at its peak, in either precision: an upper bound, as the tokens are packed without
+ * padding. */
 int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len);
 
 /* Bytes currently held in scratch tensors. */
 int64_t cx_bert_scratch_held(const cx_bert *bert);
 
 cx_device cx_bert_device(const cx_bert *bert);
+cx_precision cx_bert_precision(const cx_bert *bert);
 
 /* The configuration the encoder was built with (borrowed). */
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert);
@@ -60,6 +68,13 @@ int cx_backend_threads(void);
 
 /* The libtorch version built against, e.g. "1.13.0", and whether it was built with CUDA. */
 const char *cx_backend_version(void);
+
+/* Whether bf16 products are native here, checked at run time, not assumed: the CPU has
+ * avx512_bf16 or AMX-BF16, this libtorch has oneDNN enabled, and a probe product of the model's
+ * shape runs clearly faster in bf16 than in fp32 (a libtorch without a native kernel falls back to
+ * a slow reference loop). Returns 1 or 0 and points *reason at a static sentence saying why. The
+ * probe runs once per process (tens of milliseconds); later calls return the cached answer. */
+int cx_backend_bf16_native(const char **reason);
 
 /* 1 when this libtorch was built with CUDA and a device is present, else 0. */
 int cx_backend_cuda_available(void);

@@ -25,6 +25,7 @@ typedef struct {
     PyThread_type_lock lock;     /* owned; one encode at a time */
     PyObject *memory;            /* strong reference to a MemoryManager, or NULL */
     int64_t max_seq_length;      /* ids kept per text, <= the model's */
+    const char *precision_reason; /* static sentence: why this precision was chosen */
     int threads;                 /* intra-op and BLAS threads set at construction */
 } Embedder;
 
@@ -39,7 +40,8 @@ typedef struct {
 } loaded_parts;
 
 /* Engine work of the constructor, run without the GIL: open, tokenizer, encoder. */
-static void load_parts(const char *directory, cx_device device, loaded_parts *parts)
+static void load_parts(const char *directory, cx_device device, cx_precision precision,
+                       loaded_parts *parts)
 {
     parts->model = cx_model_open(directory, &parts->status, &parts->err);
     if (parts->model == NULL)
@@ -60,7 +62,8 @@ static void load_parts(const char *directory, cx_device device, loaded_parts *pa
             (long long)config->vocab_size);
         return;
     }
-    parts->bert = cx_bert_new(config, cx_model_weights(parts->model), device, &parts->err);
+    parts->bert =
+        cx_bert_new(config, cx_model_weights(parts->model), device, precision, &parts->err);
     if (parts->bert == NULL)
         parts->status = CX_ERR_BACKEND;
 }
@@ -90,6 +93,33 @@ static int parse_device(const char *name, cx_device *device)
     return -1;
 }
 
+/* "fp32", "bf16" or "auto" (bf16 where it is native, see cx_backend_bf16_native). */
+static int parse_precision(const char *name, cx_device device, cx_precision *precision,
+                           const char **reason)
+{
+    if (strcmp(name, "fp32") == 0) {
+        *precision = CX_PRECISION_FP32;
+        *reason = "fp32 was asked for";
+        return 0;
+    }
+    if (strcmp(name, "bf16") == 0) {
+        *precision = CX_PRECISION_BF16;
+        *reason = "bf16 was asked for";
+        return 0;
+    }
+    if (strcmp(name, "auto") == 0) {
+        if (device == CX_DEVICE_CUDA) {
+            *precision = CX_PRECISION_BF16;
+            *reason = "auto on a CUDA device: bf16";
+            return 0;
+        }
+        *precision = cx_backend_bf16_native(reason) ? CX_PRECISION_BF16 : CX_PRECISION_FP32;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "precision must be 'fp32', 'bf16' or 'auto', not '%s'", name);
+    return -1;
+}
+
 static int set_threads(int threads)
 {
     cx_error err;
@@ -105,16 +135,20 @@ static int set_threads(int threads)
 
 static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"model_dir", "threads", "max_seq_length", "memory", "device", NULL};
+    static char *keywords[] = {"model_dir", "threads", "max_seq_length", "memory",
+                               "device",    "precision", NULL};
     PyObject *path = NULL, *memory = Py_None;
     int threads = 0;
     Py_ssize_t max_seq_length = 0;
-    const char *device_name = "cpu";
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|$inOs", keywords, PyUnicode_FSConverter,
-                                     &path, &threads, &max_seq_length, &memory, &device_name))
+    const char *device_name = "cpu", *precision_name = "fp32";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|$inOss", keywords, PyUnicode_FSConverter,
+                                     &path, &threads, &max_seq_length, &memory, &device_name,
+                                     &precision_name))
         return -1;
     int result = -1;
     cx_device device;
+    cx_precision precision;
+    const char *precision_reason = "";
     if (self->model != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Embedder is already initialised");
         goto done;
@@ -127,11 +161,15 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
         goto done;
     if (parse_device(device_name, &device) < 0)
         goto done;
+    if (threads > 0 && set_threads(threads) < 0)
+        goto done; /* before the bf16 probe, which runs on libtorch's pool */
+    if (parse_precision(precision_name, device, &precision, &precision_reason) < 0)
+        goto done;
 
     loaded_parts parts = {0};
     const char *directory = PyBytes_AS_STRING(path);
     Py_BEGIN_ALLOW_THREADS
-    load_parts(directory, device, &parts);
+    load_parts(directory, device, precision, &parts);
     Py_END_ALLOW_THREADS
     if (parts.bert == NULL) {
         free_parts(&parts);
@@ -165,6 +203,7 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     self->tokenizer = parts.tokenizer;
     self->bert = parts.bert;
     self->max_seq_length = max_seq_length > 0 ? max_seq_length : config->max_seq_length;
+    self->precision_reason = precision_reason;
     if (memory != Py_None)
         self->memory = Py_NewRef(memory);
     result = 0;
@@ -489,6 +528,21 @@ static PyObject *Embedder_get_device(Embedder *self, void *closure)
     return PyUnicode_FromString(cx_bert_device(self->bert) == CX_DEVICE_CUDA ? "cuda" : "cpu");
 }
 
+static PyObject *Embedder_get_precision(Embedder *self, void *closure)
+{
+    if (require_ready(self) < 0)
+        return NULL;
+    return PyUnicode_FromString(cx_bert_precision(self->bert) == CX_PRECISION_BF16 ? "bf16"
+                                                                                   : "fp32");
+}
+
+static PyObject *Embedder_get_precision_reason(Embedder *self, void *closure)
+{
+    if (require_ready(self) < 0)
+        return NULL;
+    return PyUnicode_FromString(self->precision_reason);
+}
+
 static PyObject *Embedder_get_scratch_bytes(Embedder *self, void *closure)
 {
     if (require_ready(self) < 0)
@@ -541,6 +595,9 @@ static PyGetSetDef Embedder_getset[] = {
      "Tokens kept per text, [CLS] and [SEP] included.", NULL},
     {"threads", (getter)Embedder_get_threads, NULL, "Threads set for libtorch and BLAS.", NULL},
     {"device", (getter)Embedder_get_device, NULL, "'cpu' or 'cuda'.", NULL},
+    {"precision", (getter)Embedder_get_precision, NULL, "'fp32' or 'bf16'.", NULL},
+    {"precision_reason", (getter)Embedder_get_precision_reason, NULL,
+     "Why that precision was chosen.", NULL},
     {"config", (getter)Embedder_get_config, NULL, "The model's configuration as a dict.", NULL},
     {"scratch_bytes", (getter)Embedder_get_scratch_bytes, NULL,
      "Bytes held by the encoder's reusable scratch tensors.", NULL},
@@ -549,7 +606,8 @@ static PyGetSetDef Embedder_getset[] = {
 };
 
 static PyType_Slot Embedder_slots[] = {
-    {Py_tp_doc, "Embedder(model_dir, *, threads=0, max_seq_length=0, memory=None, device='cpu')\n\n"
+    {Py_tp_doc, "Embedder(model_dir, *, threads=0, max_seq_length=0, memory=None, device='cpu',\n"
+                "         precision='fp32')\n\n"
                 "A BERT-family sentence encoder: WordPiece tokenizer, forward pass over libtorch,\n"
                 "mean pooling and L2 normalisation. threads=0 uses every core this process may\n"
                 "use; max_seq_length=0 keeps the model's."},

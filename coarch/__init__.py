@@ -8,6 +8,7 @@
 
 from coarch._version import __version__
 from coarch.embedder import Embedder
+from coarch.memory import MemoryManager, MemoryPressure
 from coarch.errors import (
     CoarchError,
     MemoryLimitError,
@@ -19,6 +20,8 @@ from coarch.models import default_model_path
 __all__ = [
     "CoarchError",
     "Embedder",
+    "MemoryManager",
+    "MemoryPressure",
     "MemoryLimitError",
     "ModelError",
     "ModelNotFoundError",

@@ -180,6 +180,12 @@ static void scatter_batch(const cx_encode_scratch *scratch, int64_t first, int64
     }
 }
 
+/* The MemoryManager's release hook: frees the encoder's scratch (regrown by the next batch). */
+static void release_scratch(void *bert)
+{
+    cx_bert_release_scratch(bert);
+}
+
 cx_status cx_encode_run(const cx_tokenizer *tokenizer, cx_bert *bert,
                         const cx_encode_request *request, cx_encode_scratch *scratch,
                         cx_error *err)
@@ -225,7 +231,14 @@ cx_status cx_encode_run(const cx_tokenizer *tokenizer, cx_bert *bert,
 
         scatter_batch(scratch, done, rows, hidden, request->out);
         done += rows;
-        int actions = request->memory != NULL ? cx_memory_after_batch(request->memory) : 0;
+        int actions = 0;
+        if (request->memory != NULL) {
+            /* Exact accounting: what the grown scratch holds is reused by the next batch. At
+             * HIGH/CRITICAL the manager frees it (release_scratch) before malloc_trim, so that
+             * a smaller budget really gives memory back. */
+            cx_memory_set_held(request->memory, cx_bert_scratch_held(bert));
+            actions = cx_memory_after_batch_release(request->memory, release_scratch, bert);
+        }
         if (request->after_batch != NULL) {
             status = request->after_batch(request->hook_context, done, count, actions, err);
             if (status != CX_OK)

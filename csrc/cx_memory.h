@@ -60,14 +60,18 @@ cx_memory *cx_memory_new(const cx_memory_options *options, cx_status *status, cx
 void cx_memory_free(cx_memory *memory);
 
 /* Tokens (batch x padded length) the next batch may hold, predicted from the model's shape so
- * that it fits in the headroom under the limit, then adapted by measured pressure, within
- * [min, max], and never below seq_len (one row). `config` NULL: the attached model's (or
- * all-MiniLM-L6-v2's); a non-NULL config is remembered. seq_len < 1: the config's
- * max_seq_length. With adaptive = 0 the answer is always max_batch_tokens. */
+ * that it fits in the headroom under the limit (the first budget of a model lands halfway
+ * between MODERATE and HIGH; no batch alone may carry usage past CRITICAL), then adapted by
+ * measured pressure, within [min, max], and never below seq_len (one row). `config` NULL:
+ * the attached model's (or all-MiniLM-L6-v2's); a non-NULL config is remembered. seq_len < 1:
+ * the config's max_seq_length. With adaptive = 0 the answer is always max_batch_tokens. */
 int64_t cx_memory_batch_tokens(cx_memory *memory, const cx_bert_config *config, int64_t seq_len);
 
-/* Reserves `bytes` against the budget for one batch (released by cx_memory_release). Returns
- * CX_ERR_MEMORY_LIMIT with a message naming the sizes when even this reservation cannot fit. */
+/* Reserves `bytes` against the budget for one batch (released by cx_memory_release): the RSS
+ * now, plus other batches' reservations, plus what `bytes` adds beyond the held buffers it will
+ * reuse (cx_memory_set_held) must stay within the limit. Returns CX_ERR_MEMORY_LIMIT with a
+ * message naming the sizes when even this reservation cannot fit. With a CUDA model the host
+ * check is skipped (the scratch lives on the GPU). Releasing marks the bytes as held. */
 cx_status cx_memory_reserve(cx_memory *memory, int64_t bytes, cx_error *err);
 void cx_memory_release(cx_memory *memory, int64_t bytes);
 
@@ -76,12 +80,17 @@ void cx_memory_release(cx_memory *memory, int64_t bytes);
 int cx_memory_after_batch(cx_memory *memory);
 
 /* At CRITICAL: sleeps in short steps until pressure falls below CRITICAL or the bounded wait
- * ends. Returns CX_OK either way (counted as a wait). */
+ * ends. Returns CX_OK either way (counted as a wait). A wait that ends still CRITICAL stops
+ * cx_memory_after_batch from asking for more (no CX_MEMORY_ACTION_WAIT) until a reading falls
+ * below CRITICAL: memory nobody gives back is not worth stalling every batch for. */
 cx_status cx_memory_wait_for_relief(cx_memory *memory);
 
 /* Records that the caller ran the garbage collector (the gc_runs counter). */
 void cx_memory_count_gc(cx_memory *memory);
 
+/* The pressure now: the usage is the largest of RSS / limit, the cgroup's usage (minus its
+ * inactive file cache) / the cgroup's limit, and GPU reserved / GPU total with a CUDA model,
+ * judged against the profile's thresholds. No allocation, tens of microseconds. */
 cx_pressure cx_memory_pressure(cx_memory *memory);
 
 /* ---- Extensions: the model's shape, exact accounting, readings and the cgroup parser. ---- */
@@ -111,8 +120,9 @@ void cx_memory_attach_model(cx_memory *memory, const cx_bert_config *config, int
 int64_t cx_memory_batch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len);
 
 /* Refuses a limit too small for the model itself: the RSS now, plus `weights_bytes` (weights
- * that will still become resident: 0 when they already are), plus one batch of one text at the
- * model's max_seq_length must stay under the CRITICAL threshold. Returns CX_OK, or
+ * that will still become resident: 0 when they already are, negative to estimate them from the
+ * config as float32), plus one batch of one text at the model's max_seq_length must stay under
+ * the CRITICAL threshold. `config` NULL: the attached one. Returns CX_OK, or
  * CX_ERR_MEMORY_LIMIT with a message that gives the smallest workable limit in MB. */
 cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
                                 int64_t weights_bytes, cx_error *err);

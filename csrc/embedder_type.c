@@ -204,8 +204,19 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     self->bert = parts.bert;
     self->max_seq_length = max_seq_length > 0 ? max_seq_length : config->max_seq_length;
     self->precision_reason = precision_reason;
-    if (memory != Py_None)
+    if (memory != Py_None) {
+        /* The budget is predicted for this model; a limit too small for it is refused now. */
+        cx_memory *manager = cx_memory_manager_get(memory);
+        cx_memory_attach_model(manager, config, device == CX_DEVICE_CUDA);
+        cx_error err;
+        cx_error_clear(&err);
+        cx_status status = cx_memory_check_model(manager, config, -1, &err);
+        if (status != CX_OK) {
+            cx_raise(status, &err);
+            goto done; /* self->model is set: Embedder_dealloc frees the parts */
+        }
         self->memory = Py_NewRef(memory);
+    }
     result = 0;
 done:
     Py_XDECREF(path);

@@ -13,4 +13,7 @@ fi
 
 "$root/scripts/setup.sh"
 
+# The engine's plain C tests (no Python): seconds.
+make -s -C "$root/tests/c" check
+
 exec "$root/.venv/bin/python" -m pytest "$@"

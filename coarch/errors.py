@@ -1,0 +1,81 @@
+"""The one tree of coarch's errors; each class carries the exit code the CLI returns for it.
+
+Exit codes: 0 success (search: hits found), 1 no hits, 2 usage, configuration, I/O or model
+error, 130 interrupted. "No hits" is a result, not an error, and has no class here.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NO_HITS = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class CoarchError(Exception):
+    """Base of every error coarch raises on purpose. `hint` is an optional second line that
+    tells the user what to do about it."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(CoarchError):
+    """Bad arguments or a bad path: a missing folder, a file where a folder is wanted."""
+
+
+class ConfigError(CoarchError):
+    """A bad setting: an environment variable or option value that cannot be used."""
+
+
+class IndexNotFoundError(CoarchError):
+    """No index exists for the repository or folder asked about."""
+
+
+class IndexLockedError(CoarchError):
+    """Another process holds the index's lock (another `coarch index` is running)."""
+
+    def __init__(self, pid: int | None, lock_path: str) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"index is locked by {who} ({lock_path})",
+            hint="wait for that `coarch index` to finish, or stop it",
+        )
+        self.pid = pid
+        self.lock_path = lock_path
+
+
+class ModelMismatchError(CoarchError):
+    """The index was built with another model (or dimension) than the one asked for."""
+
+
+class CorruptIndexError(CoarchError):
+    """The index's SQLite file cannot be read."""
+
+
+class IndexingInterrupted(CoarchError):
+    """Indexing stopped on request (Ctrl-C) after committing the work in hand."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class ModelError(CoarchError):
+    """A model folder that cannot be used: missing or unreadable files, a malformed config or
+    safetensors header, a missing tensor or one of the wrong shape. The message names the file
+    and the tensor."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model folder (or the packaged default model) does not exist."""
+
+
+class MemoryLimitError(CoarchError, MemoryError):
+    """The work cannot fit under the memory limit, even one text alone, or the limit is too
+    small for the model itself; the message says the minimum."""

@@ -6,16 +6,24 @@
     (1, 384)
 """
 
-from coarch._version import __version__
-from coarch.embedder import Embedder
-from coarch.memory import MemoryManager, MemoryPressure
-from coarch.errors import (
+import os
+
+# libgomp reads this once, when libtorch loads it with coarch._core. Its default lets idle
+# threads spin between parallel regions; on a busy machine (a CI runner, a laptop compiling)
+# the spinning threads steal the cores the working ones need, and encoding ran 6x slower at a
+# load of 8. Sleeping threads cost a wake-up per region, which is nothing next to a batch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from coarch._version import __version__  # noqa: E402
+from coarch.embedder import Embedder  # noqa: E402
+from coarch.errors import (  # noqa: E402
     CoarchError,
     MemoryLimitError,
     ModelError,
     ModelNotFoundError,
 )
-from coarch.models import default_model_path
+from coarch.memory import MemoryManager, MemoryPressure  # noqa: E402
+from coarch.models import default_model_path  # noqa: E402
 
 __all__ = [
     "CoarchError",

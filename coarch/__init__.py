@@ -1,9 +1,9 @@
 """coarch: local code search with a bounded-memory, resumable, incremental indexer.
 
-    >>> import coarch
-    >>> embedder = coarch.Embedder()            # the packaged all-MiniLM-L6-v2
-    >>> embedder.encode(["def retry_upload(): ..."]).shape
-    (1, 384)
+>>> import coarch
+>>> embedder = coarch.Embedder()            # the packaged all-MiniLM-L6-v2
+>>> embedder.encode(["def retry_upload(): ..."]).shape
+(1, 384)
 """
 
 import os
@@ -14,23 +14,23 @@ import os
 # load of 8. Sleeping threads cost a wake-up per region, which is nothing next to a batch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from coarch._version import __version__  # noqa: E402
-from coarch.embedder import Embedder  # noqa: E402
-from coarch.errors import (  # noqa: E402
+from coarch._version import __version__
+from coarch.embedder import Embedder
+from coarch.errors import (
     CoarchError,
     MemoryLimitError,
     ModelError,
     ModelNotFoundError,
 )
-from coarch.memory import MemoryManager, MemoryPressure  # noqa: E402
-from coarch.models import default_model_path  # noqa: E402
+from coarch.memory import MemoryManager, MemoryPressure
+from coarch.models import default_model_path
 
 __all__ = [
     "CoarchError",
     "Embedder",
+    "MemoryLimitError",
     "MemoryManager",
     "MemoryPressure",
-    "MemoryLimitError",
     "ModelError",
     "ModelNotFoundError",
     "__version__",

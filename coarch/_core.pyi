@@ -1,7 +1,7 @@
 """Type stub of coarch._core, the private C extension (use the coarch package instead)."""
 
-from collections.abc import Callable, Sequence
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 class CoreError(Exception): ...

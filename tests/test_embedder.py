@@ -47,8 +47,9 @@ def test_rows_follow_input_order_whatever_the_batching(embedder: coarch.Embedder
     texts = [("x = 1\n" * n) for n in (1, 40, 3, 120, 7)] + CODE
     reference = np.stack([embedder.encode([t])[0] for t in texts])
     for budget in (64, 300, 100_000):
-        np.testing.assert_allclose(embedder.encode(texts, batch_tokens=budget), reference,
-                                   atol=2e-6)
+        np.testing.assert_allclose(
+            embedder.encode(texts, batch_tokens=budget), reference, atol=2e-6
+        )
     reversed_rows = embedder.encode(texts[::-1])
     np.testing.assert_allclose(reversed_rows[::-1], reference, atol=2e-6)
 
@@ -70,7 +71,9 @@ def test_non_str_item_raises_type_error_naming_its_index(embedder: coarch.Embedd
 def test_progress_is_called_after_each_batch(embedder: coarch.Embedder) -> None:
     calls: list[tuple[int, int]] = []
     texts = ["token " * 50] * 20
-    embedder.encode(texts, batch_tokens=200, progress=lambda done, total: calls.append((done, total)))
+    embedder.encode(
+        texts, batch_tokens=200, progress=lambda done, total: calls.append((done, total))
+    )
     assert len(calls) > 1
     assert calls[-1] == (20, 20)
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
@@ -137,8 +140,14 @@ def test_ctrl_c_between_batches_raises_keyboard_interrupt(tmp_path: Path) -> Non
         sys.exit(0)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert result.returncode == 130, result.stderr
     batches = int(result.stdout.split()[2])
     assert 2 <= batches <= 3

@@ -1,9 +1,11 @@
 """coarch: local code search with a bounded-memory, resumable, incremental indexer.
 
->>> import coarch
->>> embedder = coarch.Embedder()            # the packaged all-MiniLM-L6-v2
->>> embedder.encode(["def retry_upload(): ..."]).shape
-(1, 384)
+    >>> import coarch
+    >>> with coarch.Index("/path/to/repo") as index:
+    ...     index.build()
+    ...     hits = index.search("where do we retry failed uploads")
+    >>> coarch.Embedder().encode(["def retry_upload(): ..."]).shape
+    (1, 384)
 """
 
 import os
@@ -18,21 +20,44 @@ from coarch._version import __version__
 from coarch.embedder import Embedder
 from coarch.errors import (
     CoarchError,
+    ConfigError,
+    CorruptIndexError,
+    IndexingInterrupted,
+    IndexLockedError,
+    IndexNotFoundError,
     MemoryLimitError,
     ModelError,
+    ModelMismatchError,
     ModelNotFoundError,
+    UsageError,
 )
+from coarch.index import Index
+from coarch.indexer import IndexOptions, IndexSummary
 from coarch.memory import MemoryManager, MemoryPressure
 from coarch.models import default_model_path
+from coarch.progress import IndexProgress
+from coarch.search import Hit
 
 __all__ = [
     "CoarchError",
+    "ConfigError",
+    "CorruptIndexError",
     "Embedder",
+    "Hit",
+    "Index",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexOptions",
+    "IndexProgress",
+    "IndexSummary",
+    "IndexingInterrupted",
     "MemoryLimitError",
     "MemoryManager",
     "MemoryPressure",
     "ModelError",
+    "ModelMismatchError",
     "ModelNotFoundError",
+    "UsageError",
     "__version__",
     "default_model_path",
 ]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from coarch import _core
-from coarch.errors import MemoryLimitError, ModelError
+from coarch.errors import ConfigError, MemoryLimitError, ModelError
 from coarch.models import model_id, resolve_model_path
 
 if TYPE_CHECKING:
@@ -20,6 +20,24 @@ ProgressCallback = Callable[[int, int], object]
 
 PRECISION_ENV = "COARCH_PRECISION"
 DEFAULT_PRECISION = "fp32"
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str | None, device: str = "cpu") -> str:
+    """The precision an Embedder will use: "fp32" or "bf16". None reads $COARCH_PRECISION,
+    else the default; "auto" is bf16 where the run-time check finds it native."""
+    chosen = precision or os.environ.get(PRECISION_ENV) or DEFAULT_PRECISION
+    if chosen not in PRECISIONS:
+        raise ConfigError(
+            f"unknown precision {chosen!r}",
+            hint="use fp32, bf16 or auto (COARCH_PRECISION has the same values)",
+        )
+    if chosen != "auto":
+        return chosen
+    if device == "cuda":
+        return "bf16"
+    native, _reason = _core.bf16_native()
+    return "bf16" if native else "fp32"
 
 
 class Embedder:

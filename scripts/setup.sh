@@ -46,8 +46,9 @@ install_coarch() {
     # already in the venv, and skips recompiling when no C source changed.
     log "building coarch (C core against libtorch)"
     set -o pipefail
+    # grep finds no line to print when pip is quiet: only pip's status may fail the pipeline.
     "$venv/bin/python" -m pip install -q --no-build-isolation -e "$root[test]" 2>&1 |
-        grep -v "is ignored: it is neither a file" >&2
+        { grep -v "is ignored: it is neither a file" || true; } >&2
     set +o pipefail
     "$venv/bin/python" -c "import coarch._core" ||
         { log "the C core did not import; see the build output above"; exit 2; }

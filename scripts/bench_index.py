@@ -1,0 +1,267 @@
+"""bench_index.py: `coarch index` on the Python standard library's source tree, against a baseline
+built the way simple code-search tools do it.
+
+Runs, each as its own process so that each peak RSS (ru_maxrss from wait4) is its own:
+  1. cold:      `coarch index` of a fresh copy of the tree into an empty index
+  2. unchanged: the same command again (nothing should be embedded)
+  3. touched:   after appending a comment line to 10 files
+  4. baseline:  scripts/baseline_index.py in .venv-ref: 50-line windows with 10 lines of
+                overlap, sentence-transformers (batch 32, truncation at 256 tokens), FAISS HNSW
+  5. double (--double): cold index of a tree holding the files twice, for the peak-RSS growth
+
+Both sides get the same files (the ones coarch's discovery keeps) and the same threads. The tree
+is copied to a temporary folder first: the system's standard library is never touched.
+
+    .venv/bin/python scripts/bench_index.py                      # the whole standard library
+    .venv/bin/python scripts/bench_index.py --limit-files 200    # a quick run
+
+Prints a table on stdout and writes JSON (--output, default bench-results/index.json) with every
+run, the ratios, the targets and the environment figures that change speed (threads,
+OPENBLAS_CORETYPE, CPU model, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
+TOUCHED = 10
+
+
+def log(message: str) -> None:
+    print(f"bench_index: {message}", file=sys.stderr, flush=True)
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs `cmd`, returns its wall time, exit code, peak RSS (MiB) and stdout."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=ROOT)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_index: {' '.join(cmd[:4])} failed ({proc.returncode}):\n"
+                         f"{err.decode(errors='replace')[-3000:]}")
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "stdout": out.decode(errors="replace")}
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def stdlib_files(limit: int | None) -> tuple[Path, list[str]]:
+    """The standard library's source files (.py, plus C and other text files in it), spread
+    evenly when limited. site-packages and caches are left out."""
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in sorted(lib.rglob("*")):
+        rel = path.relative_to(lib)
+        if rel.parts[0] in ("site-packages", "dist-packages") or "__pycache__" in rel.parts:
+            continue
+        if rel.parts[0].startswith("config-") or not path.is_file() or path.is_symlink():
+            continue
+        if path.suffix in (".pyc", ".pyo", ".so", ".a", ".o", ".exe", ".png", ".gif", ".wav",
+                           ".ico", ".zip", ".gz", ".bz2", ".xz", ".tar"):
+            continue
+        files.append(str(rel))
+    if limit and limit < len(files):
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return lib, files
+
+
+def copy_tree(lib: Path, files: list[str], dest: Path, copies: int = 1) -> None:
+    for n in range(copies):
+        base = dest if copies == 1 else dest / f"copy{n}"
+        for rel in files:
+            target = base / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(lib / rel, target)
+
+
+def coarch_index(tree: Path, idx: Path, threads: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "coarch", "index", str(tree), "--index", str(idx), "--json",
+           "-q", "--threads", str(threads)]
+    result = run_measured(cmd)
+    summary = json.loads(result.pop("stdout"))
+    result.update({
+        "files": summary["files_total"],
+        "files_indexed": summary["files_indexed"],
+        "chunks_embedded": summary["chunks_embedded"],
+        "chunks_total": summary["chunks_total"],
+        "embed_s": round(summary["embed_seconds"], 3),
+        "chunks_per_s_embed": summary["chunks_per_second"],
+        "chunks_per_s_wall": round(summary["chunks_embedded"] / result["wall_s"], 1),
+        "size_on_disk_mb": round(folder_size(idx) / 2**20, 2),
+        "in_process_peak_rss_mb": round(summary["peak_rss"] / 2**20, 1),
+    })
+    return result
+
+
+def indexed_files(idx: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(idx / "index.sqlite") as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT path FROM files WHERE skipped IS NULL ORDER BY path")]
+
+
+def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str, Any]:
+    if not REFERENCE_PYTHON.exists():
+        log("no .venv-ref (scripts/setup_reference.sh): baseline skipped")
+        return {"skipped": "no .venv-ref"}
+    import faiss  # its package folder is lent to the reference venv
+
+    shim = out / "faiss-shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    faiss_dir = Path(faiss.__file__).parent
+    for item in (faiss_dir, faiss_dir.parent / "faiss_cpu.libs"):
+        if item.exists():
+            (shim / item.name).symlink_to(item)
+    spec = out / "files.json"
+    spec.write_text(json.dumps({"root": str(tree), "files": files}))
+    from coarch.models import default_model_path
+
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    cmd = [str(REFERENCE_PYTHON), str(ROOT / "scripts" / "baseline_index.py"), str(spec),
+           str(out / "index"), "--model", str(default_model_path()), "--threads", str(threads)]
+    result = run_measured(cmd, env)
+    report: dict[str, Any] = json.loads(result.pop("stdout"))
+    report["process_wall_s"] = result["wall_s"]
+    report["peak_rss_mb"] = result["peak_rss_mb"]
+    return report
+
+
+def environment(threads: int) -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "threads": threads,
+        "cores_available": len(os.sched_getaffinity(0)),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmark `coarch index` (cold, unchanged, 10 files touched) against a "
+                    "50-line-window + sentence-transformers + HNSW baseline; writes JSON.")
+    parser.add_argument("--limit-files", type=int, metavar="N",
+                        help="use N files of the standard library, spread evenly (default: all)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
+    parser.add_argument("--double", action="store_true",
+                        help="also index the files twice over, for the peak-RSS growth")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench-results" / "index.json")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+
+    lib, files = stdlib_files(args.limit_files)
+    work = Path(tempfile.mkdtemp(prefix="coarch-bench-"))
+    log(f"{len(files)} files of {lib} -> {work}")
+    results: dict[str, Any] = {"environment": environment(args.threads), "source": str(lib)}
+    try:
+        tree, idx = work / "tree", work / "idx"
+        copy_tree(lib, files, tree)
+        log("cold index ...")
+        results["cold"] = coarch_index(tree, idx, args.threads)
+        log(f"cold: {results['cold']['wall_s']}s, {results['cold']['chunks_total']} chunks")
+        results["unchanged"] = coarch_index(tree, idx, args.threads)
+        log(f"unchanged: {results['unchanged']['wall_s']}s")
+        kept = indexed_files(idx)
+        step = max(1, len(kept) // TOUCHED)
+        touched = kept[::step][:TOUCHED]
+        for rel in touched:
+            with open(tree / rel, "a", encoding="utf-8") as fh:
+                fh.write("\n# touched by bench_index\n")
+        results["touched"] = coarch_index(tree, idx, args.threads)
+        results["touched"]["files_touched"] = touched
+        log(f"touched: {results['touched']['wall_s']}s")
+        if not args.no_baseline:
+            log("baseline ...")
+            base_tree = work / "base-tree"
+            copy_tree(lib, kept, base_tree)
+            results["baseline"] = baseline(base_tree, kept, work / "baseline", args.threads)
+            log(f"baseline: {results['baseline'].get('wall_s')}s")
+        if args.double:
+            log("double ...")
+            double_tree = work / "double"
+            copy_tree(lib, files, double_tree, copies=2)
+            results["double"] = coarch_index(double_tree, work / "idx-double", args.threads)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    cold = results["cold"]
+    base = results.get("baseline", {})
+    targets: dict[str, Any] = {
+        "unchanged_under_3s": results["unchanged"]["wall_s"] < 3,
+        "touched_under_10s": results["touched"]["wall_s"] < 10,
+        "cold_peak_rss_under_1gb": cold["peak_rss_mb"] < 1024,
+    }
+    if "wall_s" in base:
+        # Same files, same threads: the time to index them is the fair comparison; chunks/s
+        # is reported too but depends on each side's chunk size.
+        results["ratios"] = {
+            "wall_time_speedup": round(base["process_wall_s"] / cold["wall_s"], 3),
+            "chunks_per_s_ratio": round(cold["chunks_per_s_wall"] / (
+                base["windows"] / base["process_wall_s"]), 3),
+            "peak_rss_ratio": round(cold["peak_rss_mb"] / base["peak_rss_mb"], 3),
+        }
+        targets["cold_throughput_at_least_1.3x"] = results["ratios"]["wall_time_speedup"] >= 1.3
+    if "double" in results:
+        growth = results["double"]["peak_rss_mb"] / cold["peak_rss_mb"] - 1
+        results["double"]["peak_rss_growth"] = round(growth, 3)
+        targets["double_files_rss_growth_under_10pct"] = growth < 0.10
+    results["targets"] = targets
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    rows = [("run", "wall s", "chunks", "chunks/s", "peak RSS MiB", "disk MiB")]
+    for name in ("cold", "unchanged", "touched", "double"):
+        r = results.get(name)
+        if r:
+            rows.append((name, f"{r['wall_s']:.2f}", str(r["chunks_embedded"]),
+                         f"{r['chunks_per_s_wall']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                         f"{r['size_on_disk_mb']:.1f}"))
+    if "wall_s" in base:
+        rows.append(("baseline", f"{base['process_wall_s']:.2f}", str(base["windows"]),
+                     f"{base['windows'] / base['process_wall_s']:.1f}",
+                     f"{base['peak_rss_mb']:.0f}", f"{base['size_bytes'] / 2**20:.1f}"))
+    for row in rows:
+        print(f"{row[0]:<10} {row[1]:>8} {row[2]:>8} {row[3]:>9} {row[4]:>13} {row[5]:>9}")
+    print(json.dumps({"ratios": results.get("ratios"), "targets": targets}))
+    log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

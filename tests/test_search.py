@@ -1,0 +1,707 @@
+"""coarch search: a real tree indexed with the real model, FAISS and SQLite, then searched.
+
+The tree is small (a few dozen chunks) so the whole module runs in seconds; it is indexed once
+per module. Tests that change an index work on their own copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import coarch
+from coarch.cli import main
+from coarch.errors import IndexNotFoundError, ModelMismatchError, UsageError
+from coarch.index import Index
+from coarch.search import Hit, Searcher, get_embedder
+from coarch.store import NewChunk, Store, text_hash
+
+TREE: dict[str, str] = {
+    "net/http_client.py": '''
+        """A tiny HTTP/1.1 client over a plain socket."""
+
+        import socket
+
+
+        class HttpClient:
+            """Sends requests over one connection and reads the responses."""
+
+            def __init__(self, host, port=80, timeout=10.0):
+                self.host = host
+                self.port = port
+                self.timeout = timeout
+                self.sock = None
+
+            def connect(self):
+                self.sock = socket.create_connection((self.host, self.port), self.timeout)
+                return self.sock
+
+            def send(self, request):
+                data = request.encode("ascii")
+                self.sock.sendall(data)
+                return self.sock.recv(65536)
+
+            def get(self, target, headers=None):
+                lines = [f"GET {target} HTTP/1.1", f"Host: {self.host}"]
+                for name, value in (headers or {}).items():
+                    lines.append(f"{name}: {value}")
+                raw = self.send("\\r\\n".join(lines) + "\\r\\n\\r\\n")
+                return Response.parse(raw)
+
+            def follow_redirects(self, response, limit=10):
+                hops = 0
+                while response.status in (301, 302, 303, 307, 308) and hops < limit:
+                    location = response.headers["Location"]
+                    response = self.get(location)
+                    hops += 1
+                return response
+
+            def close(self):
+                if self.sock is not None:
+                    self.sock.close()
+                    self.sock = None
+
+
+        class Response:
+            def __init__(self, status, headers, body):
+                self.status = status
+                self.headers = headers
+                self.body = body
+
+            @classmethod
+            def parse(cls, raw):
+                head, _, body = raw.partition(b"\\r\\n\\r\\n")
+                status_line, *header_lines = head.decode("latin-1").split("\\r\\n")
+                status = int(status_line.split()[1])
+                headers = dict(line.split(": ", 1) for line in header_lines)
+                return cls(status, headers, body)
+        ''',
+    "net/wire.py": """
+        def send(sock, payload):
+            sock.sendall(len(payload).to_bytes(4, "big") + payload)
+        """,
+    "config/loader.py": """
+        import configparser
+
+
+        def parse_config(path):
+            parser = configparser.ConfigParser()
+            parser.read(path, encoding="utf-8")
+            return {section: dict(parser[section]) for section in parser.sections()}
+        """,
+    "app/main.py": """
+        from config.loader import parse_config
+
+
+        def run(paths):
+            settings = [parse_config(p) for p in paths]
+            # parse_config again for the defaults: parse_config, parse_config, parse_config
+            defaults = parse_config("defaults.ini")
+            return settings, defaults
+        """,
+    "web/slug.js": """
+        // Turn a page title into something safe to put in a URL.
+        function slugify(title) {
+          return title
+            .toLowerCase()
+            .normalize("NFKD")
+            .replace(/[^a-z0-9]+/g, "-")
+            .replace(/^-+|-+$/g, "");
+        }
+
+        module.exports = { slugify };
+        """,
+    "mathx/fib.go": """
+        package mathx
+
+        // Fibonacci returns the n-th number of the sequence 0, 1, 1, 2, 3, 5, 8, ...
+        func Fibonacci(n int) int {
+            a, b := 0, 1
+            for i := 0; i < n; i++ {
+                a, b = b, a+b
+            }
+            return a
+        }
+        """,
+    "jobs/retry.rs": """
+        use std::thread::sleep;
+        use std::time::Duration;
+
+        /// Runs `op` until it succeeds, sleeping twice as long after each failure.
+        pub fn retry_with_backoff<T, E>(mut op: impl FnMut() -> Result<T, E>, tries: u32) -> Result<T, E> {
+            let mut delay = Duration::from_millis(100);
+            let mut attempt = 0;
+            loop {
+                match op() {
+                    Ok(value) => return Ok(value),
+                    Err(err) if attempt + 1 >= tries => return Err(err),
+                    Err(_) => {
+                        sleep(delay);
+                        delay *= 2;
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+        """,
+    "i18n/grüße.py": '''
+        def begrüßung(name):
+            """Grüß Gott! 日本語の挨拶も返す。"""
+            return f"Grüß Gott, {name}! こんにちは"
+        ''',
+    "tests/test_loader.py": """
+        from config.loader import parse_config
+
+
+        def test_parse_config(tmp_path):
+            ini = tmp_path / "a.ini"
+            ini.write_text("[db]\\nhost = x\\n")
+            assert parse_config(ini) == {"db": {"host": "x"}}
+        """,
+}
+
+HIT_FIELDS = {"path", "start_line", "end_line", "score", "language", "symbol", "snippet"}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+
+
+def line_of(rel: str, needle: str) -> int:
+    """1-based line of the first line of TREE[rel] containing `needle`."""
+    lines = textwrap.dedent(TREE[rel]).lstrip("\n").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+def covers(hit: Hit, rel: str, line: int) -> bool:
+    return hit.path == rel and hit.start_line <= line <= hit.end_line
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(root, index_dir) of TREE, indexed once for the module."""
+    base = tmp_path_factory.mktemp("search")
+    root, index_dir = base / "repo", base / "index"
+    write_tree(root, TREE)
+    with Index(root, index_dir=index_dir) as index:
+        summary = index.build()
+    assert summary.chunks_total >= len(TREE)
+    yield root, index_dir
+
+
+@pytest.fixture()
+def index(indexed: tuple[Path, Path]) -> Iterator[Index]:
+    root, index_dir = indexed
+    with Index(root, index_dir=index_dir) as opened:
+        yield opened
+
+
+@pytest.fixture()
+def index_copy(indexed: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the module's index, for tests that write to it."""
+    root, index_dir = indexed
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    return root, copy
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- by description and by name ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "rel", "needle"),
+    [
+        ("where are HTTP redirects followed", "net/http_client.py", "def follow_redirects"),
+        ("make a URL-safe slug from a page title", "web/slug.js", "function slugify"),
+        ("numbers of the fibonacci sequence", "mathx/fib.go", "func Fibonacci"),
+        ("retry a failing operation with exponential backoff", "jobs/retry.rs", "fn retry_with"),
+        (
+            "turn the sections of a configparser file into dictionaries",
+            "config/loader.py",
+            "def parse_config",
+        ),
+    ],
+)
+@pytest.mark.parametrize("mode", ["hybrid", "semantic"])
+def test_finds_definition_by_description(
+    index: Index, query: str, rel: str, needle: str, mode: str
+) -> None:
+    hits = index.search(query, k=3, mode=mode)
+    assert hits, query
+    assert covers(hits[0], rel, line_of(rel, needle)), (query, hits[0])
+
+
+@pytest.mark.parametrize(
+    ("query", "rel", "needle"),
+    [
+        ("parse_config", "config/loader.py", "def parse_config"),
+        ("HttpClient", "net/http_client.py", "class HttpClient"),
+        ("HttpClient.send", "net/http_client.py", "def send"),
+        ("send", "net/wire.py", "def send"),  # a top-level definition before a method
+        ("follow_redirects()", "net/http_client.py", "def follow_redirects"),
+        ("slugify", "web/slug.js", "function slugify"),
+        ("Fibonacci", "mathx/fib.go", "func Fibonacci"),
+        ("retry_with_backoff", "jobs/retry.rs", "fn retry_with_backoff"),
+        ("parseConfig", "config/loader.py", "def parse_config"),  # no such name: split words
+    ],
+)
+def test_identifier_query_puts_definition_first(
+    index: Index, query: str, rel: str, needle: str
+) -> None:
+    hits = index.search(query, k=5)
+    assert covers(hits[0], rel, line_of(rel, needle)), (query, hits[0])
+
+
+def test_identifier_definition_outranks_heavy_usage(index: Index) -> None:
+    # app/main.py says parse_config five times; keyword search alone prefers it.
+    keyword = index.search("parse_config", k=5, mode="keyword")
+    assert {h.path for h in keyword} >= {"app/main.py", "config/loader.py"}
+    hybrid = index.search("parse_config", k=5)
+    assert hybrid[0].path == "config/loader.py"
+    assert hybrid[0].score > hybrid[1].score
+    assert [h.score for h in hybrid] == sorted((h.score for h in hybrid), reverse=True)
+
+
+def test_keyword_mode_matches_split_identifiers(index: Index) -> None:
+    hits = index.search("redirects follow", k=3, mode="keyword")
+    assert covers(hits[0], "net/http_client.py", line_of("net/http_client.py", "follow_redirects"))
+    assert index.search("qwertyuiopasdf", mode="keyword") == []
+
+
+def test_semantic_scores_are_cosines(index: Index) -> None:
+    hits = index.search("http client", k=20, mode="semantic")
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 + 1e-5 for s in scores)
+
+
+def test_hits_are_complete_chunks(index: Index, indexed: tuple[Path, Path]) -> None:
+    root, _ = indexed
+    for hit in index.search("configuration", k=50):
+        lines = (root / hit.path).read_text(encoding="utf-8").splitlines()
+        assert 1 <= hit.start_line <= hit.end_line <= len(lines)
+        assert hit.snippet.splitlines()[0].strip() in lines[hit.start_line - 1]
+        assert hit.language is not None
+
+
+def test_k_limits_and_all_modes_agree_on_the_api(index: Index) -> None:
+    for mode in ("hybrid", "semantic", "keyword"):
+        hits = index.search("parse config", k=2, mode=mode)
+        assert 1 <= len(hits) <= 2
+        assert all(isinstance(h, Hit) for h in hits)
+    assert len(index.search("function", k=1000)) <= 1000
+
+
+def test_bad_arguments(index: Index) -> None:
+    with pytest.raises(UsageError, match="unknown search mode 'fuzzy'"):
+        index.search("x", mode="fuzzy")
+    with pytest.raises(UsageError, match="k must be a positive integer"):
+        index.search("x", k=0)
+    assert index.search("   ") == []
+
+
+# ---- filters --------------------------------------------------------------------------------------
+
+
+def test_lang_filter(index: Index) -> None:
+    hits = index.search("parse config", k=5, lang="javascript")
+    assert hits and {h.language for h in hits} == {"javascript"}
+    assert {h.language for h in index.search("loop", k=10, lang=["go", "rs"])} <= {"go", "rust"}
+    assert index.search("anything", lang="cobol") == []
+
+
+def test_path_filter_include_and_exclude(index: Index) -> None:
+    everywhere = index.search("parse_config", k=10)
+    assert "tests/test_loader.py" in {h.path for h in everywhere}
+    without_tests = index.search("parse_config", k=10, path="!tests/")
+    assert without_tests and all(not h.path.startswith("tests/") for h in without_tests)
+    only_py = index.search("parse_config", k=10, path=["*.py", "!app/"])
+    assert only_py and all(
+        h.path.endswith(".py") and not h.path.startswith("app/") for h in only_py
+    )
+    assert index.search("parse_config", path="nothing/here/") == []
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "semantic", "keyword"])
+def test_filters_still_return_k_hits(index: Index, mode: str) -> None:
+    # Other files rank above the HTTP client's chunks for this query, yet a filter that keeps
+    # only that file must still fill k from it, however deep its chunks rank overall.
+    query = "parse config"
+    top = index.search(query, k=3, mode=mode)
+    assert top and top[0].path != "net/http_client.py"
+    everything = index.search(query, k=100, mode=mode, path="net/")
+    assert len(everything) >= 2
+    hits = index.search(query, k=2, mode=mode, path="net/")
+    assert len(hits) == 2 and all(h.path == "net/http_client.py" for h in hits)
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_json_lines_schema(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    code, out, err = run_cli(
+        ["search", "--index", str(index_dir), "--json", "-k", "4", "http", "redirects"], capsys
+    )
+    assert code == 0 and err == ""
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert 1 <= len(rows) <= 4
+    for row in rows:
+        assert set(row) == HIT_FIELDS
+        assert isinstance(row["path"], str) and isinstance(row["snippet"], str)
+        assert isinstance(row["start_line"], int) and isinstance(row["end_line"], int)
+        assert isinstance(row["score"], float)
+        assert row["language"] is None or isinstance(row["language"], str)
+        assert row["symbol"] is None or isinstance(row["symbol"], str)
+    assert rows[0]["path"] == "net/http_client.py"
+
+
+def test_cli_human_output(indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, index_dir = indexed
+    code, out, _ = run_cli(["search", "--index", str(index_dir), "-k", "1", "parse_config"], capsys)
+    assert code == 0
+    head, *snippet = out.rstrip("\n").splitlines()
+    path_lines, score, symbol = head.split("  ")
+    assert path_lines.startswith("config/loader.py:") and symbol == "parse_config"
+    float(score)
+    assert 1 <= len(snippet) <= 3 and "def parse_config(path):" in snippet[0]
+    assert "\x1b[" not in out  # captured stdout is no terminal
+
+
+def test_cli_color(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, index_dir = indexed
+    argv = ["search", "--index", str(index_dir), "-k", "1", "slugify"]
+    assert run_cli([*argv, "--color=always"], capsys)[1].count("\x1b[") >= 4
+    assert "\x1b[" not in run_cli([*argv, "--color=never"], capsys)[1]
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in run_cli([*argv, "--color=auto"], capsys)[1]
+
+
+def test_cli_filters_and_mode(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    code, out, _ = run_cli(
+        [
+            "search",
+            "--index",
+            str(index_dir),
+            "--json",
+            "--mode",
+            "keyword",
+            "--lang",
+            "py",
+            "--path",
+            "!tests/",
+            "--path",
+            "!app/",
+            "parse_config",
+        ],
+        capsys,
+    )
+    assert code == 0
+    paths = [json.loads(line)["path"] for line in out.splitlines()]
+    assert paths[0] == "config/loader.py"
+    assert all(p.endswith(".py") and not p.startswith(("tests/", "app/")) for p in paths)
+
+
+def test_cli_no_hits_exits_1(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    code, out, err = run_cli(
+        ["search", "--index", str(index_dir), "--mode", "keyword", "zzqqxxunfindable"], capsys
+    )
+    assert (code, out, err) == (1, "", "")
+
+
+def test_cli_no_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "sub").mkdir()
+    monkeypatch.chdir(repo / "sub")
+    monkeypatch.delenv("COARCH_INDEX_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = run_cli(["search", "anything"], capsys)
+    assert code == 2 and out == ""
+    real = os.path.realpath(repo)
+    assert err == f"coarch: error: no index for {real}: run `coarch index {real}` first\n"
+    code, _, err = run_cli(["search", "--index", str(tmp_path / "none"), "x"], capsys)
+    assert code == 2 and err.startswith("coarch: error: no index in ")
+
+
+def test_cli_inside_indexed_repository_uses_its_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COARCH_INDEX_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    write_tree(repo, {"pkg/mod.py": TREE["config/loader.py"]})
+    with Index(repo) as index:
+        index.build()
+    monkeypatch.chdir(repo / "pkg")
+    code, out, _ = run_cli(["search", "--json", "parse_config"], capsys)
+    assert code == 0 and json.loads(out.splitlines()[0])["path"] == "pkg/mod.py"
+
+
+def test_cli_usage_errors(indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, index_dir = indexed
+    code, _, err = run_cli(["search", "--index", str(index_dir), "-k", "0", "x"], capsys)
+    assert code == 2 and err.startswith("coarch: error: argument -k: 0 must be at least 1")
+    code, _, err = run_cli(["search", "--index", str(index_dir), "--mode", "fuzzy", "x"], capsys)
+    assert code == 2 and "invalid choice: 'fuzzy'" in err
+
+
+def test_cli_subprocess_pipe_closed(indexed: tuple[Path, Path]) -> None:
+    _, index_dir = indexed
+    proc = subprocess.run(
+        f"{sys.executable} -m coarch search --index {index_dir} -k 50 function | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert ":" in proc.stdout
+
+
+# ---- edge cases -----------------------------------------------------------------------------------
+
+
+def test_empty_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "repo").mkdir()
+    with Index(tmp_path / "repo", index_dir=tmp_path / "index") as index:
+        index.build()
+        for mode in ("hybrid", "semantic", "keyword"):
+            assert index.search("anything at all", mode=mode) == []
+            assert index.search("parse_config", mode=mode) == []
+    code, out, _ = run_cli(["search", "--index", str(tmp_path / "index"), "x"], capsys)
+    assert (code, out) == (1, "")
+
+
+def test_query_longer_than_the_model_limit(index: Index) -> None:
+    query = "follow the HTTP redirect location header " * 400  # ~2,800 tokens
+    for mode in ("hybrid", "semantic", "keyword"):
+        hits = index.search(query, k=3, mode=mode)
+        assert hits and hits[0].path == "net/http_client.py", mode
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "semantic", "keyword"])
+def test_non_ascii_queries(index: Index, mode: str) -> None:
+    hits = index.search("begrüßung", k=3, mode=mode)
+    assert hits[0].path == "i18n/grüße.py"
+    assert index.search("日本語の挨拶", k=3, mode=mode)[0].path == "i18n/grüße.py"
+    # Emoji, right-to-left text, combining marks: no error, whatever comes back.
+    index.search("🎉 مرحبا e\u0301te\u0301", k=3, mode=mode)
+
+
+def test_fts_syntax_in_query_is_plain_text(index: Index) -> None:
+    for query in ['parse_config"', "NEAR(parse config)", "parse AND", "body_terms:parse", "*"]:
+        index.search(query, mode="keyword")
+    assert index.search('"parse_config" OR', mode="keyword")
+
+
+def test_model_loads_once_per_process(indexed: tuple[Path, Path]) -> None:
+    _root, index_dir = indexed
+    with Searcher(index_dir) as one, Searcher(index_dir) as two:
+        one.search("x", mode="semantic")
+        two.search("y", mode="semantic")
+        meta = one.store.meta()
+    first = get_embedder(Path(meta["model_path"]), meta["model_id"], int(meta["max_seq_length"]))
+    again = get_embedder(Path(meta["model_path"]), meta["model_id"], int(meta["max_seq_length"]))
+    assert first is again
+
+
+def test_model_mismatch(index_copy: tuple[Path, Path]) -> None:
+    _, index_dir = index_copy
+    with Store(index_dir) as store, store.transaction():
+        store.set_meta("model_id", "some-other-model-0123456789abcdef")
+    with Searcher(index_dir) as searcher:
+        assert searcher.search("parse_config", mode="keyword")  # needs no model
+        with pytest.raises(ModelMismatchError, match="built with model some-other-model"):
+            searcher.search("parse_config", mode="semantic")
+
+
+def test_index_search_without_index(tmp_path: Path) -> None:
+    with (
+        Index(tmp_path, index_dir=tmp_path / "none") as index,
+        pytest.raises(IndexNotFoundError, match="no index for"),
+    ):
+        index.search("x")
+
+
+# ---- reading while writing ------------------------------------------------------------------------
+
+
+def add_chunk(store: Store, embedder: coarch.Embedder, rel: str, source: str) -> None:
+    """Commits one file with one chunk and its vector, without touching the FAISS file (as an
+    indexer's checkpoint does)."""
+    header = f"path: {rel}\n"
+    digest = text_hash(header + source)
+    vector = embedder.encode([header + source])[0].astype("<f4").tobytes()
+    store.put_vectors([(digest, vector)])
+    chunk = NewChunk(1, source.count("\n") + 1, "python", None, source, digest)
+    store.put_file(rel, len(source), time.time_ns(), digest, "python", [chunk])
+
+
+def test_reads_see_last_committed_state(
+    index_copy: tuple[Path, Path], embedder: coarch.Embedder
+) -> None:
+    _, index_dir = index_copy
+    source = "def tokenize_sql_statement(text):\n    return text.split(';')\n"
+    query = "split an SQL script into statements"
+    with Searcher(index_dir) as searcher, Store(index_dir) as writer:
+        before = [h.path for h in searcher.search(query, k=3, mode="semantic")]
+        with writer.transaction():
+            add_chunk(writer, embedder, "sql/tokenize.py", source)
+            # Uncommitted: invisible to the reader, and the reader is not blocked.
+            assert [h.path for h in searcher.search(query, k=3, mode="semantic")] == before
+            assert searcher.search("tokenize_sql_statement", mode="keyword") == []
+        # Committed, but the FAISS file does not cover it yet: found from SQLite's vectors.
+        for mode in ("semantic", "hybrid", "keyword"):
+            hits = searcher.search(
+                query if mode == "semantic" else "tokenize_sql_statement", k=3, mode=mode
+            )
+            assert hits[0].path == "sql/tokenize.py", mode
+        # A file deleted after the FAISS file was written is never returned.
+        with writer.transaction():
+            writer.remove_file("net/http_client.py")
+        for mode in ("semantic", "hybrid", "keyword"):
+            hits = searcher.search("HTTP redirects", k=50, mode=mode)
+            assert "net/http_client.py" not in {h.path for h in hits}
+
+
+def test_missing_faiss_file_falls_back_to_sqlite(index_copy: tuple[Path, Path]) -> None:
+    _, index_dir = index_copy
+    (index_dir / "vectors.faiss").unlink()
+    with Searcher(index_dir) as searcher:
+        hits = searcher.search("where are HTTP redirects followed", k=3, mode="semantic")
+        assert hits[0].path == "net/http_client.py"
+        filtered = searcher.search("HTTP redirects", k=3, mode="semantic", lang="go")
+        assert [h.path for h in filtered] == ["mathx/fib.go"]
+
+
+def copy_python_files(dest: Path, count: int) -> int:
+    """Copies `count` mid-sized modules of the standard library into `dest`."""
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    picked = 0
+    for path in sorted((stdlib / "email").rglob("*.py")) + sorted((stdlib / "json").rglob("*.py")):
+        if picked == count:
+            break
+        if 2_000 < path.stat().st_size < 40_000:
+            target = dest / path.relative_to(stdlib)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            picked += 1
+    return picked
+
+
+def committed_chunks(index_dir: Path) -> int:
+    """Chunks committed so far, read the way any reader would (0 before the schema exists)."""
+    try:
+        conn = sqlite3.connect(f"file:{index_dir / 'index.sqlite'}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_search_while_index_runs_in_another_process(tmp_path: Path) -> None:
+    """A real `coarch index` run, caught after its first checkpoint: searched while it is
+    frozen mid-run (SIGSTOP: lock held, maybe a transaction open) and while it runs on, then
+    killed (its own tests cover resuming). Stopping it keeps the test short and deterministic
+    however fast the machine embeds."""
+    root, index_dir = tmp_path / "repo", tmp_path / "index"
+    assert copy_python_files(root, 20) == 20
+    env = {**os.environ, "COARCH_CHECKPOINT_FREQUENCY": "0"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            str(root),
+            "--index",
+            str(index_dir),
+            "-q",
+            "--threads",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while committed_chunks(index_dir) == 0:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with Searcher(index_dir) as searcher:
+                committed = searcher.store.chunk_count()
+                for mode in ("hybrid", "semantic", "keyword"):
+                    hits = searcher.search("parse an email message header", k=5, mode=mode)
+                    assert hits, mode
+                    assert all((root / h.path).is_file() for h in hits)
+                assert proc.poll() is None  # still mid-run
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Running again: later searches see at least what was committed before.
+        with Searcher(index_dir) as searcher:
+            for _ in range(3):
+                assert len(searcher.search("email header", k=5)) == 5
+                assert searcher.store.chunk_count() >= committed
+                time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_hit_is_frozen_dataclass() -> None:
+    hit = Hit("a.py", 1, 2, 0.5, "python", None, "x")
+    assert hit.to_dict() == {
+        "path": "a.py",
+        "start_line": 1,
+        "end_line": 2,
+        "score": 0.5,
+        "language": "python",
+        "symbol": None,
+        "snippet": "x",
+    }
+    with pytest.raises(AttributeError):
+        hit.score = 1.0  # type: ignore[misc]
+    assert np.isfinite(hit.score)

@@ -1,0 +1,197 @@
+"""The store (SQLite source of truth) and the FAISS file derived from it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from coarch import vectors as faiss_file
+from coarch.errors import CorruptIndexError, IndexNotFoundError
+from coarch.identifiers import query_terms
+from coarch.store import NewChunk, Store, text_hash
+
+DIM = 8
+
+
+def unit(seed: int) -> bytes:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype("<f4")
+    return (v / np.linalg.norm(v)).astype("<f4").tobytes()
+
+
+def chunk(text: str, symbol: str | None = None, start: int = 1) -> NewChunk:
+    return NewChunk(start, start + text.count("\n"), "python", symbol, text, text_hash(text))
+
+
+def put(store: Store, path: str, chunks: list[NewChunk], content: str = "h") -> None:
+    with store.transaction():
+        store.put_vectors((c.text_hash, unit(hash(c.text_hash) % 1000)) for c in chunks)
+        store.put_file(path, 10, 1, content, "python", chunks)
+
+
+def fts(store: Store, query: str) -> list[int]:
+    return [r[0] for r in store.conn.execute(
+        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (query_terms(query),))]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "idx")
+    with s.transaction():
+        s.set_meta("dim", DIM)
+    yield s
+    s.close()
+
+
+def test_schema_wal_and_meta(store: Store) -> None:
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    meta = store.meta()
+    assert meta["schema_version"] == "1" and meta["generation"] == "0"
+    tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+    assert {"meta", "files", "chunks", "vectors", "chunks_fts"} <= tables
+
+
+def test_put_replace_remove_keep_fts_in_step(store: Store) -> None:
+    put(store, "src/client.py", [chunk("def parseConfig(path):\n    return path", "parseConfig"),
+                                 chunk("class HttpClient:\n    pass", "HttpClient", 4)])
+    ids = fts(store, "parse_config")
+    assert len(ids) == 1
+    (row,) = store.chunks_by_ids(ids)
+    assert (row.path, row.start_line, row.end_line, row.symbol) == (
+        "src/client.py", 1, 2, "parseConfig")
+    assert fts(store, "http client") and fts(store, "client")  # path terms too
+    gen = store.generation()
+    # Replacing the file's chunks removes the old FTS rows: no stale keyword hits.
+    put(store, "src/client.py", [chunk("def load_settings():\n    pass", "load_settings")], "h2")
+    assert fts(store, "parseConfig") == [] and len(fts(store, "settings")) == 1
+    assert store.generation() == gen + 1
+    assert store.counts()["chunks"] == 1
+    with store.transaction():
+        store.remove_file("src/client.py")
+    assert fts(store, "settings") == [] and store.counts()["files"] == 0
+    # Vectors are a cache keyed by text hash: they outlive chunks until dropped.
+    assert store.counts()["vectors"] == 3
+    with store.transaction():
+        assert store.drop_orphan_vectors() == 3
+
+
+def test_chunk_ids_are_never_reused(store: Store) -> None:
+    put(store, "a.py", [chunk("a = 1"), chunk("b = 2", start=2)])
+    first = store.max_chunk_id()
+    with store.transaction():
+        store.remove_file("a.py")
+    put(store, "a.py", [chunk("a = 1")])
+    assert store.max_chunk_id() == first + 1
+
+
+def test_rollback_leaves_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_file("a.py", 1, 1, "h", "python", [chunk("x = 1")])
+        raise RuntimeError("crash in the middle")
+    assert store.counts()["files"] == 0 and store.counts()["chunks"] == 0
+    assert fts(store, "x") == []
+
+
+def test_skipped_files_are_remembered(store: Store) -> None:
+    with store.transaction():
+        store.put_skipped("img.png", 100, 5, "abc", "binary")
+    assert store.file_states()["img.png"].skipped == "binary"
+    assert store.counts()["files"] == 0 and store.counts()["skipped_files"] == 1
+
+
+def test_readonly_view_sees_commits_only(store: Store) -> None:
+    put(store, "a.py", [chunk("alpha = 1")])
+    reader = Store(store.index_dir, readonly=True)
+    try:
+        store.conn.execute("BEGIN IMMEDIATE")
+        store.put_file("b.py", 1, 1, "h", "python", [chunk("beta = 2")])
+        assert reader.counts()["files"] == 1  # uncommitted work is invisible
+        store.conn.execute("COMMIT")
+        assert reader.counts()["files"] == 2
+        with pytest.raises(sqlite3.OperationalError):
+            reader.conn.execute("DELETE FROM files")
+    finally:
+        reader.close()
+
+
+def test_missing_and_corrupt_databases(tmp_path: Path) -> None:
+    with pytest.raises(IndexNotFoundError, match="no index at"):
+        Store(tmp_path / "none", readonly=True)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "index.sqlite").write_bytes(b"this is not a database" * 200)
+    for readonly in (False, True):
+        with pytest.raises(CorruptIndexError, match="unreadable") as info:
+            Store(bad, readonly=readonly)
+        assert "--full" in (info.value.hint or "")
+
+
+# ---- FAISS file ----------------------------------------------------------------------------------
+
+def fill(store: Store, n: int) -> None:
+    put(store, "f.py", [chunk(f"value_{i} = {i}", start=i + 1) for i in range(n)])
+
+
+def test_streamed_flat_file_matches_faiss_write_index(store: Store, tmp_path: Path) -> None:
+    fill(store, 5)
+    result = faiss_file.sync(store, store.index_dir, DIM)
+    assert (result.action, result.kind, result.chunks) == ("written", "flat", 5)
+    reference = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    for ids, vecs in store.iter_chunk_vectors():
+        reference.add_with_ids(vecs, ids)
+    faiss.write_index(reference, str(tmp_path / "ref.faiss"))
+    ours = faiss_file.faiss_path(store.index_dir).read_bytes()
+    assert ours == (tmp_path / "ref.faiss").read_bytes()
+
+
+def test_sync_is_incremental_and_search_returns_chunk_ids(store: Store) -> None:
+    fill(store, 20)
+    assert faiss_file.sync(store, store.index_dir, DIM).action == "written"
+    assert faiss_file.freshness(store, store.index_dir) is None
+    assert faiss_file.sync(store, store.index_dir, DIM).action == "fresh"
+    index = faiss_file.load(store.index_dir)
+    assert index.ntotal == 20
+    (row,) = store.chunks_by_ids([store.max_chunk_id()])
+    vec = np.frombuffer(store.get_vectors([text_hash(row.text)])[text_hash(row.text)],
+                        dtype="<f4").reshape(1, DIM)
+    scores, ids = index.search(vec, 1)
+    assert ids[0][0] == row.id and scores[0][0] == pytest.approx(1.0, abs=1e-5)
+    # A commit makes the file stale; readers still get the committed state, from SQLite.
+    put(store, "g.py", [chunk("extra = 1")])
+    assert faiss_file.freshness(store, store.index_dir) == "stale"
+    assert faiss_file.open_for_search(store, store.index_dir).ntotal == 21
+    assert faiss_file.sync(store, store.index_dir, DIM).action == "written"
+    assert faiss_file.load(store.index_dir).ntotal == 21
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "delete"])
+def test_corrupt_or_missing_faiss_file_is_rebuilt(store: Store, damage: str) -> None:
+    fill(store, 10)
+    faiss_file.sync(store, store.index_dir, DIM)
+    path = faiss_file.faiss_path(store.index_dir)
+    if damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 50)
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.unlink()
+    assert faiss_file.freshness(store, store.index_dir) in ("corrupt", "missing")
+    assert faiss_file.open_for_search(store, store.index_dir).ntotal == 10
+    assert faiss_file.sync(store, store.index_dir, DIM).action == "written"
+    assert faiss_file.load(store.index_dir).ntotal == 10
+    assert not list(store.index_dir.glob(".vectors-*"))  # no temp file left behind
+
+
+def test_ivf_above_the_threshold(store: Store) -> None:
+    fill(store, 300)
+    result = faiss_file.sync(store, store.index_dir, DIM, threshold=100)
+    assert result.kind == "ivf"
+    index = faiss_file.load(store.index_dir)
+    assert index.ntotal == 300
+    ids, vecs = next(store.iter_chunk_vectors())
+    index.nprobe = index.nlist
+    _, found = index.search(vecs[:3], 1)
+    assert list(found[:, 0]) == list(ids[:3])

@@ -232,10 +232,12 @@ void pool(const at::Tensor &hidden_device, const Packing &packing, float *out)
     });
 }
 
-/* out [T, O] = in [T, K] weight^T + bias, split by row blocks across the intra-op pool. */
+/* out [T, O] = in [T, K] weight^T + bias, fp32 split by row blocks across the intra-op pool. */
 void dense(at::Tensor &out, const at::Tensor &in, const at::Tensor &weight, const at::Tensor &bias)
 {
-    if (!out.is_cpu()) {
+    if (!out.is_cpu() || out.scalar_type() == at::kBFloat16) {
+        /* bf16 goes to oneDNN, which splits the product over the same OpenMP pool itself;
+         * row blocks would give it a new shape, and a new kernel to build, per block. */
         at::addmm_out(out, bias, in, weight.t());
         return;
     }

@@ -432,17 +432,26 @@ static PyObject *ids_to_list(const int32_t *ids, int64_t count)
     return list;
 }
 
-static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
+/* The UTF-8 of a str argument of the tokenizer methods (see cx_utf8_of); -1 with an
+ * exception set when the Embedder is not ready or `text` is no str. */
+static int text_argument(Embedder *self, PyObject *text, const char **data, Py_ssize_t *length,
+                         PyObject **keepalive)
 {
     if (require_ready(self) < 0)
-        return NULL;
-    if (!PyUnicode_Check(text))
-        return PyErr_Format(PyExc_TypeError, "text must be str, not %.100s",
-                            Py_TYPE(text)->tp_name);
+        return -1;
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "text must be str, not %.100s", Py_TYPE(text)->tp_name);
+        return -1;
+    }
+    return cx_utf8_of(text, data, length, keepalive);
+}
+
+static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
+{
     const char *data;
     Py_ssize_t length;
     PyObject *keepalive;
-    if (cx_utf8_of(text, &data, &length, &keepalive) < 0)
+    if (text_argument(self, text, &data, &length, &keepalive) < 0)
         return NULL;
     int32_t *ids = PyMem_Malloc((size_t)self->max_seq_length * sizeof *ids);
     if (ids == NULL) {
@@ -464,15 +473,10 @@ static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
 
 static PyObject *Embedder_count_tokens(Embedder *self, PyObject *text)
 {
-    if (require_ready(self) < 0)
-        return NULL;
-    if (!PyUnicode_Check(text))
-        return PyErr_Format(PyExc_TypeError, "text must be str, not %.100s",
-                            Py_TYPE(text)->tp_name);
     const char *data;
     Py_ssize_t length;
     PyObject *keepalive;
-    if (cx_utf8_of(text, &data, &length, &keepalive) < 0)
+    if (text_argument(self, text, &data, &length, &keepalive) < 0)
         return NULL;
     cx_error err;
     cx_error_clear(&err);

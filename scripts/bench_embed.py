@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import corpus
+from benchenv import cpu_model
 
 REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 DEFAULT_TEXTS = 5000
@@ -127,16 +128,6 @@ def run_child(cmd: list[str], env: dict[str, str], workdir: Path, name: str) -> 
     report["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
     report["wall_s"] = round(wall_s, 3)
     return report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def backend_info() -> dict[str, Any]:

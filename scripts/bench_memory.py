@@ -38,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+from benchenv import cpu_model
 
 DEFAULT_CHUNKS = 20000
 DEFAULT_SMALL = 5000
@@ -227,16 +228,6 @@ def run_child(
     report["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
     report["wall_s"] = round(wall_s, 2)
     return report
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:

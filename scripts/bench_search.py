@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
+from benchenv import cpu_model
 
 import coarch
 from coarch import vectors as faiss_file
@@ -271,16 +272,6 @@ def cold(index_dir: Path, runs: int) -> dict[str, Any]:
             "peak_rss_mb": round(max(rss), 1),
         }
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment() -> dict[str, Any]:

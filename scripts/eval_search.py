@@ -46,6 +46,9 @@ import coarch
 from coarch.index import Index
 from coarch.search import Hit, Searcher
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchenv import cpu_model
+
 DEFAULT_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html", "wsgiref")
 MODES = ("keyword", "semantic", "hybrid")
 K = 10
@@ -285,16 +288,6 @@ def run_identifiers(searcher: Searcher, queries: list[Definition]) -> dict[str, 
 
 
 # ---- environment ----------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def environment() -> dict[str, Any]:

@@ -81,7 +81,8 @@ static PyObject *ids_to_list(const int32_t *ids, int64_t count)
     if (list == NULL)
         return NULL;
     for (int64_t i = 0; i < count; i++) {
-        PyObject *id = PyLong_FromLong(ids[i]);
+        /* ids is NULL only with count < 0 (encode_ids), which the analyzer cannot see. */
+        PyObject *id = PyLong_FromLong(ids[i]); /* NOLINT(clang-analyzer-core.NullDereference) */
         if (id == NULL) {
             Py_DECREF(list);
             return NULL;

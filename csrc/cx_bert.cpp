@@ -5,10 +5,10 @@
  * rows; attention runs per text and head over that text's own rows, so padding costs nothing and
  * needs no mask.
  *
- * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the dense
- * products and by (text, head) pairs for attention, each product calling BLAS single-threaded.
- * BLAS's own threading splits the small per-head products badly (they ran at a fraction of the
- * dense layers' speed), and two pools would oversubscribe the cores.
+ * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
+ * dense products and by (text, head) pairs for attention; BLAS called inside a parallel region
+ * runs on the calling thread. Left to BLAS's own threading, the small per-head products ran at a
+ * fraction of the dense layers' speed.
  *
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps

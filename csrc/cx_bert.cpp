@@ -6,9 +6,8 @@
  * needs no mask.
  *
  * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
- * dense products and by (text, head) pairs for attention; BLAS called inside a parallel region
- * runs on the calling thread. Left to BLAS's own threading, the small per-head products ran at a
- * fraction of the dense layers' speed.
+ * dense products and by (text, head) pairs for attention. Left to BLAS's own threading, the
+ * small per-head products ran at a fraction of the dense layers' speed.
  *
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps

@@ -86,6 +86,33 @@ static cx_status file_error(const char *path, int error_number, cx_error *err)
                         strerror(error_number));
 }
 
+/* Opens `path` read-only and checks that it is a regular file, writing its size. Returns the
+ * descriptor (the caller closes it) or -1 with *status set: CX_ERR_IO naming the path, or
+ * CX_OK when `optional` and the file does not exist. */
+static int open_model_file(const char *path, int optional, uint64_t *size, cx_status *status,
+                           cx_error *err)
+{
+    *status = CX_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (!(optional && errno == ENOENT))
+            *status = file_error(path, errno, err);
+        return -1;
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0)
+        *status = file_error(path, errno, err);
+    else if (!S_ISREG(info.st_mode))
+        *status = cx_error_set(err, CX_ERR_IO, "cannot read model file (%s): not a regular file",
+                               path);
+    if (*status != CX_OK) {
+        close(fd);
+        return -1;
+    }
+    *size = (uint64_t)info.st_size;
+    return fd;
+}
+
 /* Reads the whole small file `name` of `directory` into a malloc'ed buffer. When `optional` is
  * set and the file does not exist, returns CX_OK with *text NULL. */
 static cx_status read_config_file(const char *directory, const char *name, int optional,
@@ -98,29 +125,17 @@ static cx_status read_config_file(const char *directory, const char *name, int o
         return cx_error_set(err, CX_ERR_NOMEM, "out of memory (%s): reading the model", name);
     cx_status status = CX_OK;
     char *buffer = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (!(optional && errno == ENOENT))
-            status = file_error(path, errno, err);
+    uint64_t file_size = 0;
+    int fd = open_model_file(path, optional, &file_size, &status, err);
+    if (fd < 0)
         goto done;
-    }
-    struct stat info;
-    if (fstat(fd, &info) != 0) {
-        status = file_error(path, errno, err);
-        goto done;
-    }
-    if (!S_ISREG(info.st_mode)) {
-        status = cx_error_set(err, CX_ERR_IO, "cannot read model file (%s): not a regular file",
-                              path);
-        goto done;
-    }
-    if ((int64_t)info.st_size > CONFIG_FILE_LIMIT) {
+    if (file_size > (uint64_t)CONFIG_FILE_LIMIT) {
         status = cx_error_set(err, CX_ERR_FORMAT,
-                              "model file too large (%s): %" PRId64 " bytes, limit %" PRId64, name,
-                              (int64_t)info.st_size, CONFIG_FILE_LIMIT);
+                              "model file too large (%s): %" PRIu64 " bytes, limit %" PRId64, name,
+                              file_size, CONFIG_FILE_LIMIT);
         goto done;
     }
-    size_t size = (size_t)info.st_size;
+    size_t size = (size_t)file_size;
     buffer = malloc(size + 1);
     if (buffer == NULL) {
         status = cx_error_set(err, CX_ERR_NOMEM, "out of memory (%s): reading the model", name);
@@ -616,22 +631,10 @@ static cx_status read_safetensors(cx_model *model, cx_error *err)
     char *path = path_join(model->directory, name);
     if (path == NULL)
         return cx_error_set(err, CX_ERR_NOMEM, "out of memory (%s): reading the model", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        status = file_error(path, errno, err);
+    uint64_t file_size = 0;
+    int fd = open_model_file(path, 0, &file_size, &status, err);
+    if (fd < 0)
         goto done;
-    }
-    struct stat info;
-    if (fstat(fd, &info) != 0) {
-        status = file_error(path, errno, err);
-        goto done;
-    }
-    if (!S_ISREG(info.st_mode)) {
-        status = cx_error_set(err, CX_ERR_IO, "cannot read model file (%s): not a regular file",
-                              path);
-        goto done;
-    }
-    uint64_t file_size = (uint64_t)info.st_size;
     if (file_size < 8) {
         status = cx_error_set(err, CX_ERR_FORMAT,
                               "truncated safetensors file (%s): %" PRIu64

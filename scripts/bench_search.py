@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sqlite3
 import subprocess
 import sys
 import time
@@ -39,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
-from benchenv import cpu_model
+from benchenv import search_environment
 
 import coarch
 from coarch import vectors as faiss_file
@@ -80,7 +77,6 @@ IDENTIFIERS = [
     "b64decode",
     "Thread.start",
 ]
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 # ---- building the index ---------------------------------------------------------------------------
@@ -274,24 +270,6 @@ def cold(index_dir: Path, runs: int) -> dict[str, Any]:
     return out
 
 
-def environment() -> dict[str, Any]:
-    import faiss
-
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
-        **{name: os.environ.get(name, "unset") for name in THREAD_VARIABLES},
-        "faiss_omp_max_threads": faiss.omp_get_max_threads(),
-        "python": platform.python_version(),
-        "coarch": coarch.__version__,
-        "faiss": faiss.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "load_average": os.getloadavg(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Warm query latency of coarch search on a large synthesised index, and the "
@@ -341,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm": warm(index_dir, queries, args.repeat),
         "cold_start": cold(index_dir, args.cold_runs),
         "target": {"warm_hybrid_median_under_50ms": None},
-        "environment": environment(),
+        "environment": search_environment(),
     }
     report["target"]["warm_hybrid_median_under_50ms"] = report["warm"]["hybrid"]["median_ms"] < 50
     text = json.dumps(report, indent=2)

@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
-import platform
 import re
 import shutil
-import sqlite3
 import sys
 import sysconfig
 import tempfile
@@ -42,17 +39,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import coarch
 from coarch.index import Index
 from coarch.search import Hit, Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchenv import cpu_model
+from benchenv import search_environment
 
 DEFAULT_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html", "wsgiref")
 MODES = ("keyword", "semantic", "hybrid")
 K = 10
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -287,26 +282,6 @@ def run_identifiers(searcher: Searcher, queries: list[Definition]) -> dict[str, 
     }
 
 
-# ---- environment ----------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    import faiss
-
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
-        **{name: os.environ.get(name, "unset") for name in THREAD_VARIABLES},
-        "python": platform.python_version(),
-        "coarch": coarch.__version__,
-        "faiss": faiss.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Measure coarch search quality on a real Python tree with its docstrings "
@@ -407,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             "identifier_first_at_least_90pct": ident["first"] >= 0.9,
         },
         "examples_missed": descriptions["examples_missed"],
-        "environment": environment(),
+        "environment": search_environment(),
     }
     text = json.dumps(report, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,12 @@ Embeds the texts in four equal phases with a MemoryManager(limit_mb=LIMIT_MB) wh
   critical  ballast up to 3 % over the CRITICAL threshold
   relief    ballast freed
 After every batch the progress callback records the manager's budget and pressure. Prints one
-JSON object (phases, batches, final stats, ru_maxrss_mb) and saves the vectors to VECTORS.npy.
+JSON object (phases, batches, final stats, vm_hwm_mb) and saves the vectors to VECTORS.npy.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,16 @@ PAGE = 4096
 CHUNK = 4 << 20
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A field of /proc/self/status (VmRSS, VmHWM) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def rss_mb() -> float:
+    return status_mb("VmRSS")
 
 
 def add_ballast(ballast: list[bytearray], target_mb: float) -> None:
@@ -109,7 +113,8 @@ def main(argv: list[str]) -> int:
         "phases": phases,
         "batches": batches,
         "stats": stats,
-        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # VmHWM, not ru_maxrss: a child's ru_maxrss includes its parent's peak at exec.
+        "vm_hwm_mb": status_mb("VmHWM"),
     }
     print(json.dumps(report))
     return 0

@@ -28,7 +28,6 @@ from coarch.memory import (
 
 JOB = Path(__file__).with_name("memory_ballast_job.py")
 JOB_LIMIT_MB = 800
-RSS_TOLERANCE = 1.08
 
 
 @pytest.fixture(autouse=True)
@@ -263,12 +262,12 @@ def test_job_hooks_ran_and_were_counted(ballast_job: dict[str, Any]) -> None:
 
 
 def test_job_stays_under_the_limit(ballast_job: dict[str, Any]) -> None:
-    # ru_maxrss is the kernel's own peak RSS of the process: ballast at 93 % of the limit plus
-    # the batches that ran under it. Runs alone peak at 94 % (752 MB); one run inside the full
-    # suite on a clean clone peaked at 105 % (841 MB), not reproduced since and not yet
-    # explained, hence the 8 % tolerance.
-    assert ballast_job["ru_maxrss_mb"] <= JOB_LIMIT_MB * RSS_TOLERANCE
-    assert ballast_job["stats"]["peak_rss_mb"] <= JOB_LIMIT_MB * RSS_TOLERANCE
+    # VmHWM is the kernel's peak RSS of the job's own address space: ballast at 93 % of the
+    # limit plus the batches that ran under it (about 94 % when measured). Not ru_maxrss: at
+    # exec the kernel folds the parent's peak into the child's ru_maxrss, so inside the full
+    # suite it reported pytest's own size (841 and 872 MB), not the job's.
+    assert ballast_job["vm_hwm_mb"] <= JOB_LIMIT_MB
+    assert ballast_job["stats"]["peak_rss_mb"] <= JOB_LIMIT_MB
 
 
 def test_job_vectors_equal_an_unconstrained_run(

@@ -2,8 +2,8 @@
 implementation (sentence-transformers on PyTorch), on the same real code chunks.
 
 Each implementation runs in its own child process, so each peak RSS (ru_maxrss of that child,
-from wait4) is its own: coarch in this interpreter (`--worker`), sentence-transformers in
-.venv-ref (scripts/reference_embed.py; make the venv with scripts/setup_reference.sh). Both get
+from wait4 in a bare launcher: benchenv.run_measured) is its own: coarch in this interpreter
+(`--worker`), sentence-transformers in .venv-ref (scripts/reference_embed.py; make the venv with scripts/setup_reference.sh). Both get
 the same texts (--limit chunks of the Python standard library, scripts/corpus.py) and the same
 thread count; sentence-transformers keeps its default batching (batch_size 32, length-sorted).
 Token counts come from coarch's tokenizer, truncated to the model's window: the ids each model
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import corpus
-from benchenv import cpu_model
+from benchenv import cpu_model, run_measured
 
 REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 DEFAULT_TEXTS = 5000
@@ -110,23 +110,19 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_child(cmd: list[str], env: dict[str, str], workdir: Path, name: str) -> dict[str, Any]:
     """Runs one implementation; returns its JSON report plus wall_s and the child's own peak RSS
-    (ru_maxrss from wait4, so nothing of this process or the other child is counted)."""
+    (nothing of this process or the other child is counted)."""
     out_path = workdir / f"{name}.stdout"
     err_path = workdir / f"{name}.stderr"
-    started = time.perf_counter()
     with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall_s = time.perf_counter() - started
-    if proc.returncode != 0:
+        measured = run_measured(cmd, stdout=out, stderr=err, env=env)
+    if measured.returncode != 0:
         tail = err_path.read_text(errors="replace")[-2000:]
-        raise SystemExit(f"bench_embed: {name} failed with exit code {proc.returncode}:\n{tail}")
+        raise SystemExit(f"bench_embed: {name} failed with exit code {measured.returncode}:\n{tail}")
     lines = out_path.read_text().strip().splitlines()
     report: dict[str, Any] = json.loads(lines[-1])
     report["self_peak_rss_mb"] = report.pop("peak_rss_mb", None)
-    report["peak_rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
-    report["wall_s"] = round(wall_s, 3)
+    report["peak_rss_mb"] = measured.peak_rss_mb
+    report["wall_s"] = round(measured.wall_s, 3)
     return report
 
 

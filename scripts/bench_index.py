@@ -1,7 +1,7 @@
 """bench_index.py: `coarch index` on the Python standard library's source tree, against a baseline
 built the way simple code-search tools do it.
 
-Runs, each as its own process so that each peak RSS (ru_maxrss from wait4) is its own:
+Runs, each as its own process so that each peak RSS (benchenv.run_measured) is its own:
   1. cold:      `coarch index` of a fresh copy of the tree into an empty index
   2. unchanged: the same command again (nothing should be embedded)
   3. touched:   after appending a comment line to 10 files
@@ -28,13 +28,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from benchenv import run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
@@ -45,20 +45,18 @@ def log(message: str) -> None:
     print(f"bench_index: {message}", file=sys.stderr, flush=True)
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Runs `cmd`, returns its wall time, exit code, peak RSS (MiB) and stdout."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            cwd=ROOT)
-    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"bench_index: {' '.join(cmd[:4])} failed ({proc.returncode}):\n"
-                         f"{err.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stdout": out.decode(errors="replace")}
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs `cmd`, returns its wall time, peak RSS (MiB) and stdout; exits on failure."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        measured = run_measured(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if measured.returncode != 0:
+        raise SystemExit(f"bench_index: {' '.join(cmd[:4])} failed ({measured.returncode}):\n"
+                         f"{stderr.decode(errors='replace')[-3000:]}")
+    return {"wall_s": round(measured.wall_s, 3), "peak_rss_mb": round(measured.peak_rss_mb, 1),
+            "stdout": stdout.decode(errors="replace")}
 
 
 def folder_size(folder: Path) -> int:
@@ -98,7 +96,7 @@ def copy_tree(lib: Path, files: list[str], dest: Path, copies: int = 1) -> None:
 def coarch_index(tree: Path, idx: Path, threads: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "coarch", "index", str(tree), "--index", str(idx), "--json",
            "-q", "--threads", str(threads)]
-    result = run_measured(cmd)
+    result = run_timed(cmd)
     summary = json.loads(result.pop("stdout"))
     result.update({
         "files": summary["files_total"],
@@ -141,7 +139,7 @@ def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str,
     env = {**os.environ, "PYTHONPATH": str(shim)}
     cmd = [str(REFERENCE_PYTHON), str(ROOT / "scripts" / "baseline_index.py"), str(spec),
            str(out / "index"), "--model", str(default_model_path()), "--threads", str(threads)]
-    result = run_measured(cmd, env)
+    result = run_timed(cmd, env)
     report: dict[str, Any] = json.loads(result.pop("stdout"))
     report["process_wall_s"] = result["wall_s"]
     report["peak_rss_mb"] = result["peak_rss_mb"]

@@ -7,7 +7,7 @@ that memory does not grow with the work. The children stream: they read the text
 Lines file in slices (--slice texts per encode call) and drop each slice's vectors after adding
 them to a checksum, as the indexer does, so nothing but the model and one slice is held.
 
-Per run: peak RSS (ru_maxrss of the child from wait4, and VmHWM), throughput (chunks/s and
+Per run: peak RSS (ru_maxrss of the child, benchenv.run_measured, and VmHWM), throughput (chunks/s and
 tokens/s over the encode calls only), the RSS sampled over time by a thread reading
 /proc/self/status, and the manager's counters (batches, final budget, gc runs, trims, waits).
 The checksums of all runs over the same chunks must agree: limits change batches, not vectors.
@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchenv import cpu_model
+from benchenv import cpu_model, run_measured
 
 DEFAULT_CHUNKS = 20000
 DEFAULT_SMALL = 5000
@@ -192,7 +191,7 @@ def thin(samples: list[tuple[float, float]], keep: int) -> list[list[float]]:
 def run_child(
     args: argparse.Namespace, texts: Path, count: int, limit: float | None, workdir: Path
 ) -> dict[str, Any]:
-    """One run in a child process; adds the child's own peak RSS from wait4 and its wall time."""
+    """One run in a child process; adds the child's own peak RSS and its wall time."""
     name = f"{count}-{int(limit) if limit else 'none'}"
     command = [
         sys.executable,
@@ -215,18 +214,15 @@ def run_child(
     env.pop("COARCH_ADAPTIVE_BATCHING", None)
     out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
     log(f"run {name}: {count} chunks, limit {f'{limit:.0f} MB' if limit else 'none'}")
-    started = time.perf_counter()
     with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall_s = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
+        measured = run_measured(command, stdout=out, stderr=err, env=env)
+    code = measured.returncode
     if code != 0:
         tail = err_path.read_text(errors="replace")[-2000:]
         raise SystemExit(f"bench_memory: run {name} failed with exit code {code}:\n{tail}")
     report: dict[str, Any] = json.loads(out_path.read_text().strip().splitlines()[-1])
-    report["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
-    report["wall_s"] = round(wall_s, 2)
+    report["peak_rss_mb"] = round(measured.peak_rss_mb, 1)
+    report["wall_s"] = round(measured.wall_s, 2)
     return report
 
 

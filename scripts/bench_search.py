@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus
-from benchenv import search_environment
+from benchenv import run_measured, search_environment
 
 import coarch
 from coarch import vectors as faiss_file
@@ -200,23 +200,6 @@ def warm(index_dir: Path, queries: list[str], repeat: int) -> dict[str, Any]:
     return out
 
 
-# Runs a command in a fresh process and reports its wall time and peak RSS. A small launcher
-# forks it, because a child's ru_maxrss counts what it inherited at fork: forked from this
-# (large) process, every command would report this process's size.
-_LAUNCHER = """
-import json, os, sys, time
-t0 = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    fd = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(fd, 1)
-    os.execv(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-print(json.dumps({"wall": time.perf_counter() - t0, "rss_mb": usage.ru_maxrss / 1024,
-                  "code": os.waitstatus_to_exitcode(status)}))
-"""
-
-
 def cold(index_dir: Path, runs: int) -> dict[str, Any]:
     """Wall time and peak RSS of fresh processes (median of `runs`)."""
     commands = {
@@ -250,17 +233,11 @@ def cold(index_dir: Path, runs: int) -> dict[str, Any]:
     for name, argv in commands.items():
         walls, rss = [], []
         for _ in range(runs):
-            proc = subprocess.run(
-                [sys.executable, "-c", _LAUNCHER, *argv],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            if result["code"] not in (0, 1):
-                raise SystemExit(f"bench_search: {name} failed: {proc.stderr}")
-            walls.append(result["wall"])
-            rss.append(result["rss_mb"])
+            result = run_measured(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if result.returncode not in (0, 1):
+                raise SystemExit(f"bench_search: {name} failed with exit code {result.returncode}")
+            walls.append(result.wall_s)
+            rss.append(result.peak_rss_mb)
         walls.sort()
         out[name] = {
             "median_s": round(walls[len(walls) // 2], 3),

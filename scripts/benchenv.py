@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def cpu_model() -> str:
@@ -42,3 +47,57 @@ def search_environment() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+
+
+# A small launcher forks and execs the measured command and reports its peak RSS from wait4. Why
+# not wait4 on the command directly: at exec the kernel folds the peak RSS of the address space
+# being replaced into the new program's ru_maxrss, and a child spawned by a benchmark (vfork) or
+# forked from it starts from the benchmark's own address space, so every command would report
+# at least the benchmark's size. The launcher is a bare interpreter: about 10 MB is the floor.
+_LAUNCHER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as result:
+    json.dump({"returncode": os.waitstatus_to_exitcode(status),
+               "wall_s": time.perf_counter() - started,
+               "peak_rss_mb": usage.ru_maxrss / 1024}, result)
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished command: its exit status, wall time and its own peak RSS."""
+
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+
+
+def run_measured(
+    cmd: list[str],
+    *,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Measured:
+    """Runs `cmd` in a fresh process (through the launcher) with the given standard streams and
+    returns what it measured; the peak RSS counts nothing of this process."""
+    with tempfile.TemporaryDirectory(prefix="coarch-measure-") as folder:
+        result_path = Path(folder) / "result.json"
+        subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, str(result_path), *cmd],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            check=False,
+        )
+        if not result_path.exists():
+            raise RuntimeError(f"the launcher could not run {cmd[0]}")
+        result = json.loads(result_path.read_text())
+    return Measured(result["returncode"], result["wall_s"], result["peak_rss_mb"])

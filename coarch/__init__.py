@@ -16,6 +16,12 @@ import os
 # load of 8. Sleeping threads cost a wake-up per region, which is nothing next to a batch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from coarch.cpu import choose_openblas_core
+
+# OpenBLAS picks its kernels when libtorch loads it; on CPUs it does not know it falls back to
+# SSE3 ones, 3x slower. See coarch/cpu.py.
+choose_openblas_core()
+
 from coarch._version import __version__
 from coarch.embedder import Embedder
 from coarch.errors import (

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import corpus
-from benchenv import cpu_model, run_measured
+from benchenv import blas_record, cpu_model, run_measured
 
 REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
 DEFAULT_TEXTS = 5000
@@ -171,7 +171,7 @@ def environment(
     threads: int, env: dict[str, str], load_before: tuple[float, float, float], libtorch: str
 ) -> dict[str, Any]:
     return {
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        **blas_record(),
         "threads": threads,
         "thread_variables": {k: env.get(k, "unset") for k in THREAD_VARIABLES},
         "other_variables": {k: env.get(k, "unset") for k in RECORDED_VARIABLES},
@@ -242,7 +242,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{key}: {value:.9f}" if "cosine" in key else f"{key}: {value:.2e}")
     lines.append(
         f"cpu: {env['cpu_model']} ({env['cores_available']} cores available), "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, libtorch {env['libtorch']}, "
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} ({env['openblas_core_chosen_by']}), libtorch {env['libtorch']}, "
         f"torch (reference) {ref['torch'] if ref else '-'}, python {env['python']}"
     )
     return "\n".join(lines)

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchenv import run_measured
+from benchenv import blas_record, cpu_model, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
@@ -147,21 +147,13 @@ def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str,
 
 
 def environment(threads: int) -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "threads": threads,
         "cores_available": len(os.sched_getaffinity(0)),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        **blas_record(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": os.getloadavg(),

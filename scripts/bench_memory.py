@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from benchenv import cpu_model, run_measured
+from benchenv import blas_record, cpu_model, run_measured
 
 DEFAULT_CHUNKS = 20000
 DEFAULT_SMALL = 5000
@@ -233,7 +233,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     total_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
     return {
         "threads": args.threads or "all cores",
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        **blas_record(),
         "backend": _core.backend_info(),
         "cores_available": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model(),
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     env = results["environment"]
     print(
         f"cpu: {env['cpu_model']} ({env['cores_available']} cores), threads {env['threads']}, "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}, python {env['python']}"
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} ({env['openblas_core_chosen_by']}), python {env['python']}"
     )
     print(f"wrote {args.output}")
     return 0

@@ -28,6 +28,21 @@ def cpu_model() -> str:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def blas_record() -> dict[str, Any]:
+    """Which OpenBLAS kernels the fp32 products use: OPENBLAS_CORETYPE, who chose it (the user's
+    environment, coarch from the CPU flags, or OpenBLAS itself: coarch/cpu.py), the kernel set
+    OpenBLAS reports, and the CPU's native bf16 support. Imports coarch, which makes the choice."""
+    from coarch import _core, cpu
+
+    flags = cpu.cpu_flags()
+    return {
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        "openblas_core_chosen_by": cpu.openblas_core_source,
+        "blas_core": _core.backend_info().get("blas_core"),
+        "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
 def search_environment() -> dict[str, Any]:
     """What the search benchmarks record: CPU, thread settings, load and library versions."""
     import faiss
@@ -38,7 +53,7 @@ def search_environment() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
+        **blas_record(),
         **{name: os.environ.get(name, "unset") for name in THREAD_VARIABLES},
         "faiss_omp_max_threads": faiss.omp_get_max_threads(),
         "python": platform.python_version(),

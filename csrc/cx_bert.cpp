@@ -15,6 +15,7 @@
  * catches all exceptions and turns them into a cx_status: nothing throws across the C
  * boundary. */
 #include "cx_bert.h"
+#include "cx_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -58,12 +59,15 @@ struct Scratch {
     at::Tensor intermediate; /* [T, I] */
     at::Tensor ids;          /* [T] int64 token ids */
     at::Tensor positions;    /* [T] int64 position of each token in its text */
-    /* bf16 only: the inputs and outputs of the dense products in bf16. */
-    at::Tensor hidden_low;       /* [T, H] */
+    /* bf16 only: everything but the residual stream (hidden, fp32) is bf16, and the fp32
+     * qkv, context, projected, intermediate and scores above are not used. */
+    at::Tensor hidden_low;       /* [T, H] the residual stream rounded, input of the products */
     at::Tensor qkv_low;          /* [T, 3H] */
+    at::Tensor heads_low;        /* [4, texts, heads, L, d] q, k, v, context, head-major */
+    at::Tensor scores_low;       /* [group * heads, L, L] (attend_cpu_low) */
     at::Tensor context_low;      /* [T, H] */
     at::Tensor projected_low;    /* [T, H] */
-    at::Tensor intermediate_low; /* [T, I]: in bf16 the fp32 intermediate is not used */
+    at::Tensor intermediate_low; /* [T, I] */
 };
 
 /* Where each text of the batch lies in the packed rows. */
@@ -129,52 +133,66 @@ at::Tensor take(at::Tensor &buffer, int64_t count, at::IntArrayRef shape, at::Sc
     return buffer.narrow(0, 0, count).view(shape);
 }
 
-/* rows[r] = LayerNorm(rows[r] + residual[r]) * gamma + beta, in place, for [rows, width]. */
-void add_layer_norm_cpu(at::Tensor &rows, const at::Tensor *residual, const at::Tensor &gamma,
-                        const at::Tensor &beta, double eps)
+/* rows[r] = LayerNorm(rows[r] + residual[r]) * gamma + beta, in place, for [rows, width]; the
+ * residual is fp32 or bf16 (or undefined: none); when `low` is defined the result is also
+ * written there in bf16 (cx_rows.h). Rows are split across the intra-op pool. */
+void add_layer_norm_cpu(at::Tensor &rows, const at::Tensor &residual, const at::Tensor &gamma,
+                        const at::Tensor &beta, double eps, at::Tensor *low = nullptr)
 {
     const int64_t count = rows.size(0), width = rows.size(1);
     float *data = rows.data_ptr<float>();
-    const float *add = residual != nullptr ? residual->data_ptr<float>() : nullptr;
+    const bool has_residual = residual.defined();
+    const float *add = has_residual && residual.scalar_type() == at::kFloat
+                           ? residual.data_ptr<float>()
+                           : nullptr;
+    const cx_bf16 *add_low = has_residual && residual.scalar_type() == at::kBFloat16
+                                 ? reinterpret_cast<const cx_bf16 *>(residual.data_ptr())
+                                 : nullptr;
+    cx_bf16 *out_low = low != nullptr ? reinterpret_cast<cx_bf16 *>(low->data_ptr()) : nullptr;
     const float *g = gamma.data_ptr<float>(), *b = beta.data_ptr<float>();
     at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-            float *row = data + r * width;
-            if (add != nullptr) {
-                const float *other = add + r * width;
-                for (int64_t i = 0; i < width; ++i)
-                    row[i] += other[i];
-            }
-            float sum = 0.0f;
-            for (int64_t i = 0; i < width; ++i)
-                sum += row[i];
-            const float mean = sum / (float)width;
-            float squares = 0.0f;
-            for (int64_t i = 0; i < width; ++i) {
-                const float centred = row[i] - mean;
-                squares += centred * centred;
-            }
-            const float inverse = 1.0f / std::sqrt(squares / (float)width + (float)eps);
-            for (int64_t i = 0; i < width; ++i)
-                row[i] = (row[i] - mean) * inverse * g[i] + b[i];
-        }
+        const int64_t first = begin * width;
+        cx_rows_add_layer_norm(data + first, add != nullptr ? add + first : nullptr,
+                               add_low != nullptr ? add_low + first : nullptr, g, b, (float)eps,
+                               end - begin, width, out_low != nullptr ? out_low + first : nullptr);
     });
 }
 
-void add_layer_norm(at::Tensor &rows, const at::Tensor *residual, const at::Tensor &gamma,
-                    const at::Tensor &beta, double eps)
+void add_layer_norm(at::Tensor &rows, const at::Tensor &residual, const at::Tensor &gamma,
+                    const at::Tensor &beta, double eps, at::Tensor *low = nullptr)
 {
     if (rows.is_cpu()) {
-        add_layer_norm_cpu(rows, residual, gamma, beta, eps);
+        add_layer_norm_cpu(rows, residual, gamma, beta, eps, low);
         return;
     }
-    if (residual != nullptr)
-        rows.add_(*residual);
+    if (residual.defined())
+        rows.add_(residual);
     rows.copy_(at::layer_norm(rows, {rows.size(1)}, gamma, beta, eps));
+    if (low != nullptr)
+        low->copy_(rows);
 }
 
-/* hidden[t] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[0]). */
-void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::Tensor &positions)
+/* GELU in place (erf form), fp32 or bf16: on the CPU by cx_rows.c, split across the pool. */
+void gelu_in_place(at::Tensor &values)
+{
+    if (!values.is_cpu()) {
+        at::gelu_(values);
+        return;
+    }
+    const bool low = values.scalar_type() == at::kBFloat16;
+    void *data = values.data_ptr();
+    at::parallel_for(0, values.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+        if (low)
+            cx_rows_gelu_bf16(static_cast<cx_bf16 *>(data) + begin, end - begin);
+        else
+            cx_rows_gelu(static_cast<float *>(data) + begin, end - begin);
+    });
+}
+
+/* hidden[t] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[0]), and the same in
+ * bf16 into `low` when given. */
+void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::Tensor &positions,
+           at::Tensor *low)
 {
     const cx_bert_config &cfg = bert.config;
     const int64_t width = cfg.hidden_size, tokens = hidden.size(0);
@@ -183,8 +201,8 @@ void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::T
         rows.add_(at::embedding(bert.position_embeddings, positions));
         rows.add_(bert.token_type_embeddings[0]);
         hidden.copy_(rows);
-        add_layer_norm(hidden, nullptr, bert.embedding_norm_weight, bert.embedding_norm_bias,
-                       cfg.layer_norm_eps);
+        add_layer_norm(hidden, at::Tensor(), bert.embedding_norm_weight,
+                       bert.embedding_norm_bias, cfg.layer_norm_eps, low);
         return;
     }
     const float *word = bert.word_embeddings.data_ptr<float>();
@@ -201,8 +219,8 @@ void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::T
                 row[i] = w[i] + p[i] + token_type[i];
         }
     });
-    add_layer_norm_cpu(hidden, nullptr, bert.embedding_norm_weight, bert.embedding_norm_bias,
-                       cfg.layer_norm_eps);
+    add_layer_norm_cpu(hidden, at::Tensor(), bert.embedding_norm_weight,
+                       bert.embedding_norm_bias, cfg.layer_norm_eps, low);
 }
 
 /* out[b] = normalise(mean of text b's rows of hidden), written to host memory. */
@@ -267,9 +285,71 @@ void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Pa
             at::Tensor value = rows.narrow(1, 2 * width + h * head_dim, head_dim);
             at::Tensor weights = own.narrow(0, 0, length * length).view({length, length});
             at::mm_out(weights, query, key.t());
-            at::_softmax_out(weights, weights, -1, false);
+            cx_rows_softmax(weights.data_ptr<float>(), length, length);
             at::Tensor out = context.narrow(0, first, length).narrow(1, h * head_dim, head_dim);
             at::mm_out(out, weights, value);
+        }
+    });
+}
+
+/* bf16: the batch's q, k and v are copied into head-major blocks padded to its longest text,
+ * [3, texts, heads, L, d], so that attention is two batched products per group of texts:
+ * oneDNN runs one [group x heads] product twice as fast as a product per text. Softmax (fp32
+ * inside, cx_rows.c) covers each text's own length and zeroes the padding keys, whose value
+ * rows are zeroed too: padding changes nothing, and padded query rows are never copied back.
+ * Texts of a batch have close lengths (they are sorted), so the padding is small; groups keep
+ * the score matrices under kScoreBytes whatever the batch. */
+constexpr int64_t kScoreBytes = 16 << 20;
+
+int64_t score_group(int64_t heads, int64_t longest)
+{
+    return std::max<int64_t>(1, kScoreBytes / (2 * heads * longest * longest));
+}
+
+void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
+                    int64_t heads, int64_t width)
+{
+    const int64_t head_dim = width / heads, longest = packing.longest, texts = packing.batch;
+    const at::Device cpu(at::kCPU);
+    at::Tensor blocks = take(s.heads_low, 4 * texts * heads * longest * head_dim,
+                             {4, texts, heads, longest, head_dim}, at::kBFloat16, cpu);
+    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
+            blocks.narrow(0, 0, 3).select(1, b).narrow(2, 0, length).copy_(
+                qkv.narrow(0, first, length).view({length, 3, heads, head_dim}).permute({1, 2, 0, 3}));
+            if (length < longest)
+                blocks[2][b].narrow(1, length, longest - length).zero_();
+        }
+    });
+    const int64_t group = std::min(texts, score_group(heads, longest));
+    const int64_t square = longest * longest;
+    at::Tensor scores = take(s.scores_low, group * heads * square, {group * heads, longest, longest},
+                             at::kBFloat16, cpu);
+    for (int64_t g = 0; g < texts; g += group) {
+        const int64_t count = std::min(group, texts - g);
+        auto heads_of = [&](int64_t part) {
+            return blocks[part].narrow(0, g, count).view({count * heads, longest, head_dim});
+        };
+        at::Tensor weights = scores.narrow(0, 0, count * heads);
+        at::bmm_out(weights, heads_of(0), heads_of(1).transpose(1, 2));
+        cx_bf16 *rows = reinterpret_cast<cx_bf16 *>(weights.data_ptr());
+        at::parallel_for(0, count * heads, 1, [&](int64_t begin, int64_t end) {
+            std::vector<float> work((size_t)longest);
+            for (int64_t t = begin; t < end; ++t) {
+                const int64_t length = packing.lengths[g + t / heads];
+                cx_rows_softmax_bf16(rows + t * square, length, length, longest, work.data());
+            }
+        });
+        at::Tensor out = heads_of(3);
+        at::bmm_out(out, weights, heads_of(2));
+    }
+    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+            const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
+            context.narrow(0, first, length)
+                .view({length, heads, head_dim})
+                .copy_(blocks[3][b].narrow(1, 0, length).permute({1, 0, 2}));
         }
     });
 }
@@ -294,11 +374,13 @@ void attend_device(const at::Tensor &qkv, at::Tensor &context, const Packing &pa
 
 void attend(cx_bert &bert, const at::Tensor &qkv, at::Tensor &context, const Packing &packing)
 {
-    if (bert.device.is_cpu())
-        attend_cpu(bert.scratch, qkv, context, packing, bert.config.num_heads,
-                   bert.config.hidden_size);
+    const int64_t heads = bert.config.num_heads, width = bert.config.hidden_size;
+    if (!bert.device.is_cpu())
+        attend_device(qkv, context, packing, heads, width);
+    else if (qkv.scalar_type() == at::kBFloat16)
+        attend_cpu_low(bert.scratch, qkv, context, packing, heads, width);
     else
-        attend_device(qkv, context, packing, bert.config.num_heads, bert.config.hidden_size);
+        attend_cpu(bert.scratch, qkv, context, packing, heads, width);
 }
 
 /* One encoder layer over hidden [T, H] in place, fp32 throughout. */
@@ -318,22 +400,22 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
 
     at::Tensor projected = take(s.projected, tokens * width, {tokens, width}, at::kFloat, device);
     dense(projected, context, layer.attention_output_weight, layer.attention_output_bias);
-    add_layer_norm(hidden, &projected, layer.attention_norm_weight, layer.attention_norm_bias,
+    add_layer_norm(hidden, projected, layer.attention_norm_weight, layer.attention_norm_bias,
                    cfg.layer_norm_eps);
 
     at::Tensor intermediate =
         take(s.intermediate, tokens * inner, {tokens, inner}, at::kFloat, device);
     dense(intermediate, hidden, layer.intermediate_weight, layer.intermediate_bias);
-    at::gelu_(intermediate); /* erf form, as BERT's "gelu" */
+    gelu_in_place(intermediate);
     dense(projected, intermediate, layer.output_weight, layer.output_bias);
-    add_layer_norm(hidden, &projected, layer.output_norm_weight, layer.output_norm_bias,
+    add_layer_norm(hidden, projected, layer.output_norm_weight, layer.output_norm_bias,
                    cfg.layer_norm_eps);
 }
 
-/* The same with the dense products in bf16: each product's input is rounded to bf16 and its
- * output widened back to fp32, so attention, residuals and LayerNorm keep fp32 accuracy. The
- * feed-forward's intermediate stays bf16 between its two products (GELU computes in fp32 per
- * element). */
+/* The same in bf16: every product (dense and attention) reads and writes bf16, accumulating in
+ * fp32 inside oneDNN; softmax, GELU and residual + LayerNorm compute in fp32. The residual stream
+ * stays fp32 (hidden) and each LayerNorm also writes it rounded to bf16 (hidden_low) for the
+ * next product, so no separate conversion pass runs. */
 void encoder_layer_bf16(cx_bert &bert, const Layer &layer, const Packing &packing)
 {
     const cx_bert_config &cfg = bert.config;
@@ -344,35 +426,26 @@ void encoder_layer_bf16(cx_bert &bert, const Layer &layer, const Packing &packin
 
     at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat, device);
     at::Tensor hidden_low = take(s.hidden_low, tokens * width, {tokens, width}, low, device);
-    at::Tensor qkv = take(s.qkv, tokens * 3 * width, {tokens, 3 * width}, at::kFloat, device);
     at::Tensor qkv_low = take(s.qkv_low, tokens * 3 * width, {tokens, 3 * width}, low, device);
-    hidden_low.copy_(hidden);
     dense(qkv_low, hidden_low, layer.qkv_weight, layer.qkv_bias);
-    qkv.copy_(qkv_low);
 
-    at::Tensor context = take(s.context, tokens * width, {tokens, width}, at::kFloat, device);
     at::Tensor context_low = take(s.context_low, tokens * width, {tokens, width}, low, device);
-    attend(bert, qkv, context, packing);
-    context_low.copy_(context);
+    attend(bert, qkv_low, context_low, packing);
 
-    at::Tensor projected = take(s.projected, tokens * width, {tokens, width}, at::kFloat, device);
     at::Tensor projected_low =
         take(s.projected_low, tokens * width, {tokens, width}, low, device);
     dense(projected_low, context_low, layer.attention_output_weight,
           layer.attention_output_bias);
-    projected.copy_(projected_low);
-    add_layer_norm(hidden, &projected, layer.attention_norm_weight, layer.attention_norm_bias,
-                   cfg.layer_norm_eps);
+    add_layer_norm(hidden, projected_low, layer.attention_norm_weight,
+                   layer.attention_norm_bias, cfg.layer_norm_eps, &hidden_low);
 
     at::Tensor intermediate_low =
         take(s.intermediate_low, tokens * inner, {tokens, inner}, low, device);
-    hidden_low.copy_(hidden);
     dense(intermediate_low, hidden_low, layer.intermediate_weight, layer.intermediate_bias);
-    at::gelu_(intermediate_low);
+    gelu_in_place(intermediate_low); /* fp32 inside, per element */
     dense(projected_low, intermediate_low, layer.output_weight, layer.output_bias);
-    projected.copy_(projected_low);
-    add_layer_norm(hidden, &projected, layer.output_norm_weight, layer.output_norm_bias,
-                   cfg.layer_norm_eps);
+    add_layer_norm(hidden, projected_low, layer.output_norm_weight, layer.output_norm_bias,
+                   cfg.layer_norm_eps, &hidden_low);
 }
 
 Layer make_layer(const cx_bert_config &cfg, const cx_bert_layer_weights &w, at::Device device,
@@ -518,9 +591,14 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
 
         at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat,
                                  bert->device);
-        embed(*bert, hidden, device_ids, device_positions);
+        const bool low = bert->dense_type == at::kBFloat16;
+        at::Tensor hidden_low;
+        if (low)
+            hidden_low = take(s.hidden_low, tokens * width, {tokens, width}, at::kBFloat16,
+                              bert->device);
+        embed(*bert, hidden, device_ids, device_positions, low ? &hidden_low : nullptr);
         for (const Layer &layer : bert->layers) {
-            if (bert->dense_type == at::kBFloat16)
+            if (low)
                 encoder_layer_bf16(*bert, layer, packing);
             else
                 encoder_layer(*bert, layer, packing);
@@ -539,19 +617,21 @@ void cx_bert_release_scratch(cx_bert *bert)
 int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len)
 {
     /* Mirrors the take() calls above for T = batch x seq_len tokens (a bound: packing needs no
-     * more). fp32: hidden, qkv (3), context, projected: 6 x [T, H] and intermediate [T, I] in
-     * fp32. bf16: the same six [T, H] in fp32 plus in bf16, and intermediate [T, I] in bf16 only.
-     * Both: one [L, L] fp32 score matrix per thread, ids and positions [T] int64. */
+     * more), P threads, L = seq_len. fp32: hidden, qkv (3), context, projected: 6 x [T, H] and
+     * intermediate [T, I], and one [L, L] score matrix per thread. bf16: hidden [T, H] in fp32,
+     * the same 6 x [T, H] + [T, I] in bf16, the head-major blocks 4 x [T, H] and one group's
+     * scores (attend_cpu_low), in bf16. Both: ids and positions [T] int64. */
     const int64_t tokens = batch * seq_len, h = config->hidden_size;
-    const int64_t inner = config->intermediate_size;
+    const int64_t inner = config->intermediate_size, heads = config->num_heads;
     int64_t threads = 1;
     try {
         threads = at::get_num_threads();
     } catch (...) {
     }
-    const int64_t fp32 = 4 * tokens * (6 * h + inner);
-    const int64_t bf16 = 4 * tokens * 6 * h + 2 * tokens * (6 * h + inner);
-    return std::max(fp32, bf16) + 4 * threads * seq_len * seq_len + 16 * tokens;
+    const int64_t scores = std::min(batch, score_group(heads, seq_len)) * heads * seq_len * seq_len;
+    const int64_t fp32 = 4 * tokens * (6 * h + inner) + 4 * threads * seq_len * seq_len;
+    const int64_t bf16 = 4 * tokens * h + 2 * tokens * (10 * h + inner) + 2 * scores;
+    return std::max(fp32, bf16) + 16 * tokens;
 }
 
 int64_t cx_bert_scratch_held(const cx_bert *bert)
@@ -560,8 +640,9 @@ int64_t cx_bert_scratch_held(const cx_bert *bert)
     return held_bytes(s.hidden) + held_bytes(s.qkv) + held_bytes(s.scores) +
            held_bytes(s.context) + held_bytes(s.projected) + held_bytes(s.intermediate) +
            held_bytes(s.ids) + held_bytes(s.positions) + held_bytes(s.hidden_low) +
-           held_bytes(s.qkv_low) + held_bytes(s.context_low) + held_bytes(s.projected_low) +
-           held_bytes(s.intermediate_low);
+           held_bytes(s.qkv_low) + held_bytes(s.heads_low) + held_bytes(s.scores_low) +
+           held_bytes(s.context_low) +
+           held_bytes(s.projected_low) + held_bytes(s.intermediate_low);
 }
 
 cx_device cx_bert_device(const cx_bert *bert)

@@ -21,9 +21,9 @@ extern "C" {
 typedef enum cx_device { CX_DEVICE_CPU = 0, CX_DEVICE_CUDA = 1 } cx_device;
 
 /* Precision of the matrix products. In CX_PRECISION_BF16 the dense weights are converted to
- * bfloat16 once at creation and the dense products run in bf16 (accumulating in fp32 inside the
- * BLAS); embeddings, attention, GELU's input, residuals, LayerNorm, pooling and normalisation stay
- * in fp32, and the output is float32. */
+ * bfloat16 once at creation and every product (dense layers, attention's two) runs in bf16,
+ * accumulating in fp32 inside oneDNN; softmax, GELU, residuals, LayerNorm, pooling and
+ * normalisation compute in fp32, the residual stream stays fp32, and the output is float32. */
 typedef enum cx_precision { CX_PRECISION_FP32 = 0, CX_PRECISION_BF16 = 1 } cx_precision;
 
 typedef struct cx_bert cx_bert; /* opaque: weight tensors, scratch tensors, device */

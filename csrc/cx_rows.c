@@ -1,0 +1,190 @@
+/* cx_rows.c: row kernels of the forward pass (cx_rows.h).
+ *
+ * Written so that GCC vectorises every inner loop: no calls inside them, reductions marked with
+ * `omp simd` (-fopenmp-simd: the pragma only, no OpenMP runtime), and bf16 handled as integer
+ * shifts (cx_lanes.h). */
+#include "cx_rows.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "cx_lanes.h"
+
+cx_bf16 cx_bf16_from_float(float value)
+{
+    return round_to_bf16(value);
+}
+
+float cx_bf16_to_float(cx_bf16 value)
+{
+    return widen_bf16(value);
+}
+
+CX_VECTOR_CLONES
+void cx_rows_add_layer_norm(float *rows, const float *add, const cx_bf16 *add_low,
+                            const float *gamma, const float *beta, float eps, int64_t count,
+                            int64_t width, cx_bf16 *out_low)
+{
+    for (int64_t r = 0; r < count; ++r) {
+        float *row = rows + r * width;
+        if (add != NULL) {
+            const float *other = add + r * width;
+            for (int64_t i = 0; i < width; ++i)
+                row[i] += other[i];
+        } else if (add_low != NULL) {
+            const cx_bf16 *other = add_low + r * width;
+            for (int64_t i = 0; i < width; ++i)
+                row[i] += widen_bf16(other[i]);
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < width; ++i)
+            sum += row[i];
+        const float mean = sum / (float)width;
+        float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+        for (int64_t i = 0; i < width; ++i)
+            squares += (row[i] - mean) * (row[i] - mean);
+        const float inverse = 1.0f / sqrtf(squares / (float)width + eps);
+        for (int64_t i = 0; i < width; ++i)
+            row[i] = (row[i] - mean) * inverse * gamma[i] + beta[i];
+        if (out_low != NULL) {
+            cx_bf16 *low = out_low + r * width;
+            for (int64_t i = 0; i < width; ++i)
+                low[i] = round_to_bf16(row[i]);
+        }
+    }
+}
+
+/* Softmax in 16-float vectors (GCC vector extensions, so that the AVX-512 clone uses 512-bit
+ * registers: left to the auto-vectoriser it chose 256-bit ones, and this loop is the largest
+ * cost of bf16 attention). The same arithmetic as exp_nonpositive and round_to_bf16, lane-wise;
+ * C has no vector ?:, so selections are masks. Tails shorter than 16 take the scalar helpers. */
+typedef float lanes __attribute__((vector_size(64)));
+typedef float lanes_unaligned __attribute__((vector_size(64), aligned(4)));
+typedef int32_t int_lanes __attribute__((vector_size(64)));
+typedef uint32_t bit_lanes __attribute__((vector_size(64)));
+typedef cx_bf16 bf16_lanes __attribute__((vector_size(32)));
+typedef cx_bf16 bf16_lanes_unaligned __attribute__((vector_size(32), aligned(2)));
+enum { LANES = 16 };
+
+#define BROADCAST(value) ((lanes){0} + (value))
+#define SELECT(mask, yes, no) ((lanes)(((int_lanes)(yes) & (mask)) | ((int_lanes)(no) & ~(mask))))
+#define WIDEN(from) \
+    ((lanes)(__builtin_convertvector(*(const bf16_lanes_unaligned *)(from), bit_lanes) << 16))
+#define NARROW(to, value)                                                                  \
+    do {                                                                                   \
+        const bit_lanes bits_ = (bit_lanes)(value);                                        \
+        *(bf16_lanes_unaligned *)(to) = __builtin_convertvector(                           \
+            (bits_ + 0x7FFFu + ((bits_ >> 16) & 1u)) >> 16, bf16_lanes);                   \
+    } while (0)
+#define EXP_NONPOSITIVE(result, input)                                                     \
+    do {                                                                                   \
+        lanes x_ = (input);                                                                \
+        const lanes floor_ = BROADCAST(-87.3f);                                            \
+        x_ = SELECT(x_ < floor_, floor_, x_);                                              \
+        const lanes n_ = (x_ * 1.44269504088896341f + 12582912.0f) - 12582912.0f;          \
+        const lanes r_ = x_ - n_ * 0.693359375f - n_ * -2.12194440e-4f;                     \
+        lanes p_ = BROADCAST(1.9875691500e-4f);                                            \
+        p_ = p_ * r_ + 1.3981999507e-3f;                                                   \
+        p_ = p_ * r_ + 8.3334519073e-3f;                                                   \
+        p_ = p_ * r_ + 4.1665795894e-2f;                                                   \
+        p_ = p_ * r_ + 1.6666665459e-1f;                                                   \
+        p_ = p_ * r_ + 5.0000001201e-1f;                                                   \
+        p_ = p_ * r_ * r_ + r_ + 1.0f;                                                     \
+        (result) = p_ * (lanes)((__builtin_convertvector(n_, int_lanes) + 127) << 23);     \
+    } while (0)
+
+CX_VECTOR_CLONES
+void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
+                          float *work)
+{
+    const int64_t whole = width / LANES * LANES;
+    for (int64_t r = 0; r < count; ++r) {
+        cx_bf16 *row = rows + r * stride;
+        lanes most = BROADCAST(-INFINITY);
+        for (int64_t i = 0; i < whole; i += LANES) {
+            const lanes x = WIDEN(row + i);
+            most = SELECT(x > most, x, most);
+        }
+        float largest = -INFINITY;
+        for (int i = 0; i < LANES; ++i)
+            largest = larger(largest, most[i]);
+        for (int64_t i = whole; i < width; ++i)
+            largest = larger(largest, widen_bf16(row[i]));
+
+        lanes sums = {0};
+        for (int64_t i = 0; i < whole; i += LANES) {
+            lanes e;
+            EXP_NONPOSITIVE(e, WIDEN(row + i) - largest);
+            *(lanes_unaligned *)(work + i) = e;
+            sums += e;
+        }
+        float sum = 0.0f;
+        for (int i = 0; i < LANES; ++i)
+            sum += sums[i];
+        for (int64_t i = whole; i < width; ++i) {
+            work[i] = exp_nonpositive(widen_bf16(row[i]) - largest);
+            sum += work[i];
+        }
+
+        const float inverse = 1.0f / sum;
+        for (int64_t i = 0; i < whole; i += LANES)
+            NARROW(row + i, *(const lanes_unaligned *)(work + i) * inverse);
+        for (int64_t i = whole; i < width; ++i)
+            row[i] = round_to_bf16(work[i] * inverse);
+        for (int64_t i = width; i < stride; ++i)
+            row[i] = 0;
+    }
+}
+
+CX_VECTOR_CLONES
+void cx_rows_softmax(float *rows, int64_t count, int64_t width)
+{
+    for (int64_t r = 0; r < count; ++r) {
+        float *row = rows + r * width;
+        float largest = -INFINITY;
+#pragma omp simd reduction(max : largest)
+        for (int64_t i = 0; i < width; ++i)
+            largest = larger(largest, row[i]);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < width; ++i) {
+            row[i] = exp_nonpositive(row[i] - largest);
+            sum += row[i];
+        }
+        const float inverse = 1.0f / sum;
+        for (int64_t i = 0; i < width; ++i)
+            row[i] *= inverse;
+    }
+}
+
+/* GELU, erf form, as BERT's "gelu": x / 2 * (1 + erf(x / sqrt(2))). erf by Abramowitz and
+ * Stegun 7.1.26 (absolute error under 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ...)) e^(-a^2)
+ * with t = 1 / (1 + p a) for a >= 0, odd in a. Vectorisable, unlike erff. */
+CX_LANE float gelu(float x)
+{
+    const float a = (x < 0.0f ? -x : x) * 0.70710678118654752f;
+    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = 1.061405429f;
+    poly = poly * t - 1.453152027f;
+    poly = poly * t + 1.421413741f;
+    poly = poly * t - 0.284496736f;
+    poly = poly * t + 0.254829592f;
+    const float erf_a = 1.0f - poly * t * exp_nonpositive(-a * a);
+    return 0.5f * x * (1.0f + (x < 0.0f ? -erf_a : erf_a));
+}
+
+CX_VECTOR_CLONES
+void cx_rows_gelu(float *values, int64_t count)
+{
+    for (int64_t i = 0; i < count; ++i)
+        values[i] = gelu(values[i]);
+}
+
+CX_VECTOR_CLONES
+void cx_rows_gelu_bf16(cx_bf16 *values, int64_t count)
+{
+    for (int64_t i = 0; i < count; ++i)
+        values[i] = round_to_bf16(gelu(widen_bf16(values[i])));
+}

@@ -1,0 +1,51 @@
+/* cx_rows.h: the row kernels of the forward pass that libtorch would run scalar or in several
+ * passes: residual + LayerNorm, softmax of attention rows, GELU, bfloat16 conversions.
+ *
+ * Each works on a range of rows so that the caller can split rows across threads. They cannot
+ * fail. Arithmetic is fp32 whatever the storage; bf16 values are the upper 16 bits of an IEEE
+ * float (libtorch's at::BFloat16), rounded to nearest even. The loops are compiled for AVX-512,
+ * AVX2 and plain x86-64 and the CPU picks at load time (GCC target_clones), because libtorch's
+ * own kernels in Debian's build run these steps without AVX. */
+#ifndef COARCH_CX_ROWS_H
+#define COARCH_CX_ROWS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t cx_bf16; /* as in cx_lanes.h */
+
+/* The bf16 nearest to `value` (ties to even), and back. */
+cx_bf16 cx_bf16_from_float(float value);
+float cx_bf16_to_float(cx_bf16 value);
+
+/* For each of `count` rows of `width` floats:
+ *   row = LayerNorm(row + residual) * gamma + beta     (population variance, eps inside sqrt)
+ * in place. The residual is `add` (fp32), else `add_low` (bf16), else none (both NULL). When
+ * `out_low` is not NULL the result is also written there in bf16, row for row, so that the next
+ * bf16 product needs no separate conversion pass. */
+void cx_rows_add_layer_norm(float *rows, const float *add, const cx_bf16 *add_low,
+                            const float *gamma, const float *beta, float eps, int64_t count,
+                            int64_t width, cx_bf16 *out_low);
+
+/* Softmax of the first `width` values of each of `count` rows laid `stride` values apart, in
+ * place: exponentials and their sum in fp32, probabilities rounded once to bf16; the values from
+ * `width` to `stride` (padding keys) become 0. `work` holds `width` floats. */
+void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
+                          float *work);
+
+/* Softmax of each of `count` rows of `width` floats, in place. */
+void cx_rows_softmax(float *rows, int64_t count, int64_t width);
+
+/* GELU (erf form, BERT's "gelu") of `count` values in place, in fp32; erf is approximated to an
+ * absolute error under 1.5e-7. */
+void cx_rows_gelu(float *values, int64_t count);
+void cx_rows_gelu_bf16(cx_bf16 *values, int64_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

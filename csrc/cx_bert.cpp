@@ -172,23 +172,6 @@ void add_layer_norm(at::Tensor &rows, const at::Tensor &residual, const at::Tens
         low->copy_(rows);
 }
 
-/* GELU in place (erf form), fp32 or bf16: on the CPU by cx_rows.c, split across the pool. */
-void gelu_in_place(at::Tensor &values)
-{
-    if (!values.is_cpu()) {
-        at::gelu_(values);
-        return;
-    }
-    const bool low = values.scalar_type() == at::kBFloat16;
-    void *data = values.data_ptr();
-    at::parallel_for(0, values.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-        if (low)
-            cx_rows_gelu_bf16(static_cast<cx_bf16 *>(data) + begin, end - begin);
-        else
-            cx_rows_gelu(static_cast<float *>(data) + begin, end - begin);
-    });
-}
-
 /* hidden[t] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[0]), and the same in
  * bf16 into `low` when given. */
 void embed(cx_bert &bert, at::Tensor &hidden, const at::Tensor &ids, const at::Tensor &positions,
@@ -406,10 +389,21 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
     at::Tensor intermediate =
         take(s.intermediate, tokens * inner, {tokens, inner}, at::kFloat, device);
     dense(intermediate, hidden, layer.intermediate_weight, layer.intermediate_bias);
-    gelu_in_place(intermediate);
+    at::gelu_(intermediate); /* erf form, as BERT's "gelu" */
     dense(projected, intermediate, layer.output_weight, layer.output_bias);
     add_layer_norm(hidden, projected, layer.output_norm_weight, layer.output_norm_bias,
                    cfg.layer_norm_eps);
+}
+
+/* oneDNN builds (JIT-compiles) a kernel per product shape and caches it. Packed batches have a
+ * new token count almost every time, so bf16 products run over the tokens rounded up to a
+ * multiple of kProductRows: a few dozen shapes in all, each built once. The extra rows hold
+ * whatever the scratch held; their outputs are never read (every product is row-wise). */
+constexpr int64_t kProductRows = 256;
+
+int64_t product_rows(const Packing &packing)
+{
+    return (packing.tokens + kProductRows - 1) / kProductRows * kProductRows;
 }
 
 /* The same in bf16: every product (dense and attention) reads and writes bf16, accumulating in
@@ -422,27 +416,28 @@ void encoder_layer_bf16(cx_bert &bert, const Layer &layer, const Packing &packin
     Scratch &s = bert.scratch;
     const at::Device device = bert.device;
     const int64_t tokens = packing.tokens, width = cfg.hidden_size, inner = cfg.intermediate_size;
+    const int64_t rows = product_rows(packing);
     const at::ScalarType low = at::kBFloat16;
 
     at::Tensor hidden = take(s.hidden, tokens * width, {tokens, width}, at::kFloat, device);
-    at::Tensor hidden_low = take(s.hidden_low, tokens * width, {tokens, width}, low, device);
-    at::Tensor qkv_low = take(s.qkv_low, tokens * 3 * width, {tokens, 3 * width}, low, device);
+    at::Tensor hidden_low = take(s.hidden_low, rows * width, {rows, width}, low, device);
+    at::Tensor qkv_low = take(s.qkv_low, rows * 3 * width, {rows, 3 * width}, low, device);
     dense(qkv_low, hidden_low, layer.qkv_weight, layer.qkv_bias);
 
-    at::Tensor context_low = take(s.context_low, tokens * width, {tokens, width}, low, device);
+    at::Tensor context_low = take(s.context_low, rows * width, {rows, width}, low, device);
     attend(bert, qkv_low, context_low, packing);
 
-    at::Tensor projected_low =
-        take(s.projected_low, tokens * width, {tokens, width}, low, device);
+    at::Tensor projected_low = take(s.projected_low, rows * width, {rows, width}, low, device);
     dense(projected_low, context_low, layer.attention_output_weight,
           layer.attention_output_bias);
     add_layer_norm(hidden, projected_low, layer.attention_norm_weight,
                    layer.attention_norm_bias, cfg.layer_norm_eps, &hidden_low);
 
     at::Tensor intermediate_low =
-        take(s.intermediate_low, tokens * inner, {tokens, inner}, low, device);
+        take(s.intermediate_low, rows * inner, {rows, inner}, low, device);
     dense(intermediate_low, hidden_low, layer.intermediate_weight, layer.intermediate_bias);
-    gelu_in_place(intermediate_low); /* fp32 inside, per element */
+    at::Tensor activated = intermediate_low.narrow(0, 0, tokens);
+    at::gelu_(activated); /* fp32 inside, per element */
     dense(projected_low, intermediate_low, layer.output_weight, layer.output_bias);
     add_layer_norm(hidden, projected_low, layer.output_norm_weight, layer.output_norm_bias,
                    cfg.layer_norm_eps, &hidden_low);
@@ -593,9 +588,9 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
                                  bert->device);
         const bool low = bert->dense_type == at::kBFloat16;
         at::Tensor hidden_low;
-        if (low)
-            hidden_low = take(s.hidden_low, tokens * width, {tokens, width}, at::kBFloat16,
-                              bert->device);
+        if (low) /* as many rows as the layers' products take, so that take() keeps it */
+            hidden_low = take(s.hidden_low, product_rows(packing) * width,
+                              {product_rows(packing), width}, at::kBFloat16, bert->device);
         embed(*bert, hidden, device_ids, device_positions, low ? &hidden_low : nullptr);
         for (const Layer &layer : bert->layers) {
             if (low)
@@ -630,7 +625,8 @@ int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64
     }
     const int64_t scores = std::min(batch, score_group(heads, seq_len)) * heads * seq_len * seq_len;
     const int64_t fp32 = 4 * tokens * (6 * h + inner) + 4 * threads * seq_len * seq_len;
-    const int64_t bf16 = 4 * tokens * h + 2 * tokens * (10 * h + inner) + 2 * scores;
+    const int64_t rows = tokens + kProductRows; /* product_rows() rounds up */
+    const int64_t bf16 = 4 * tokens * h + 2 * rows * (10 * h + inner) + 2 * scores;
     return std::max(fp32, bf16) + 16 * tokens;
 }
 

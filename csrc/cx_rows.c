@@ -158,33 +158,3 @@ void cx_rows_softmax(float *rows, int64_t count, int64_t width)
             row[i] *= inverse;
     }
 }
-
-/* GELU, erf form, as BERT's "gelu": x / 2 * (1 + erf(x / sqrt(2))). erf by Abramowitz and
- * Stegun 7.1.26 (absolute error under 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ...)) e^(-a^2)
- * with t = 1 / (1 + p a) for a >= 0, odd in a. Vectorisable, unlike erff. */
-CX_LANE float gelu(float x)
-{
-    const float a = (x < 0.0f ? -x : x) * 0.70710678118654752f;
-    const float t = 1.0f / (1.0f + 0.3275911f * a);
-    float poly = 1.061405429f;
-    poly = poly * t - 1.453152027f;
-    poly = poly * t + 1.421413741f;
-    poly = poly * t - 0.284496736f;
-    poly = poly * t + 0.254829592f;
-    const float erf_a = 1.0f - poly * t * exp_nonpositive(-a * a);
-    return 0.5f * x * (1.0f + (x < 0.0f ? -erf_a : erf_a));
-}
-
-CX_VECTOR_CLONES
-void cx_rows_gelu(float *values, int64_t count)
-{
-    for (int64_t i = 0; i < count; ++i)
-        values[i] = gelu(values[i]);
-}
-
-CX_VECTOR_CLONES
-void cx_rows_gelu_bf16(cx_bf16 *values, int64_t count)
-{
-    for (int64_t i = 0; i < count; ++i)
-        values[i] = round_to_bf16(gelu(widen_bf16(values[i])));
-}

@@ -1,5 +1,5 @@
 /* cx_rows.h: the row kernels of the forward pass that libtorch would run scalar or in several
- * passes: residual + LayerNorm, softmax of attention rows, GELU, bfloat16 conversions.
+ * passes: residual + LayerNorm, softmax of attention rows, bfloat16 conversions.
  *
  * Each works on a range of rows so that the caller can split rows across threads. They cannot
  * fail. Arithmetic is fp32 whatever the storage; bf16 values are the upper 16 bits of an IEEE
@@ -38,11 +38,6 @@ void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t s
 
 /* Softmax of each of `count` rows of `width` floats, in place. */
 void cx_rows_softmax(float *rows, int64_t count, int64_t width);
-
-/* GELU (erf form, BERT's "gelu") of `count` values in place, in fp32; erf is approximated to an
- * absolute error under 1.5e-7. */
-void cx_rows_gelu(float *values, int64_t count);
-void cx_rows_gelu_bf16(cx_bf16 *values, int64_t count);
 
 #ifdef __cplusplus
 }

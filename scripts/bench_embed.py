@@ -1,20 +1,28 @@
-"""bench_embed.py: embedding throughput and peak memory of coarch's Embedder against the reference
-implementation (sentence-transformers on PyTorch), on the same real code chunks.
+"""bench_embed.py: embedding throughput and peak memory of coarch's Embedder, in fp32 and in bf16,
+against the reference implementation (sentence-transformers on PyTorch), on the same real code
+chunks, in one run.
 
 Each implementation runs in its own child process, so each peak RSS (ru_maxrss of that child,
 from wait4 in a bare launcher: benchenv.run_measured) is its own: coarch in this interpreter
-(`--worker`), sentence-transformers in .venv-ref (scripts/reference_embed.py; make the venv with scripts/setup_reference.sh). Both get
-the same texts (--limit chunks of the Python standard library, scripts/corpus.py) and the same
-thread count; sentence-transformers keeps its default batching (batch_size 32, length-sorted).
-Token counts come from coarch's tokenizer, truncated to the model's window: the ids each model
-actually runs.
+(`--worker`), once per precision in --precisions (default fp32,bf16; fp32, bf16 or auto), one
+after the other, then sentence-transformers once in .venv-ref (scripts/reference_embed.py; make
+the venv with scripts/setup_reference.sh). All get the same texts (--limit chunks of the Python
+standard library, scripts/corpus.py) and the same thread count; sentence-transformers keeps its
+default batching (batch_size 32, length-sorted). Token counts come from coarch's tokenizer,
+truncated to the model's window: the ids each model actually runs.
 
     .venv/bin/python scripts/bench_embed.py                  # 5,000 chunks, all cores
     .venv/bin/python scripts/bench_embed.py --limit 300      # quick run
+    .venv/bin/python scripts/bench_embed.py --precisions auto --skip-reference
 
-Prints a table on stdout and writes JSON (--output, default bench-results/embed.json) with both
-results, the ratios, the worst cosine between the two outputs and the environment figures that
-change speed (threads, OPENBLAS_CORETYPE, CPU model, libtorch and Python versions).
+Prints a table on stdout (one column per coarch precision, then sentence-transformers) and
+writes JSON (--output, default bench-results/embed.json): "coarch" keyed by requested precision,
+each report with the precision actually used and why; "agreement" (worst and mean cosine of each
+precision against sentence-transformers, and of bf16 against fp32); "ratios" (throughput and peak
+RSS); "targets" (the issue's: bf16 at least 2x our fp32 and 2.5x sentence-transformers, fp32
+faster than sentence-transformers; set for 2 threads), and the environment figures that change
+speed (threads, OPENBLAS_CORETYPE, CPU model, the run-time bf16 check, libtorch and Python
+versions).
 """
 
 from __future__ import annotations
@@ -89,7 +97,10 @@ def run_worker(args: argparse.Namespace) -> int:
         "tokens": processed,
         "max_seq_length": window,
         "batch_tokens": args.batch_tokens,
-        "precision": args.precision or getattr(embedder, "precision", "float32"),
+        # What was asked for and what ran: "auto" resolves to fp32 or bf16 at load time.
+        "precision_requested": args.precision or "default",
+        "precision": embedder.precision,
+        "precision_reason": embedder.precision_reason,
         "load_s": round(load_s, 4),
         "encode_s": round(encode_s, 4),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -206,9 +217,63 @@ def compare(ours_path: Path, reference_path: Path) -> dict[str, float]:
     }
 
 
+def bf16_native() -> dict[str, Any]:
+    """coarch's run-time bf16 check, the one "auto" follows: whether bf16 is native here, and why
+    (checked in this process; each worker's own answer is in its precision_reason)."""
+    from coarch import _core
+
+    native, reason = _core.bf16_native()
+    return {"native": bool(native), "reason": str(reason)}
+
+
+def parse_precisions(text: str) -> list[str]:
+    """--precisions: a comma-separated list of fp32, bf16 and auto, in run order, each once."""
+    from coarch.embedder import PRECISIONS
+
+    chosen: list[str] = []
+    for name in (part.strip() for part in text.split(",")):
+        if name and name not in PRECISIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown precision {name!r} (use {', '.join(PRECISIONS)})"
+            )
+        if name and name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise argparse.ArgumentTypeError("name at least one precision")
+    return chosen
+
+
+def ratios(ours: dict[str, dict[str, Any]], reference: dict[str, Any] | None) -> dict[str, float]:
+    """Throughput (texts/s) and peak RSS of each coarch precision over sentence-transformers', and
+    bf16's throughput over fp32's; only the ratios whose runs happened."""
+    found: dict[str, float] = {}
+    if reference:
+        for name, report in ours.items():
+            found[f"{name}_over_st"] = report["texts_per_s"] / reference["texts_per_s"]
+            found[f"{name}_rss_over_st"] = report["peak_rss_mb"] / reference["peak_rss_mb"]
+    if "fp32" in ours and "bf16" in ours:
+        found["bf16_over_fp32"] = ours["bf16"]["texts_per_s"] / ours["fp32"]["texts_per_s"]
+    return found
+
+
+def targets(found: dict[str, float]) -> dict[str, bool]:
+    """The issue's targets (set for 2 threads), for those whose ratios this run has."""
+    checks = {
+        "bf16_at_least_2x_fp32": ("bf16_over_fp32", 2.0),
+        "bf16_at_least_2_5x_st": ("bf16_over_st", 2.5),
+    }
+    met = {name: found[key] >= bound for name, (key, bound) in checks.items() if key in found}
+    if "fp32_over_st" in found:
+        met["fp32_faster_than_st"] = found["fp32_over_st"] > 1.0
+    return met
+
+
 def table(results: dict[str, Any]) -> str:
-    ours, ref = results["coarch"], results.get("sentence_transformers")
-    rows = [("", "coarch", "sentence-transformers")]
+    ours: dict[str, dict[str, Any]] = results["coarch"]
+    ref = results.get("sentence_transformers")
+    # One column per coarch precision, then the reference's when it ran.
+    columns: list[dict[str, Any] | None] = [*ours.values(), *([ref] if ref else [])]
+    rows = [("", *(f"coarch {name}" for name in ours), *(["sentence-transformers"] if ref else []))]
 
     def cell(report: dict[str, Any] | None, key: str, fmt: str) -> str:
         if report is None or report.get(key) is None:
@@ -216,6 +281,7 @@ def table(results: dict[str, Any]) -> str:
         return format(report[key], fmt)
 
     for label, key, fmt in (
+        ("precision", "precision", ""),
         ("texts/s", "texts_per_s", ".1f"),
         ("tokens/s", "tokens_per_s", ".0f"),
         ("encode s", "encode_s", ".2f"),
@@ -224,22 +290,36 @@ def table(results: dict[str, Any]) -> str:
         ("peak RSS MB", "peak_rss_mb", ".0f"),
         ("threads", "threads", ""),
     ):
-        rows.append((label, cell(ours, key, fmt), cell(ref, key, fmt)))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append((label, *(cell(report, key, fmt) for report in columns)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in rows
     ]
     env = results["environment"]
+    first = next(iter(ours.values()))
     lines.append("")
     lines.append(
         f"texts {results['texts']}, tokens {results['tokens']} (coarch tokenizer, window "
-        f"{ours['max_seq_length']})"
+        f"{first['max_seq_length']})"
     )
+    for name, report in ours.items():
+        lines.append(f"coarch {name}: ran {report['precision']}: {report['precision_reason']}")
+    native = env["bf16_native"]
+    lines.append(f"bf16 native: {'yes' if native['native'] else 'no'}: {native['reason']}")
     for key, value in results.get("ratios", {}).items():
         lines.append(f"{key}: {value:.3f}")
-    for key, value in results.get("agreement", {}).items():
-        lines.append(f"{key}: {value:.9f}" if "cosine" in key else f"{key}: {value:.2e}")
+    for key, met in results.get("targets", {}).items():
+        lines.append(f"target {key}: {'met' if met else 'NOT met'}")
+    if results.get("targets") and env["threads"] != 2:
+        lines.append(f"(the targets are set for 2 threads; this run used {env['threads']})")
+    # Keyed by precision (against sentence-transformers), plus "bf16_vs_fp32".
+    for key, figures in results.get("agreement", {}).items():
+        pair = f"{key} vs st" if key in ours else key.replace("_vs_", " vs ")
+        lines.append(
+            f"{pair}: worst cosine {figures['worst_cosine']:.9f}, mean "
+            f"{figures['mean_cosine']:.9f}, max abs diff {figures['max_abs_diff']:.2e}"
+        )
     lines.append(
         f"cpu: {env['cpu_model']} ({env['cores_available']} cores available), "
         f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} ({env['openblas_core_chosen_by']}), libtorch {env['libtorch']}, "
@@ -250,9 +330,9 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Benchmark coarch's Embedder against sentence-transformers (each in its own "
-        "process) on the same code chunks: texts/s, tokens/s, wall time, peak RSS, ratios, worst "
-        "cosine. Prints a table and writes JSON.",
+        description="Benchmark coarch's Embedder in each precision against sentence-transformers "
+        "(each in its own process) on the same code chunks: texts/s, tokens/s, wall time, peak "
+        "RSS, ratios, targets, worst cosine. Prints a table and writes JSON.",
         epilog="Needs the reference venv for the comparison: scripts/setup_reference.sh.",
     )
     parser.add_argument(
@@ -265,9 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=len(os.sched_getaffinity(0)),
-        help="threads for both implementations (default: the cores this process may use)",
+        help="threads for all implementations (default: the cores this process may use)",
     )
-    parser.add_argument("--precision", help="passed to coarch.Embedder(precision=...) when given")
+    parser.add_argument(
+        "--precisions",
+        type=parse_precisions,
+        default="fp32,bf16",
+        help="coarch precisions to run, each in its own process, comma-separated: fp32, bf16, "
+        "auto (default fp32,bf16)",
+    )
     parser.add_argument("--batch-tokens", type=int, help="coarch's padded-token budget per batch")
     parser.add_argument(
         "--skip-reference", action="store_true", help="run coarch only (no .venv-ref needed)"
@@ -282,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker-texts", help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads < 1 or args.limit < 1:
         parser.error("--threads and --limit must be at least 1")
@@ -305,19 +392,23 @@ def main(argv: list[str] | None = None) -> int:
         texts_path = work / "texts.json"
         texts_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
 
-        ours_cmd = [
-            sys.executable, str(Path(__file__).resolve()), "--worker",
-            "--worker-texts", str(texts_path), "--worker-output", str(work / "ours.npy"),
-            "--threads", str(args.threads),
-        ]  # fmt: skip
-        if args.precision:
-            ours_cmd += ["--precision", args.precision]
-        if args.batch_tokens:
-            ours_cmd += ["--batch-tokens", str(args.batch_tokens)]
-        log(f"coarch: encoding {len(texts)} texts with {args.threads} threads")
-        ours = run_child(ours_cmd, env, work, "coarch")
-        counts = json.loads((work / "ours.counts.json").read_text())
-        tokens = sum(min(c, ours["max_seq_length"]) for c in counts)
+        # One child per precision, one after the other: each peak RSS and timing is its own.
+        ours: dict[str, dict[str, Any]] = {}
+        for precision in args.precisions:
+            ours_cmd = [
+                sys.executable, str(Path(__file__).resolve()), "--worker",
+                "--worker-texts", str(texts_path),
+                "--worker-output", str(work / f"coarch-{precision}.npy"),
+                "--threads", str(args.threads), "--precision", precision,
+            ]  # fmt: skip
+            if args.batch_tokens:
+                ours_cmd += ["--batch-tokens", str(args.batch_tokens)]
+            log(f"coarch {precision}: encoding {len(texts)} texts with {args.threads} threads")
+            ours[precision] = run_child(ours_cmd, env, work, f"coarch-{precision}")
+        # The tokenizer is the same in every precision: the first child's counts serve all.
+        first = args.precisions[0]
+        counts = json.loads((work / f"coarch-{first}.counts.json").read_text())
+        tokens = sum(min(c, ours[first]["max_seq_length"]) for c in counts)
 
         reference = None
         if not args.skip_reference:
@@ -327,9 +418,17 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
             log(f"sentence-transformers: encoding {len(texts)} texts with {args.threads} threads")
             reference = run_child(ref_cmd, env, work, "sentence_transformers")
-        agreement = compare(work / "ours.npy", work / "reference.npy") if reference else {}
 
-    for report in (ours, reference):
+        agreement: dict[str, dict[str, float]] = {}
+        if reference:
+            for precision in ours:
+                agreement[precision] = compare(
+                    work / f"coarch-{precision}.npy", work / "reference.npy"
+                )
+        if "fp32" in ours and "bf16" in ours:
+            agreement["bf16_vs_fp32"] = compare(work / "coarch-bf16.npy", work / "coarch-fp32.npy")
+
+    for report in (*ours.values(), reference):
         if report is None:
             continue
         report["tokens_reported"] = report.get("tokens")
@@ -337,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         report["texts_per_s"] = len(texts) / report["encode_s"]
         report["tokens_per_s"] = tokens / report["encode_s"]
 
+    found = ratios(ours, reference)
     results: dict[str, Any] = {
         "benchmark": "embed",
         "corpus": f"{len(texts)} code chunks of the Python standard library (scripts/corpus.py)",
@@ -345,19 +445,19 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_note": "coarch tokenizer, [CLS]/[SEP] included, truncated to max_seq_length",
         "coarch": ours,
         "sentence_transformers": reference,
+        "agreement": agreement,
+        "ratios": found,
+        "targets": targets(found),
+        "targets_note": "the issue's targets are set for 2 threads; see environment.threads",
         "environment": environment(
             args.threads,
             env,
             load_before,
-            str(ours.get("backend", {}).get("libtorch") or "") or libtorch_version(),
+            str(ours[first].get("backend", {}).get("libtorch") or "") or libtorch_version(),
         ),
     }
+    results["environment"]["bf16_native"] = bf16_native()
     if reference:
-        results["ratios"] = {
-            "throughput_ours_over_st": ours["texts_per_s"] / reference["texts_per_s"],
-            "rss_ours_over_st": ours["peak_rss_mb"] / reference["peak_rss_mb"],
-        }
-        results["agreement"] = agreement
         results["environment"]["torch_reference"] = reference.get("torch")
         results["environment"]["sentence_transformers"] = reference.get("sentence_transformers")
 

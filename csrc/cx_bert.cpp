@@ -284,6 +284,13 @@ void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Pa
  * the score matrices under kScoreBytes whatever the batch. */
 constexpr int64_t kScoreBytes = 16 << 20;
 
+/* The blocks' length: the longest text rounded up to 32, for the reason of kProductRows below
+ * (oneDNN builds a kernel per product shape): a handful of lengths instead of one per batch. */
+int64_t attention_rows(const Packing &packing)
+{
+    return (packing.longest + 31) / 32 * 32;
+}
+
 int64_t score_group(int64_t heads, int64_t longest)
 {
     return std::max<int64_t>(1, kScoreBytes / (2 * heads * longest * longest));
@@ -292,7 +299,7 @@ int64_t score_group(int64_t heads, int64_t longest)
 void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
                     int64_t heads, int64_t width)
 {
-    const int64_t head_dim = width / heads, longest = packing.longest, texts = packing.batch;
+    const int64_t head_dim = width / heads, longest = attention_rows(packing), texts = packing.batch;
     const at::Device cpu(at::kCPU);
     at::Tensor blocks = take(s.heads_low, 4 * texts * heads * longest * head_dim,
                              {4, texts, heads, longest, head_dim}, at::kBFloat16, cpu);

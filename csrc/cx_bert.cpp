@@ -620,9 +620,10 @@ int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64
 {
     /* Mirrors the take() calls above for T = batch x seq_len tokens (a bound: packing needs no
      * more), P threads, L = seq_len. fp32: hidden, qkv (3), context, projected: 6 x [T, H] and
-     * intermediate [T, I], and one [L, L] score matrix per thread. bf16: hidden [T, H] in fp32,
-     * the same 6 x [T, H] + [T, I] in bf16, the head-major blocks 4 x [T, H] and one group's
-     * scores (attend_cpu_low), in bf16. Both: ids and positions [T] int64. */
+     * intermediate [T, I], and one [L, L] score matrix per thread. bf16: hidden [T, H] in fp32;
+     * in bf16 the same 6 x [T, H] + [T, I] over product_rows() rows, the head-major blocks
+     * 4 x [batch, attention_rows(), H] and one group's scores (attend_cpu_low). Both: ids and
+     * positions [T] int64. */
     const int64_t tokens = batch * seq_len, h = config->hidden_size;
     const int64_t inner = config->intermediate_size, heads = config->num_heads;
     int64_t threads = 1;
@@ -630,10 +631,14 @@ int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64
         threads = at::get_num_threads();
     } catch (...) {
     }
-    const int64_t scores = std::min(batch, score_group(heads, seq_len)) * heads * seq_len * seq_len;
     const int64_t fp32 = 4 * tokens * (6 * h + inner) + 4 * threads * seq_len * seq_len;
-    const int64_t rows = tokens + kProductRows; /* product_rows() rounds up */
-    const int64_t bf16 = 4 * tokens * h + 2 * rows * (10 * h + inner) + 2 * scores;
+    Packing shape;
+    shape.tokens = tokens;
+    shape.longest = seq_len;
+    const int64_t rows = product_rows(shape), block = attention_rows(shape);
+    const int64_t scores = std::min(batch, score_group(heads, block)) * heads * block * block;
+    const int64_t bf16 =
+        4 * tokens * h + 2 * rows * (6 * h + inner) + 2 * 4 * batch * block * h + 2 * scores;
     return std::max(fp32, bf16) + 16 * tokens;
 }
 

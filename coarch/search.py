@@ -164,21 +164,27 @@ class PathMatcher:
 
 # ---- the embedder, once per process --------------------------------------------------------------
 
-_EMBEDDERS: dict[tuple[str, int], Embedder] = {}
+_EMBEDDERS: dict[tuple[str, int, str], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def get_embedder(model_path: Path, model_id: str, max_seq_length: int = 0) -> Embedder:
-    """The process-wide Embedder of a model (loaded on first use, then reused): a long-lived
-    process pays the model load once, whatever index it searches."""
-    key = (model_id, max_seq_length)
+def get_embedder(
+    model_path: Path, model_id: str, max_seq_length: int = 0, precision: str = "fp32"
+) -> Embedder:
+    """The process-wide Embedder of a model in a precision (loaded on first use, then reused):
+    a long-lived process pays the model load once, whatever index it searches. Queries must be
+    embedded in the precision of the index's vectors, hence the precision in the key."""
+    key = (model_id, max_seq_length, precision)
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
             from coarch.embedder import Embedder
 
             embedder = Embedder(
-                model_path, threads=QUERY_THREADS, max_seq_length=max_seq_length or None
+                model_path,
+                threads=QUERY_THREADS,
+                max_seq_length=max_seq_length or None,
+                precision=precision,
             )
             _EMBEDDERS[key] = embedder
         return embedder
@@ -432,7 +438,7 @@ class Searcher:
         self.store = Store(self.index_dir, readonly=True)
         self._faiss: Any = None
         self._faiss_key: tuple[str | None, float] | None = None
-        self._embedder_cache: tuple[str, Embedder] | None = None
+        self._embedder_cache: tuple[tuple[str, str], Embedder] | None = None
 
     @property
     def dim(self) -> int:
@@ -676,7 +682,9 @@ class Searcher:
 
         meta = self.store.meta()
         indexed_id = meta.get("model_id")
-        if self._embedder_cache is not None and self._embedder_cache[0] == indexed_id:
+        # Indexes from before precisions were recorded hold fp32 vectors.
+        precision = meta.get("precision") or "fp32"
+        if self._embedder_cache is not None and self._embedder_cache[0] == (indexed_id, precision):
             return self._embedder_cache[1]
         if not indexed_id:
             raise IndexNotFoundError(
@@ -695,8 +703,8 @@ class Searcher:
         for folder in candidates:
             if _model_id_of(folder) == indexed_id:
                 max_len = int(meta.get("max_seq_length") or 0)
-                embedder = get_embedder(folder, indexed_id, max_len)
-                self._embedder_cache = (indexed_id, embedder)
+                embedder = get_embedder(folder, indexed_id, max_len, precision)
+                self._embedder_cache = ((indexed_id, precision), embedder)
                 return embedder
         tried = candidates[0] if candidates else "no model folder"
         raise ModelMismatchError(

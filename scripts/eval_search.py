@@ -17,10 +17,15 @@ library on this machine, so it needs no download):
    definition's `def`/`class` line.
 
 Reports MRR@10, recall@1 and recall@10 per mode, the identifier success rate, query latency and
-the environment, as JSON on stdout and in --out. The index lives in --work and is updated
-incrementally, so a second run costs little.
+the environment, as JSON on stdout and in --out. --precisions (fp32, bf16, auto; default fp32)
+indexes and searches the same tree once per precision, each in its own index (--work/index-fp32,
+...) updated incrementally, so a second run costs little. The report's top level describes the
+first precision, as it always did; "by_precision" holds every precision's figures with the
+precision recorded in the index and the one queries were embedded in, and "bf16_vs_fp32" (when
+both ran) the MRR@10 deltas per mode and whether hybrid loses at most 0.005.
 
     .venv/bin/python scripts/eval_search.py --limit 300
+    .venv/bin/python scripts/eval_search.py --precisions fp32,bf16
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coarch.embedder import PRECISIONS
 from coarch.index import Index
 from coarch.search import Hit, Searcher
 
@@ -48,6 +54,8 @@ from benchenv import search_environment
 DEFAULT_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html", "wsgiref")
 MODES = ("keyword", "semantic", "hybrid")
 K = 10
+# The issue's bound: bf16 may lose at most this much hybrid MRR@10 against fp32.
+MAX_BF16_LOSS = 0.005
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,107 @@ def run_identifiers(searcher: Searcher, queries: list[Definition]) -> dict[str, 
     }
 
 
+def parse_precisions(text: str) -> list[str]:
+    """The --precisions list, validated, duplicates dropped, order kept (the first is the one
+    the report's top level describes)."""
+    chosen: list[str] = []
+    for name in (p.strip() for p in text.split(",")):
+        if not name:
+            continue
+        if name not in PRECISIONS:
+            raise SystemExit(
+                f"eval_search: unknown precision {name!r} (use {', '.join(PRECISIONS)})"
+            )
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise SystemExit("eval_search: --precisions names no precision")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Built:
+    """One precision's index after `coarch index`: what the evaluation reports about it."""
+
+    index_dir: Path
+    chunks: int
+    seconds: float
+    precision: str | None  # as recorded in the index, not as asked ("auto" resolves)
+    precision_reason: str | None
+    rebuild_reason: str | None
+
+
+def build_index(tree: Path, index_dir: Path, precision: str, threads: int | None) -> Built:
+    """Indexes the blanked tree into index_dir in that precision (incremental: an index of the
+    same precision is reused; one of another precision is rebuilt by coarch itself)."""
+    t0 = time.perf_counter()
+    with Index(tree, index_dir=index_dir, threads=threads, precision=precision) as index:
+        summary = index.build()
+        status = index.status(pending=False)
+    if summary.chunks_total == 0:
+        raise SystemExit(f"eval_search: nothing was indexed in {tree} (ignored by git?)")
+    return Built(
+        index_dir,
+        summary.chunks_total,
+        time.perf_counter() - t0,
+        status.get("precision"),
+        status.get("precision_reason"),
+        summary.rebuild_reason,
+    )
+
+
+def query_precision(searcher: Searcher) -> str:
+    """The precision the searcher embeds queries in. Recorded because it need not be the
+    index's: the report must say which pair of precisions was actually compared."""
+    return searcher._embedder().precision
+
+
+def evaluate(
+    built: Built, queries: list[Definition], ident_queries: list[Definition]
+) -> dict[str, Any]:
+    """The description and identifier runs against one index."""
+    with Searcher(built.index_dir) as searcher:
+        searcher.search("warm up", k=K)  # load the model and map the index first
+        descriptions = run_descriptions(searcher, queries)
+        ident = run_identifiers(searcher, ident_queries)
+        query_side = query_precision(searcher)
+    return {"descriptions": descriptions, "identifiers": ident, "query_precision": query_side}
+
+
+def precision_record(built: Built, result: dict[str, Any]) -> dict[str, Any]:
+    """The by_precision entry: metrics and latency per mode, identifier success, and the
+    precisions really used (index and query), without the example lists."""
+    ident = {k: v for k, v in result["identifiers"].items() if k != "examples_failed"}
+    return {
+        "precision": built.precision,
+        "precision_reason": built.precision_reason,
+        "query_precision": result["query_precision"],
+        "index_dir": str(built.index_dir),
+        "chunks": built.chunks,
+        "index_seconds": round(built.seconds, 2),
+        "rebuild_reason": built.rebuild_reason,
+        "modes": {m: result["descriptions"][m] for m in MODES},
+        "identifier_queries": ident,
+    }
+
+
+def compare_bf16(by_precision: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """bf16 minus fp32 MRR@10 per mode, and whether hybrid stays within 0.005 of fp32 (a gain
+    passes too); None unless both ran."""
+    if "fp32" not in by_precision or "bf16" not in by_precision:
+        return None
+    fp32, bf16 = by_precision["fp32"]["modes"], by_precision["bf16"]["modes"]
+    delta = {m: round(bf16[m]["mrr@10"] - fp32[m]["mrr@10"], 4) for m in MODES}
+    return {
+        "mrr10_delta": delta,
+        "within_0_005": delta["hybrid"] >= -MAX_BF16_LOSS,
+        "query_precisions": {
+            "fp32": by_precision["fp32"]["query_precision"],
+            "bf16": by_precision["bf16"]["query_precision"],
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Measure coarch search quality on a real Python tree with its docstrings "
@@ -312,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "coarch-eval-search",
-        help="folder for the blanked copy and its index, outside any git repository that "
-        "ignores it (reused: the index is updated incrementally; default: %(default)s)",
+        help="folder for the blanked copy and its indexes (index-PRECISION), outside any git "
+        "repository that ignores it (reused: each index is updated incrementally; default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--out",
@@ -328,8 +438,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="model threads for indexing (default: coarch's default, the cores available)",
     )
+    parser.add_argument(
+        "--precisions",
+        default="fp32",
+        help="comma-separated precisions to index and search in, each fp32, bf16 or auto, each "
+        "with its own index; the report's top level describes the first, by_precision all "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
+    precisions = parse_precisions(args.precisions)
     packages = [p.strip() for p in args.packages.split(",") if p.strip()]
     tree = args.work / "tree"
     t0 = time.perf_counter()
@@ -342,39 +460,57 @@ def main(argv: list[str] | None = None) -> int:
         f"description, {len(identifiers)} with a unique name",
         file=sys.stderr,
     )
-
-    t1 = time.perf_counter()
-    with Index(tree, index_dir=args.work / "index", threads=args.threads) as index:
-        summary = index.build()
-    if summary.chunks_total == 0:
-        raise SystemExit(f"eval_search: nothing was indexed in {tree} (ignored by git?)")
-    index_seconds = time.perf_counter() - t1
-    print(
-        f"eval_search: indexed {summary.chunks_total} chunks in {index_seconds:.1f}s",
-        file=sys.stderr,
-    )
+    prepare_seconds = time.perf_counter() - t0
 
     queries = sample(described, args.limit)
     ident_queries = sample(identifiers, args.limit)
-    with Searcher(args.work / "index") as searcher:
-        searcher.search("warm up", k=K)  # load the model and map the index first
-        descriptions = run_descriptions(searcher, queries)
-        ident = run_identifiers(searcher, ident_queries)
+    by_precision: dict[str, dict[str, Any]] = {}
+    first: tuple[Built, dict[str, Any]] | None = None
+    for precision in precisions:
+        built = build_index(tree, args.work / f"index-{precision}", precision, args.threads)
+        print(
+            f"eval_search [{precision}]: indexed {built.chunks} chunks in {built.seconds:.1f}s "
+            f"(index precision {built.precision})",
+            file=sys.stderr,
+        )
+        result = evaluate(built, queries, ident_queries)
+        by_precision[precision] = precision_record(built, result)
+        modes = by_precision[precision]["modes"]
+        print(
+            f"eval_search [{precision}]: MRR@10 "
+            + " ".join(f"{m} {modes[m]['mrr@10']:.4f}" for m in MODES)
+            + f", identifiers first {result['identifiers']['first']:.1%}, "
+            f"hybrid median {modes['hybrid']['median_ms']:.1f} ms, "
+            f"query precision {result['query_precision']}",
+            file=sys.stderr,
+        )
+        if built.precision and result["query_precision"] != built.precision:
+            print(
+                f"eval_search [{precision}]: warning: queries embedded in "
+                f"{result['query_precision']}, the index in {built.precision}",
+                file=sys.stderr,
+            )
+        if first is None:
+            first = (built, result)
+    assert first is not None
+    built, result = first
+    descriptions, ident = result["descriptions"], result["identifiers"]
 
     modes = {m: descriptions[m] for m in MODES}
     best_other = max(modes["keyword"]["mrr@10"], modes["semantic"]["mrr@10"])
-    report = {
+    report: dict[str, Any] = {
         "tree": {
             "source": str(args.stdlib),
             "packages": packages,
             "files": len({d.path for d in definitions}),
             "definitions": len(definitions),
-            "chunks": summary.chunks_total,
-            "prepare_seconds": round(t1 - t0, 2),
-            "index_seconds": round(index_seconds, 2),
+            "chunks": built.chunks,
+            "prepare_seconds": round(prepare_seconds, 2),
+            "index_seconds": round(built.seconds, 2),
         },
         "description_queries": len(queries),
         "k": K,
+        "precision": built.precision,
         "modes": modes,
         "identifier_queries": ident,
         "targets": {
@@ -382,8 +518,18 @@ def main(argv: list[str] | None = None) -> int:
             "identifier_first_at_least_90pct": ident["first"] >= 0.9,
         },
         "examples_missed": descriptions["examples_missed"],
-        "environment": search_environment(),
+        "by_precision": by_precision,
     }
+    comparison = compare_bf16(by_precision)
+    if comparison is not None:
+        report["bf16_vs_fp32"] = comparison
+        print(
+            "eval_search: bf16 - fp32 MRR@10 "
+            + " ".join(f"{m} {comparison['mrr10_delta'][m]:+.4f}" for m in MODES)
+            + f"; hybrid within {MAX_BF16_LOSS}: {comparison['within_0_005']}",
+            file=sys.stderr,
+        )
+    report["environment"] = search_environment()
     text = json.dumps(report, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n", encoding="utf-8")

@@ -539,6 +539,22 @@ def test_model_loads_once_per_process(indexed: tuple[Path, Path]) -> None:
     assert first is again
 
 
+def test_queries_are_embedded_in_the_index_precision(
+    indexed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A bf16 index searched with fp32 query vectors would rank by slightly different geometry;
+    # the searcher takes the precision recorded in the index, per index in one process.
+    root, fp32_dir = indexed
+    bf16_dir = tmp_path / "bf16"
+    with Index(root, index_dir=bf16_dir, precision="bf16") as index:
+        index.build()
+    with Searcher(fp32_dir) as fp32, Searcher(bf16_dir) as bf16:
+        assert bf16.search("where are HTTP redirects followed", mode="semantic")
+        assert fp32.search("where are HTTP redirects followed", mode="semantic")
+        assert bf16._embedder().precision == "bf16"
+        assert fp32._embedder().precision == "fp32"
+
+
 def test_model_mismatch(index_copy: tuple[Path, Path]) -> None:
     _, index_dir = index_copy
     with Store(index_dir) as store, store.transaction():

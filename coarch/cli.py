@@ -133,9 +133,10 @@ def add_index_parser(sub: Any) -> None:
     p.add_argument("--batch-tokens", type=_positive_int, metavar="N",
                    help="padded tokens per model batch (default: sized by the memory manager)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"),
-                   help="precision of the model's products: bf16 is about 2x faster where the "
-                        "CPU has native bf16; auto picks it there (default: $COARCH_PRECISION, "
-                        "else fp32); a change rebuilds the index")
+                   help="precision of the model's products: bf16 is about 2.5x faster where "
+                        "the CPU has native bf16; auto picks it there, fp32 elsewhere (default: "
+                        "the index's own, else $COARCH_PRECISION, else auto); a change rebuilds "
+                        "the index")
     p.add_argument("--full", action="store_true",
                    help="rebuild from scratch instead of updating")
     p.add_argument("--index", metavar="DIR",

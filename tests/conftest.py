@@ -9,4 +9,6 @@ import coarch
 
 @pytest.fixture(scope="session")
 def embedder() -> coarch.Embedder:
-    return coarch.Embedder()
+    # fp32, not the default auto: tests compare its vectors with fp32 goldens and with each other
+    # exactly, whatever the machine's bf16 support.
+    return coarch.Embedder(precision="fp32")

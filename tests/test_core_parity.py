@@ -2,8 +2,8 @@
 
 The goldens (tests/data/golden_texts.json + golden_vectors.npy) are sentence-transformers'
 vectors for 500+ texts (code, prose, past the 256-token window, non-ASCII, empty), written by
-scripts/make_golden.py in the torch venv. Every vector of coarch.Embedder() must point the same
-way as its golden twin (cosine >= 0.9999); the worst cosine and largest absolute difference are
+scripts/make_golden.py in the torch venv. Every vector of coarch.Embedder(precision="fp32") must
+point the same way as its golden twin (cosine >= 0.9999); the worst cosine and largest absolute difference are
 recorded as test properties (`--junitxml`) and printed (`-s`). Then the batch loop: the order of
 the texts and the batch budget must not move or change any row; an empty list and a non-str item
 behave as documented.
@@ -39,7 +39,7 @@ def golden() -> tuple[list[dict[str, Any]], Vectors]:
 
 @pytest.fixture(scope="module")
 def embedder() -> coarch.Embedder:
-    return coarch.Embedder()
+    return coarch.Embedder(precision="fp32")  # the goldens are fp32; bf16: test_core_precision
 
 
 @pytest.fixture(scope="module")

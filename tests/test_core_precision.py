@@ -56,3 +56,11 @@ def test_unknown_precision_is_refused() -> None:
 def test_precision_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COARCH_PRECISION", "bf16")
     assert coarch.Embedder().precision == "bf16"
+
+
+def test_the_default_is_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COARCH_PRECISION", raising=False)
+    native, reason = _core.bf16_native()
+    default = coarch.Embedder()
+    assert default.precision == ("bf16" if native else "fp32")
+    assert default.precision_reason == reason

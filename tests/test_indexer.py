@@ -305,8 +305,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(
     all_hashes = {r[4] for r in reference}
     assert summary.chunks_embedded == len(all_hashes - committed)
     ref_vectors, vectors = index_vectors(ref_idx), index_vectors(idx)
+    # The same vectors up to rounding: batches differ between the two runs, and in bf16 (the
+    # default where the CPU runs it natively) a product's rounding depends on its shape.
     for h in all_hashes:
-        np.testing.assert_allclose(vectors[h], ref_vectors[h], atol=2e-4)
+        assert float(np.dot(vectors[h], ref_vectors[h])) >= 0.9999, h
     assert_consistent(idx)
 
 

@@ -544,10 +544,11 @@ def test_queries_are_embedded_in_the_index_precision(
 ) -> None:
     # A bf16 index searched with fp32 query vectors would rank by slightly different geometry;
     # the searcher takes the precision recorded in the index, per index in one process.
-    root, fp32_dir = indexed
-    bf16_dir = tmp_path / "bf16"
-    with Index(root, index_dir=bf16_dir, precision="bf16") as index:
-        index.build()
+    root, _ = indexed
+    fp32_dir, bf16_dir = tmp_path / "fp32", tmp_path / "bf16"
+    for folder, precision in ((fp32_dir, "fp32"), (bf16_dir, "bf16")):
+        with Index(root, index_dir=folder, precision=precision) as index:
+            index.build()
     with Searcher(fp32_dir) as fp32, Searcher(bf16_dir) as bf16:
         assert bf16.search("where are HTTP redirects followed", mode="semantic")
         assert fp32.search("where are HTTP redirects followed", mode="semantic")

@@ -2,18 +2,20 @@
  *
  * The only C++ file of the project. A batch is packed: its texts' tokens back to back, no
  * padding. Every token-wise step (dense layers, GELU, residual + LayerNorm) runs over the packed
- * rows; attention runs per text and head over that text's own rows, so padding costs nothing and
- * needs no mask.
+ * rows. Attention in fp32 runs per text and head over that text's own rows, so padding costs
+ * nothing and needs no mask; in bf16 it runs on blocks padded per batch (attend_cpu_low), where
+ * batched products pay for the small padding.
  *
  * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
- * dense products and by (text, head) pairs for attention. Left to BLAS's own threading, the
- * small per-head products ran at a fraction of the dense layers' speed.
+ * dense products and by (text, head) pairs for fp32 attention. Left to BLAS's own threading, the
+ * small per-head products ran at a fraction of the dense layers' speed. bf16 products go to
+ * oneDNN, which splits them over the same pool itself.
  *
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps
- * (embedding gather, residual + LayerNorm, mean pooling) are fused loops over rows. Every export
- * catches all exceptions and turns them into a cx_status: nothing throws across the C
- * boundary. */
+ * (embedding gather, residual + LayerNorm, softmax, mean pooling) are fused loops over rows
+ * (cx_rows.c). Every export catches all exceptions and turns them into a cx_status: nothing
+ * throws across the C boundary. */
 #include "cx_bert.h"
 #include "cx_rows.h"
 
@@ -275,8 +277,8 @@ void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Pa
     });
 }
 
-/* bf16: the batch's q, k and v are copied into head-major blocks padded to its longest text,
- * [3, texts, heads, L, d], so that attention is two batched products per group of texts:
+/* bf16: the batch's q, k and v are copied into head-major blocks padded to its longest text
+ * (attention_rows), [3, texts, heads, L, d], so that attention is two batched products per group:
  * oneDNN runs one [group x heads] product twice as fast as a product per text. Softmax (fp32
  * inside, cx_rows.c) covers each text's own length and zeroes the padding keys, whose value
  * rows are zeroed too: padding changes nothing, and padded query rows are never copied back.

@@ -10,7 +10,10 @@ Runs, each as its own process so that each peak RSS (benchenv.run_measured) is i
   5. double (--double): cold index of a tree holding the files twice, for the peak-RSS growth
 
 Both sides get the same files (the ones coarch's discovery keeps) and the same threads. The tree
-is copied to a temporary folder first: the system's standard library is never touched.
+is copied to a temporary folder first: the system's standard library is never touched. Ratios:
+wall time; chunks per second; and lines embedded per second, because the baseline's model reads
+only the first 256 tokens of each window and never embeds the rest of its lines, while coarch's
+chunks cover every line.
 
     .venv/bin/python scripts/bench_index.py                      # the whole standard library
     .venv/bin/python scripts/bench_index.py --limit-files 200    # a quick run
@@ -220,13 +223,23 @@ def main(argv: list[str] | None = None) -> int:
     if "wall_s" in base:
         # Same files, same threads: the time to index them is the fair comparison; chunks/s
         # is reported too but depends on each side's chunk size.
+        # coarch embeds every line; the baseline's model reads only the first 256 tokens of each
+        # window, so part of the code is never embedded. Lines embedded per second counts the
+        # code each side actually made searchable by meaning.
+        coverage = base["lines_embedded"] / base["lines_total"] if base.get("lines_total") else None
         results["ratios"] = {
             "wall_time_speedup": round(base["process_wall_s"] / cold["wall_s"], 3),
             "chunks_per_s_ratio": round(cold["chunks_per_s_wall"] / (
                 base["windows"] / base["process_wall_s"]), 3),
+            "baseline_lines_embedded_share": round(coverage, 3) if coverage else None,
+            "embedded_lines_per_s_ratio": round(
+                base["process_wall_s"] / (cold["wall_s"] * coverage), 3) if coverage else None,
             "peak_rss_ratio": round(cold["peak_rss_mb"] / base["peak_rss_mb"], 3),
         }
         targets["cold_throughput_at_least_1.3x"] = results["ratios"]["wall_time_speedup"] >= 1.3
+        if coverage:
+            targets["cold_embedded_lines_per_s_at_least_1.3x"] = (
+                results["ratios"]["embedded_lines_per_s_ratio"] >= 1.3)
     if "double" in results:
         growth = results["double"]["peak_rss_mb"] / cold["peak_rss_mb"] - 1
         results["double"]["peak_rss_growth"] = round(growth, 3)

@@ -10,7 +10,10 @@ them to a checksum, as the indexer does, so nothing but the model and one slice 
 Per run: peak RSS (ru_maxrss of the child, benchenv.run_measured, and VmHWM), throughput (chunks/s and
 tokens/s over the encode calls only), the RSS sampled over time by a thread reading
 /proc/self/status, and the manager's counters (batches, final budget, gc runs, trims, waits).
-The checksums of all runs over the same chunks must agree: limits change batches, not vectors.
+The checksums of all runs over the same chunks agree: limits change batches, not vectors. In
+fp32 to float rounding; in bf16 (the default where native) a vector's rounding depends on the
+shape of its batch, so sums over 20,000 vectors differ by a few hundredths (each vector by a
+cosine above 0.9999). Each run records the precision it used.
 
     .venv/bin/python scripts/bench_memory.py                 # the full benchmark (long)
     .venv/bin/python scripts/bench_memory.py --limit 300     # quick: 300 and 75 chunks
@@ -151,6 +154,7 @@ def run_worker(args: argparse.Namespace) -> int:
         "tokens_per_s": round(tokens / encode_s, 1) if encode_s else None,
         "vm_hwm_mb": round(status_mb("VmHWM:"), 1),
         "threads": embedder.threads,
+        "precision": embedder.precision,
         "checksum": [float(x) for x in checksum],
         "rss_samples": thin(samples, SAMPLES_KEPT),
     }

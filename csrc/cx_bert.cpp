@@ -167,11 +167,13 @@ void add_layer_norm(at::Tensor &rows, const at::Tensor &residual, const at::Tens
         add_layer_norm_cpu(rows, residual, gamma, beta, eps, low);
         return;
     }
+    /* bf16 buffers have product_rows() rows, more than `rows`: only the first ones are real. */
+    const int64_t count = rows.size(0);
     if (residual.defined())
-        rows.add_(residual);
+        rows.add_(residual.narrow(0, 0, count));
     rows.copy_(at::layer_norm(rows, {rows.size(1)}, gamma, beta, eps));
     if (low != nullptr)
-        low->copy_(rows);
+        low->narrow(0, 0, count).copy_(rows);
 }
 
 /* hidden[t] = LayerNorm(word[ids[t]] + position[positions[t]] + token_type[0]), and the same in

@@ -117,7 +117,7 @@ class Index:
             "dim": int(meta["dim"]) if meta.get("dim") else None,
             "max_seq_length": int(meta["max_seq_length"]) if meta.get("max_seq_length")
             else None,
-            "precision": meta.get("precision"),
+            "precision": store.precision(),
             "precision_reason": meta.get("precision_reason"),
             "size_bytes": _folder_size(self.index_dir),
             "locked_by": holder(self.index_dir),

@@ -94,7 +94,8 @@ class IndexOptions:
     embed_pool: int = DEFAULT_EMBED_POOL
     target_tokens: int | None = None
     use_git: bool = True
-    precision: str | None = None  # fp32, bf16 or auto; None: $COARCH_PRECISION, else fp32
+    # fp32, bf16 or auto; None: $COARCH_PRECISION, else the index's own, else auto
+    precision: str | None = None
 
 
 @dataclass
@@ -247,18 +248,23 @@ class Indexer:
         wanted_model = model_id(model_path)
         chunker_id = f"v{CHUNKER_VERSION} target={opts.target_tokens or 'default'}"
         meta = store.meta()
-        # An index keeps its precision unless one is asked for (flag or environment).
-        self._precision = resolve_precision(
-            opts.precision or os.environ.get(PRECISION_ENV) or meta.get("precision"))
+        # An index keeps its precision unless one is asked for (flag or environment); a new
+        # index gets the default (auto). The request itself goes to the Embedder, so that the
+        # reason recorded is auto's finding rather than "bf16 was asked for".
+        held = store.precision()
+        asked = opts.precision or os.environ.get(PRECISION_ENV)
+        self._precision_kept = not asked and held is not None
+        self._precision_request = asked or held
+        self._precision = resolve_precision(self._precision_request)
         rebuild = None
         if opts.full:
             rebuild = "--full"
         elif meta.get("model_id") and meta["model_id"] != wanted_model:
             rebuild = f"model changed ({meta['model_id']} -> {wanted_model})"
-        elif meta.get("model_id") and meta.get("precision", "fp32") != self._precision:
+        elif held is not None and held != self._precision:
             # Vectors of two precisions are never mixed in one index: bf16 rows differ from
-            # fp32 ones by up to 0.005 in cosine, enough to reorder close results.
-            rebuild = f"precision changed ({meta.get('precision', 'fp32')} -> {self._precision})"
+            # fp32 ones (cosine about 0.99995), enough to reorder close results.
+            rebuild = f"precision changed ({held} -> {self._precision})"
         if rebuild:
             self.summary.rebuild_reason = rebuild
             log.info("full rebuild: %s", rebuild)
@@ -334,7 +340,7 @@ class Indexer:
 
         self._memory = _memory_manager(self.options)
         embedder = Embedder(model_path, threads=self.options.threads, memory=self._memory,
-                            precision=self._precision)
+                            precision=self._precision_request)
         self._embedder = embedder
         with self.store.transaction():
             self.store.set_meta("model_id", wanted_model)
@@ -342,7 +348,8 @@ class Indexer:
             self.store.set_meta("dim", embedder.dim)
             self.store.set_meta("max_seq_length", embedder.max_seq_length)
             self.store.set_meta("precision", embedder.precision)
-            self.store.set_meta("precision_reason", embedder.precision_reason)
+            if not (self._precision_kept and self.store.get_meta("precision_reason")):
+                self.store.set_meta("precision_reason", embedder.precision_reason)
         return embedder
 
     def _new_chunker(self, embedder: Embedder) -> Chunker:

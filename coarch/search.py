@@ -682,8 +682,7 @@ class Searcher:
 
         meta = self.store.meta()
         indexed_id = meta.get("model_id")
-        # Indexes from before precisions were recorded hold fp32 vectors.
-        precision = meta.get("precision") or "fp32"
+        precision = self.store.precision() or "fp32"
         if self._embedder_cache is not None and self._embedder_cache[0] == (indexed_id, precision):
             return self._embedder_cache[1]
         if not indexed_id:

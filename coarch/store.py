@@ -224,6 +224,14 @@ class Store:
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
+    def precision(self) -> str | None:
+        """The precision of the index's vectors: as recorded; fp32 for an index built before
+        precisions were recorded (all were fp32); None for an index never built."""
+        recorded = self.get_meta("precision")
+        if recorded:
+            return recorded
+        return "fp32" if self.get_meta("model_id") else None
+
     def get_meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])

@@ -24,6 +24,7 @@ from indexing_helpers import (
 )
 
 import coarch
+from coarch import _core
 from coarch import vectors as faiss_file
 from coarch.chunking import chunk_header
 from coarch.errors import IndexLockedError
@@ -198,6 +199,33 @@ def test_precision_is_recorded_and_never_mixed(tmp_path: Path) -> None:
     kept = Index(tree, index_dir=idx).build()  # no precision asked for: the index keeps bf16
     assert kept.rebuild_reason is None and kept.chunks_embedded == 0
     assert_consistent(idx)
+
+
+def test_a_new_index_records_autos_choice_and_reason(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COARCH_PRECISION", raising=False)
+    tree = stdlib_tree(tmp_path / "tree", ("keyword.py", "this.py"))
+    idx = tmp_path / "idx"
+    Index(tree, index_dir=idx).build()
+    native, reason = _core.bf16_native()
+    with Index(tree, index_dir=idx) as index:
+        status = index.status()
+    assert status["precision"] == ("bf16" if native else "fp32")
+    assert status["precision_reason"] == reason  # what the run-time check found, not "asked for"
+
+
+def test_an_index_from_before_precisions_keeps_its_fp32_vectors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COARCH_PRECISION", raising=False)
+    tree = stdlib_tree(tmp_path / "tree", ("keyword.py", "this.py"))
+    idx = tmp_path / "idx"
+    Index(tree, index_dir=idx, precision="fp32").build()
+    with Store(idx) as store, store.transaction():  # as written before precisions existed
+        store.conn.execute("DELETE FROM meta WHERE key IN ('precision', 'precision_reason')")
+    again = Index(tree, index_dir=idx).build()  # the default (auto) must not rebuild it
+    assert again.rebuild_reason is None and again.chunks_embedded == 0
+    with Index(tree, index_dir=idx) as index:
+        assert index.status()["precision"] == "fp32"
 
 
 def test_changed_chunking_rechunks_every_file_and_reuses_vectors(tmp_path: Path) -> None:

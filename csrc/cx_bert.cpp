@@ -303,23 +303,25 @@ int64_t score_group(int64_t heads, int64_t longest)
 void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
                     int64_t heads, int64_t width)
 {
-    const int64_t head_dim = width / heads, longest = attention_rows(packing), texts = packing.batch;
+    const int64_t head_dim = width / heads, longest = attention_rows(packing);
+    const int64_t texts = packing.batch;
     const at::Device cpu(at::kCPU);
     at::Tensor blocks = take(s.heads_low, 4 * texts * heads * longest * head_dim,
                              {4, texts, heads, longest, head_dim}, at::kBFloat16, cpu);
     at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
             const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
+            at::Tensor rows = qkv.narrow(0, first, length).view({length, 3, heads, head_dim});
             blocks.narrow(0, 0, 3).select(1, b).narrow(2, 0, length).copy_(
-                qkv.narrow(0, first, length).view({length, 3, heads, head_dim}).permute({1, 2, 0, 3}));
+                rows.permute({1, 2, 0, 3}));
             if (length < longest)
                 blocks[2][b].narrow(1, length, longest - length).zero_();
         }
     });
     const int64_t group = std::min(texts, score_group(heads, longest));
     const int64_t square = longest * longest;
-    at::Tensor scores = take(s.scores_low, group * heads * square, {group * heads, longest, longest},
-                             at::kBFloat16, cpu);
+    at::Tensor scores = take(s.scores_low, group * heads * square,
+                             {group * heads, longest, longest}, at::kBFloat16, cpu);
     for (int64_t g = 0; g < texts; g += group) {
         const int64_t count = std::min(group, texts - g);
         auto heads_of = [&](int64_t part) {

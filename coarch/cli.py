@@ -135,7 +135,7 @@ def add_index_parser(sub: Any) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"),
                    help="precision of the model's products: bf16 is about 2.5x faster where "
                         "the CPU has native bf16; auto picks it there, fp32 elsewhere (default: "
-                        "the index's own, else $COARCH_PRECISION, else auto); a change rebuilds "
+                        "$COARCH_PRECISION, else the index's own, else auto); a change rebuilds "
                         "the index")
     p.add_argument("--full", action="store_true",
                    help="rebuild from scratch instead of updating")

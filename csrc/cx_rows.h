@@ -15,7 +15,7 @@
 extern "C" {
 #endif
 
-typedef uint16_t cx_bf16; /* as in cx_lanes.h */
+typedef uint16_t cx_bf16; /* the upper 16 bits of an IEEE float, as libtorch's at::BFloat16 */
 
 /* The bf16 nearest to `value` (ties to even), and back. */
 cx_bf16 cx_bf16_from_float(float value);

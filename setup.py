@@ -40,7 +40,9 @@ CXX_SOURCES = ["csrc/cx_bert.cpp"]
 # -ffp-contract=fast: a * b + c may become one FMA, as outside ISO mode; -std=c11 turns it off
 # and the attention kernel's products ran as separate multiplies and adds.
 C_FLAGS = ["-std=c11", "-D_GNU_SOURCE", "-fopenmp-simd", "-ffp-contract=fast"]
-CXX_FLAGS = ["-std=c++17", "-D_GLIBCXX_USE_CXX11_ABI=1"]
+# -fopenmp: ATen's at::parallel_for is a header template that runs its body on one thread
+# unless the including file is built with OpenMP (libtorch's own pool is libgomp's).
+CXX_FLAGS = ["-std=c++17", "-D_GLIBCXX_USE_CXX11_ABI=1", "-fopenmp"]
 COMMON_FLAGS = ["-O3", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 
@@ -107,7 +109,7 @@ core = Extension(
     runtime_library_dirs=rpath,
     depends=sorted(f"csrc/{p.name}" for p in (ROOT / "csrc").glob("*.h")),
     libraries=["torch_cpu", "c10", *cuda_libraries, "dl"],
-    extra_link_args=["-Wl,--as-needed"] + sanitize_flags(),
+    extra_link_args=["-Wl,--as-needed", "-fopenmp"] + sanitize_flags(),
     language="c++",
 )
 

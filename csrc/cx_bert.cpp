@@ -7,9 +7,12 @@
  * batched products pay for the small padding.
  *
  * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
- * dense products and by (text, head) pairs for fp32 attention. Left to BLAS's own threading, the
- * small per-head products ran at a fraction of the dense layers' speed. bf16 products go to
- * oneDNN, which splits them over the same pool itself.
+ * dense products and by (text, head) pairs for fp32 attention, each block one single-threaded
+ * BLAS call (OpenBLAS is set to one thread). Left to BLAS's own threading, the small per-head
+ * products ran at a fraction of the dense layers' speed. bf16 products go to oneDNN, which
+ * splits them over the same pool itself. at::parallel_for is a header template: it runs on one
+ * thread unless this file is compiled with OpenMP (setup.py), and its bodies run on threads
+ * without this one's InferenceMode (parallel_tensors).
  *
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps
@@ -92,6 +95,17 @@ struct cx_bert {
 };
 
 namespace {
+
+/* at::parallel_for for a body that uses tensors. InferenceMode is thread-local, and the pool's
+ * other threads run the body without it: an in-place op on an inference tensor there throws. */
+template <typename Body>
+void parallel_tensors(int64_t begin, int64_t end, int64_t grain, const Body &body)
+{
+    at::parallel_for(begin, end, grain, [&](int64_t first, int64_t last) {
+        c10::InferenceMode inference;
+        body(first, last);
+    });
+}
 
 /* Rows per task when splitting a dense product: enough for BLAS to run at full speed. */
 constexpr int64_t kRowGrain = 256;
@@ -245,7 +259,7 @@ void dense(at::Tensor &out, const at::Tensor &in, const at::Tensor &weight, cons
         at::addmm_out(out, bias, in, weight.t());
         return;
     }
-    at::parallel_for(0, in.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
+    parallel_tensors(0, in.size(0), kRowGrain, [&](int64_t begin, int64_t end) {
         at::Tensor rows = out.narrow(0, begin, end - begin);
         at::addmm_out(rows, bias, in.narrow(0, begin, end - begin), weight.t());
     });
@@ -261,7 +275,7 @@ void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Pa
     const int64_t threads = at::get_num_threads();
     at::Tensor scores = take(s.scores, threads * longest * longest, {threads, longest * longest},
                              at::kFloat, at::Device(at::kCPU));
-    at::parallel_for(0, packing.batch * heads, 1, [&](int64_t begin, int64_t end) {
+    parallel_tensors(0, packing.batch * heads, 1, [&](int64_t begin, int64_t end) {
         at::Tensor own = scores[at::get_thread_num()];
         for (int64_t task = begin; task < end; ++task) {
             const int64_t b = task / heads, h = task % heads;
@@ -308,7 +322,7 @@ void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, cons
     const at::Device cpu(at::kCPU);
     at::Tensor blocks = take(s.heads_low, 4 * texts * heads * longest * head_dim,
                              {4, texts, heads, longest, head_dim}, at::kBFloat16, cpu);
-    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+    parallel_tensors(0, texts, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
             const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
             at::Tensor rows = qkv.narrow(0, first, length).view({length, 3, heads, head_dim});
@@ -340,7 +354,7 @@ void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, cons
         at::Tensor out = heads_of(3);
         at::bmm_out(out, weights, heads_of(2));
     }
-    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+    parallel_tensors(0, texts, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
             const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
             context.narrow(0, first, length)
@@ -713,8 +727,9 @@ int cx_backend_bf16_native(const char **reason)
             /* A product of the feed-forward's shape. The best of several runs, so that a busy
              * machine does not decide the answer. */
             at::Tensor input = at::randn({512, 384}), weight = at::randn({1536, 384});
-            at::Tensor out = at::empty({512, 1536});
+            at::Tensor bias = at::zeros({1536}), out = at::empty({512, 1536});
             at::Tensor input_low = input.to(at::kBFloat16), weight_low = weight.to(at::kBFloat16);
+            at::Tensor bias_low = bias.to(at::kBFloat16);
             at::Tensor out_low = at::empty({512, 1536}, at::kBFloat16);
             auto seconds = [](auto &&run) {
                 run(); /* warm-up: oneDNN builds its kernel on the first call */
@@ -728,8 +743,9 @@ int cx_backend_bf16_native(const char **reason)
                 }
                 return best;
             };
-            const double fp32 = seconds([&] { at::mm_out(out, input, weight.t()); });
-            const double bf16 = seconds([&] { at::mm_out(out_low, input_low, weight_low.t()); });
+            /* Each through dense(), as the forward pass runs it (fp32 split across the pool). */
+            const double fp32 = seconds([&] { dense(out, input, weight, bias); });
+            const double bf16 = seconds([&] { dense(out_low, input_low, weight_low, bias_low); });
             if (bf16 * 1.5 < fp32) {
                 answer = 1;
                 why = "the CPU has native bf16 and libtorch's bf16 products ran faster than fp32";

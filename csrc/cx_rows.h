@@ -41,6 +41,14 @@ void cx_rows_softmax_bf16(cx_bf16 *rows, int64_t count, int64_t width, int64_t s
 void cx_rows_softmax_bf16_generic(cx_bf16 *rows, int64_t count, int64_t width, int64_t stride,
                                   float *work);
 
+/* rows[r][i] = GELU(rows[r][i] + bias[i]) for `count` rows of `width` bf16 values, in place: BERT's
+ * erf form, in fp32, rounded once. The product before it runs without its bias, which this adds. */
+void cx_rows_bias_gelu_bf16(cx_bf16 *rows, const float *bias, int64_t count, int64_t width);
+
+/* The portable version (erff), which CPUs without AVX-512-BF16 run; exported for the tests. */
+void cx_rows_bias_gelu_bf16_generic(cx_bf16 *rows, const float *bias, int64_t count,
+                                    int64_t width);
+
 /* Softmax of each of `count` rows of `width` floats, in place. */
 void cx_rows_softmax(float *rows, int64_t count, int64_t width);
 

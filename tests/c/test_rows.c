@@ -1,5 +1,5 @@
 /* test_rows.c: plain C tests of cx_rows (no Python, no libtorch): bf16 rounding, residual +
- * LayerNorm and softmax (fp32 and bf16, with padding) against double-precision references
+ * LayerNorm, softmax (fp32 and bf16, with padding) and GELU against double-precision references
  * computed here with libm. Exits 0 when every check passes; `make -C tests/c check`. */
 #include <math.h>
 #include <stdint.h>
@@ -141,12 +141,50 @@ static void test_softmax(softmax_bf16_fn *softmax_bf16)
     }
 }
 
+typedef void bias_gelu_fn(cx_bf16 *, const float *, int64_t, int64_t);
+
+/* GELU(x + bias) in BERT's erf form against libm in double, for the dispatched kernel and the
+ * generic one; widths around the 16-lane vectors, values from -12 to 12 (past the AVX-512
+ * kernel's clamp at 4). Allowed: bf16's rounding plus 4e-4 (the polynomial's error). */
+static void test_bias_gelu(bias_gelu_fn *bias_gelu)
+{
+    const int64_t widths[] = {1, 15, 16, 17, 100, 1536};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; ++w) {
+        const int64_t width = widths[w], rows = 3;
+        cx_bf16 *low = malloc(sizeof(cx_bf16) * (size_t)(rows * width + 1));
+        float *bias = malloc(sizeof(float) * (size_t)width);
+        for (int64_t i = 0; i < width; ++i)
+            bias[i] = value_at(i + 7, 0.5f);
+        for (int64_t i = 0; i < rows * width; ++i)
+            low[i] = cx_bf16_from_float(value_at(i, 12.0f));
+        low[rows * width] = 0x7FC0; /* a NaN just past the rows: must stay untouched */
+        cx_bf16 *input = malloc(sizeof(cx_bf16) * (size_t)(rows * width));
+        memcpy(input, low, sizeof(cx_bf16) * (size_t)(rows * width));
+        bias_gelu(low, bias, rows, width);
+        for (int64_t i = 0; i < rows * width; ++i) {
+            const double x = (double)cx_bf16_to_float(input[i]) + bias[i % width];
+            const double expected = 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+            const double got = cx_bf16_to_float(low[i]);
+            CHECK(fabs(got - expected) <= fabs(expected) * 0x1p-8 + 4e-4,
+                  "GELU width %lld [%lld] of %g: %g, not %g", (long long)width, (long long)i, x,
+                  got, expected);
+        }
+        CHECK(low[rows * width] == 0x7FC0, "GELU width %lld wrote past its rows",
+              (long long)width);
+        free(low);
+        free(bias);
+        free(input);
+    }
+}
+
 int main(void)
 {
     test_bf16_rounding();
     test_layer_norm();
     test_softmax(cx_rows_softmax_bf16);
     test_softmax(cx_rows_softmax_bf16_generic);
+    test_bias_gelu(cx_rows_bias_gelu_bf16);
+    test_bias_gelu(cx_rows_bias_gelu_bf16_generic);
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -3,10 +3,13 @@ built the way simple code-search tools do it.
 
 Runs, each as its own process so that each peak RSS (benchenv.run_measured) is its own:
   1. cold:      `coarch index` of a fresh copy of the tree into an empty index
-  2. unchanged: the same command again (nothing should be embedded)
-  3. touched:   after appending a comment line to 10 files
-  4. baseline:  scripts/baseline_index.py in .venv-ref: 50-line windows with 10 lines of
+  2. baseline:  scripts/baseline_index.py in .venv-ref: 50-line windows with 10 lines of
                 overlap, sentence-transformers (batch 32, truncation at 256 tokens), FAISS HNSW
+     (--rounds N repeats 1 and 2 alternately, each cold run into a new index, and compares the
+     medians: on a shared virtual machine the same run varies by 15% or more over minutes, so
+     the two sides are timed side by side, not one after the other)
+  3. unchanged: `coarch index` again on the last cold index (nothing should be embedded)
+  4. touched:   after appending a comment line to 10 files
   5. double (--double): cold index of a tree holding the files twice, for the peak-RSS growth
 
 Both sides get the same files (the ones coarch's discovery keeps) and the same threads. The tree
@@ -31,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import sysconfig
 import tempfile
@@ -173,6 +177,21 @@ def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str,
     return report
 
 
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The first run's figures with `key` replaced by the median over all runs (kept under
+    `key`_rounds) and the peak RSS by the largest."""
+    if not runs or key not in runs[0]:
+        return runs[0] if runs else {}
+    merged = dict(runs[0])
+    merged[key] = round(statistics.median(r[key] for r in runs), 3)
+    merged[f"{key}_rounds"] = [r[key] for r in runs]
+    if "peak_rss_mb" in merged:
+        merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    if "chunks_embedded" in merged:
+        merged["chunks_per_s_wall"] = round(merged["chunks_embedded"] / merged[key], 1)
+    return merged
+
+
 def environment(threads: int) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -197,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--double", action="store_true",
                         help="also index the files twice over, for the peak-RSS growth")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="cold index and baseline N times, alternately; medians compared")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results" / "index.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -206,14 +227,35 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(files)} files of {lib} -> {work}")
     results: dict[str, Any] = {"environment": environment(args.threads), "source": str(lib)}
     try:
-        tree, idx = work / "tree", work / "idx"
+        tree = work / "tree"
         copy_tree(lib, files, tree)
-        log("cold index ...")
-        results["cold"] = coarch_index(tree, idx, args.threads)
-        log(f"cold: {results['cold']['wall_s']}s, {results['cold']['chunks_total']} chunks")
+        colds: list[dict[str, Any]] = []
+        bases: list[dict[str, Any]] = []
+        kept: list[str] = []
+        base_tree = work / "base-tree"
+        for round_number in range(max(1, args.rounds)):
+            idx = work / f"idx{round_number}"
+            log(f"cold index (round {round_number + 1}) ...")
+            colds.append(coarch_index(tree, idx, args.threads))
+            log(f"cold: {colds[-1]['wall_s']}s, {colds[-1]['chunks_total']} chunks")
+            if args.no_baseline:
+                continue
+            if not kept:
+                kept = indexed_files(idx)
+                copy_tree(lib, kept, base_tree)
+            log(f"baseline (round {round_number + 1}) ...")
+            bases.append(baseline(base_tree, kept, work / f"baseline{round_number}",
+                                  args.threads))
+            log(f"baseline: {bases[-1].get('process_wall_s')}s")
+        results["cold"] = median_run(colds, "wall_s")
+        if bases:
+            results["baseline"] = median_run(bases, "process_wall_s")
+            if "wall_s" in results["baseline"]:
+                embedded, total = baseline_lines_embedded(base_tree, kept)
+                results["baseline"].update(lines_embedded=embedded, lines_total=total)
         results["unchanged"] = coarch_index(tree, idx, args.threads)
         log(f"unchanged: {results['unchanged']['wall_s']}s")
-        kept = indexed_files(idx)
+        kept = kept or indexed_files(idx)
         step = max(1, len(kept) // TOUCHED)
         touched = kept[::step][:TOUCHED]
         for rel in touched:
@@ -222,15 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         results["touched"] = coarch_index(tree, idx, args.threads)
         results["touched"]["files_touched"] = touched
         log(f"touched: {results['touched']['wall_s']}s")
-        if not args.no_baseline:
-            log("baseline ...")
-            base_tree = work / "base-tree"
-            copy_tree(lib, kept, base_tree)
-            results["baseline"] = baseline(base_tree, kept, work / "baseline", args.threads)
-            if "wall_s" in results["baseline"]:
-                embedded, total = baseline_lines_embedded(base_tree, kept)
-                results["baseline"].update(lines_embedded=embedded, lines_total=total)
-            log(f"baseline: {results['baseline'].get('wall_s')}s")
         if args.double:
             log("double ...")
             double_tree = work / "double"

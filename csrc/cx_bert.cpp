@@ -323,15 +323,15 @@ void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, cons
     const at::Device cpu(at::kCPU);
     at::Tensor blocks = take(s.heads_low, 4 * texts * heads * longest * head_dim,
                              {4, texts, heads, longest, head_dim}, at::kBFloat16, cpu);
-    parallel_tensors(0, texts, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-            const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
-            at::Tensor rows = qkv.narrow(0, first, length).view({length, 3, heads, head_dim});
-            blocks.narrow(0, 0, 3).select(1, b).narrow(2, 0, length).copy_(
-                rows.permute({1, 2, 0, 3}));
-            if (length < longest)
-                blocks[2][b].narrow(1, length, longest - length).zero_();
-        }
+    /* Blocks of text b: part p (q, k, v, context) at p * part + b * per_text. */
+    cx_bf16 *block_data = reinterpret_cast<cx_bf16 *>(blocks.data_ptr());
+    const int64_t per_text = heads * longest * head_dim, part = texts * per_text;
+    const cx_bf16 *qkv_data = reinterpret_cast<const cx_bf16 *>(qkv.data_ptr());
+    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b)
+            cx_rows_split_heads_bf16(qkv_data + packing.offsets[(size_t)b] * 3 * width,
+                                     packing.lengths[b], 3, heads, head_dim,
+                                     block_data + b * per_text, part, longest);
     });
     const int64_t group = std::min(texts, score_group(heads, longest));
     const int64_t square = longest * longest;
@@ -355,13 +355,12 @@ void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, cons
         at::Tensor out = heads_of(3);
         at::bmm_out(out, weights, heads_of(2));
     }
-    parallel_tensors(0, texts, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-            const int64_t length = packing.lengths[b], first = packing.offsets[(size_t)b];
-            context.narrow(0, first, length)
-                .view({length, heads, head_dim})
-                .copy_(blocks[3][b].narrow(1, 0, length).permute({1, 0, 2}));
-        }
+    cx_bf16 *context_data = reinterpret_cast<cx_bf16 *>(context.data_ptr());
+    at::parallel_for(0, texts, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b)
+            cx_rows_merge_heads_bf16(block_data + 3 * part + b * per_text, packing.lengths[b],
+                                     heads, head_dim, longest,
+                                     context_data + packing.offsets[(size_t)b] * width);
     });
 }
 

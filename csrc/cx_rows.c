@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
@@ -406,4 +407,32 @@ void cx_rows_softmax(float *rows, int64_t count, int64_t width)
         for (int64_t i = 0; i < width; ++i)
             row[i] *= inverse;
     }
+}
+
+void cx_rows_split_heads_bf16(const cx_bf16 *rows, int64_t length, int64_t parts, int64_t heads,
+                              int64_t head_dim, cx_bf16 *blocks, int64_t part_stride,
+                              int64_t block_rows)
+{
+    const size_t piece = sizeof(cx_bf16) * (size_t)head_dim;
+    for (int64_t l = 0; l < length; ++l)
+        for (int64_t p = 0; p < parts; ++p) {
+            const cx_bf16 *from = rows + (l * parts + p) * heads * head_dim;
+            cx_bf16 *to = blocks + p * part_stride + l * head_dim;
+            for (int64_t h = 0; h < heads; ++h)
+                memcpy(to + h * block_rows * head_dim, from + h * head_dim, piece);
+        }
+    cx_bf16 *last = blocks + (parts - 1) * part_stride;
+    for (int64_t h = 0; h < heads && length < block_rows; ++h)
+        memset(last + (h * block_rows + length) * head_dim, 0,
+               piece * (size_t)(block_rows - length));
+}
+
+void cx_rows_merge_heads_bf16(const cx_bf16 *blocks, int64_t length, int64_t heads,
+                              int64_t head_dim, int64_t block_rows, cx_bf16 *rows)
+{
+    const size_t piece = sizeof(cx_bf16) * (size_t)head_dim;
+    for (int64_t l = 0; l < length; ++l)
+        for (int64_t h = 0; h < heads; ++h)
+            memcpy(rows + (l * heads + h) * head_dim, blocks + (h * block_rows + l) * head_dim,
+                   piece);
 }

@@ -52,6 +52,20 @@ void cx_rows_bias_gelu_bf16_generic(cx_bf16 *rows, const float *bias, int64_t co
 /* Softmax of each of `count` rows of `width` floats, in place. */
 void cx_rows_softmax(float *rows, int64_t count, int64_t width);
 
+/* Attention's change of layout for one text, values copied as they are. `rows` holds `length`
+ * rows of `parts` x `heads` x `head_dim` values (a token's query, key and value, heads side by
+ * side); head h of part p goes to blocks + p * part_stride + h * block_rows * head_dim, one row
+ * of head_dim per token. The last part's rows from `length` to `block_rows` are zeroed: they
+ * are the padding keys' values, which softmax weighs 0 and which must then be finite. */
+void cx_rows_split_heads_bf16(const cx_bf16 *rows, int64_t length, int64_t parts, int64_t heads,
+                              int64_t head_dim, cx_bf16 *blocks, int64_t part_stride,
+                              int64_t block_rows);
+
+/* The way back for one part: rows[l][h * head_dim + i] = blocks[(h * block_rows + l) * head_dim
+ * + i] for the first `length` rows. */
+void cx_rows_merge_heads_bf16(const cx_bf16 *blocks, int64_t length, int64_t heads,
+                              int64_t head_dim, int64_t block_rows, cx_bf16 *rows);
+
 #ifdef __cplusplus
 }
 #endif

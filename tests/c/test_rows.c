@@ -1,6 +1,7 @@
 /* test_rows.c: plain C tests of cx_rows (no Python, no libtorch): bf16 rounding, residual +
  * LayerNorm, softmax (fp32 and bf16, with padding) and GELU against double-precision references
- * computed here with libm. Exits 0 when every check passes; `make -C tests/c check`. */
+ * computed here with libm, and attention's head layout. Exits 0 when every check passes;
+ * `make -C tests/c check`. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -177,6 +178,38 @@ static void test_bias_gelu(bias_gelu_fn *bias_gelu)
     }
 }
 
+/* Split then merge: every value lands where the layout says, the last part's padding rows are
+ * zeroed, the other padding rows are left alone, and merging gives the part's rows back. */
+static void test_split_merge_heads(void)
+{
+    enum { LENGTH = 5, PARTS = 3, HEADS = 2, DIM = 4, BLOCK = 8 };
+    enum { PART = HEADS * BLOCK * DIM + 3 }; /* parts further apart than a text's block */
+    cx_bf16 rows[LENGTH * PARTS * HEADS * DIM], blocks[PARTS * PART], back[LENGTH * HEADS * DIM];
+    for (int i = 0; i < LENGTH * PARTS * HEADS * DIM; ++i)
+        rows[i] = (cx_bf16)(i + 1);
+    for (int i = 0; i < PARTS * PART; ++i)
+        blocks[i] = 0xBEEF;
+    cx_rows_split_heads_bf16(rows, LENGTH, PARTS, HEADS, DIM, blocks, PART, BLOCK);
+    for (int p = 0; p < PARTS; ++p)
+        for (int h = 0; h < HEADS; ++h)
+            for (int l = 0; l < BLOCK; ++l)
+                for (int i = 0; i < DIM; ++i) {
+                    const cx_bf16 got = blocks[p * PART + (h * BLOCK + l) * DIM + i];
+                    const cx_bf16 want = l < LENGTH ? rows[((l * PARTS + p) * HEADS + h) * DIM + i]
+                                         : p == PARTS - 1 ? 0
+                                                          : 0xBEEF;
+                    CHECK(got == want, "split part %d head %d row %d [%d]: %u, not %u", p, h, l,
+                          i, got, want);
+                }
+    for (int p = 0; p < PARTS; ++p) {
+        cx_rows_merge_heads_bf16(blocks + p * PART, LENGTH, HEADS, DIM, BLOCK, back);
+        for (int l = 0; l < LENGTH; ++l)
+            for (int i = 0; i < HEADS * DIM; ++i)
+                CHECK(back[l * HEADS * DIM + i] == rows[(l * PARTS + p) * HEADS * DIM + i],
+                      "merge part %d row %d [%d]", p, l, i);
+    }
+}
+
 int main(void)
 {
     test_bf16_rounding();
@@ -185,6 +218,7 @@ int main(void)
     test_softmax(cx_rows_softmax_bf16_generic);
     test_bias_gelu(cx_rows_bias_gelu_bf16);
     test_bias_gelu(cx_rows_bias_gelu_bf16_generic);
+    test_split_merge_heads();
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -298,7 +298,8 @@ CX_AVX512_BF16 static void softmax_bf16_avx512(cx_bf16 *rows, int64_t count, int
         const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sums));
         const int64_t written = (width + LANES - 1) / LANES * LANES;
         for (int64_t i = 0; i < written; i += LANES) {
-            const __m256bh low = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(work + i), inverse));
+            const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(work + i), inverse);
+            const __m256bh low = _mm512_cvtneps_pbh(p);
             const __mmask16 keep = i + LANES <= width ? 0xFFFF : last;
             _mm256_mask_storeu_epi16(row + i, keep, (__m256i)low);
         }

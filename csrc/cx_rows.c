@@ -246,7 +246,7 @@ void cx_rows_softmax_bf16_generic(cx_bf16 *rows, int64_t count, int64_t width, i
  * instead of e^x (the input is scaled once), a degree-4 polynomial (relative error 7.6e-6,
  * far below bf16's 2^-9), vscalefps for 2^n (it also flushes what underflows), one rounding
  * instruction to bf16, and masked loads for the last partial vector instead of a scalar tail.
- * Measured 1.8x the generic clone's speed. */
+ * Measured 1.6-1.9x the generic clone's speed (rows of 64 to 256 values). */
 CX_AVX512_BF16 CX_LANE __m512 widen_bf16x16(const cx_bf16 *from, __mmask16 keep)
 {
     const __m256i half = _mm256_maskz_loadu_epi16(keep, from);

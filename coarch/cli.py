@@ -133,7 +133,7 @@ def add_index_parser(sub: Any) -> None:
     p.add_argument("--batch-tokens", type=_positive_int, metavar="N",
                    help="padded tokens per model batch (default: sized by the memory manager)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"),
-                   help="precision of the model's products: bf16 is about 2.5x faster where "
+                   help="precision of the model's products: bf16 is about 2.8x faster where "
                         "the CPU has native bf16; auto picks it there, fp32 elsewhere (default: "
                         "$COARCH_PRECISION, else the index's own, else auto); a change rebuilds "
                         "the index")

@@ -14,6 +14,12 @@ Schema (shared with coarch.search; see the store contract):
          symbol, text, text_hash)                       lines 1-based inclusive
   vectors(text_hash PRIMARY KEY, vector)               float32 little-endian, dim floats
   chunks_fts(path_terms, symbol_terms, body_terms)     contentless FTS5, rowid = chunks.id
+
+The FTS5 table is contentless (it does not store its text twice), so deleting a row needs the
+very terms it was inserted with, re-derived from the chunk's stored columns. Those terms depend
+on the term rules (coarch.identifiers.TERMS_VERSION) and on Python's Unicode tables (behind
+`str.lower` and `\\w`); meta key `fts_rules` records both, and a writer that opens an index
+recorded under other rules rebuilds chunks_fts from the chunks before touching it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import sqlite3
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from coarch.errors import CorruptIndexError, IndexNotFoundError
-from coarch.identifiers import index_terms
+from coarch.identifiers import TERMS_VERSION, index_terms
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -78,6 +85,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 
+def fts_rules() -> str:
+    """What decides a chunk's FTS5 terms in this process: the term rules' version and the
+    Unicode version of Python's tables (a Python upgrade may change how a word is cut or
+    lowercased)."""
+    return f"terms {TERMS_VERSION}, unicode {unicodedata.unidata_version}"
+
+
 def text_hash(embed_text: str) -> str:
     """Key of the vector cache: a hash of exactly what the model embeds."""
     return hashlib.blake2b(embed_text.encode("utf-8", errors="surrogatepass"),
@@ -120,7 +134,8 @@ class NewChunk:
 
 def _fts_values(path: str, symbol: str | None, text: str) -> tuple[str, str, str]:
     """The FTS5 row of a chunk. Deleting from a contentless table needs these exact values
-    again, so they are always computed here and only from the stored columns."""
+    again, so they are always computed here and only from the stored columns (and under the
+    rules `fts_rules` records)."""
     return index_terms(path), index_terms(symbol or ""), index_terms(text)
 
 
@@ -176,6 +191,32 @@ class Store:
                 self.set_meta("schema_version", SCHEMA_VERSION)
                 self.set_meta("created_at", f"{time.time():.3f}")
                 self.set_meta("generation", "0")
+                self.set_meta("fts_rules", fts_rules())
+        elif self.get_meta("fts_rules") != fts_rules():
+            self._rebuild_fts()
+
+    def _rebuild_fts(self) -> None:
+        """Re-derives every FTS5 row from the stored chunks under this process's rules, so
+        that later deletes remove exactly what was inserted. The writer holds the index lock,
+        so no other writer derives terms under other rules meanwhile. Chunk ids are kept: the
+        FAISS file stays valid."""
+        recorded = self.get_meta("fts_rules")
+        started = time.monotonic()
+        count = 0
+        with self.transaction():
+            self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+            rows = self.conn.execute(
+                "SELECT c.id, f.path, c.symbol, c.text FROM chunks c"
+                " JOIN files f ON f.id = c.file_id ORDER BY c.id")
+            while batch := rows.fetchmany(1000):
+                self.conn.executemany(
+                    "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(cid, *_fts_values(path, symbol, text)) for cid, path, symbol, text in batch])
+                count += len(batch)
+            self.set_meta("fts_rules", fts_rules())
+        log.info("keyword index rebuilt (%s -> %s): %d chunks in %.1fs", recorded or "unrecorded",
+                 fts_rules(), count, time.monotonic() - started)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

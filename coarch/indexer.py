@@ -560,7 +560,7 @@ class Indexer:
         self._bytes_done += got.size
         self._chunks_seen += len(got.chunks)
         self.summary.files_indexed += 1
-        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbol, c.text,
+        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
                          text_hash(c.embed_text)) for c in got.chunks]
         hashes = [r.text_hash for r in rows]
         cached = self.store.cached_hashes(h for h in hashes if h not in new_vectors)

@@ -12,6 +12,10 @@ Schema (shared with coarch.search; see the store contract):
       file is not read again)
   chunks(id AUTOINCREMENT, file_id -> files ON DELETE CASCADE, start_line, end_line, language,
          symbol, text, text_hash)                       lines 1-based inclusive
+      symbol: NULL (none), the one name as is when it holds no ',' and does not start with
+      '[', else a JSON array of names (see encode_symbols)
+      text_hash: key of the chunk's vector: the hash of the text that vector is of (for a
+      renamed file's re-used vectors, the text under the old path)
   vectors(text_hash PRIMARY KEY, vector)               float32 little-endian, dim floats
   chunks_fts(path_terms, symbol_terms, body_terms)     contentless FTS5, rowid = chunks.id
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -38,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coarch.chunking import symbol_text
 from coarch.errors import CorruptIndexError, IndexNotFoundError
 from coarch.identifiers import TERMS_VERSION, index_terms
 
@@ -116,8 +122,12 @@ class ChunkRow:
     start_line: int
     end_line: int
     language: str | None
-    symbol: str | None
+    symbols: tuple[str, ...]
     text: str
+
+    @property
+    def symbol(self) -> str | None:
+        return symbol_text(self.symbols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +137,46 @@ class NewChunk:
     start_line: int
     end_line: int
     language: str | None
-    symbol: str | None
+    symbols: tuple[str, ...]
     text: str
     text_hash: str
 
+    @property
+    def symbol(self) -> str | None:
+        return symbol_text(self.symbols)
 
-def _fts_values(path: str, symbol: str | None, text: str) -> tuple[str, str, str]:
+
+def encode_symbols(symbols: Sequence[str]) -> str | None:
+    """The `symbol` column of a chunk. One plain name stays readable as is; a list, or a name
+    that could be read as one (a comma, a leading '['), is a JSON array."""
+    if not symbols:
+        return None
+    if len(symbols) == 1 and "," not in symbols[0] and not symbols[0].startswith("["):
+        return symbols[0]
+    return json.dumps(list(symbols), ensure_ascii=False)
+
+
+def decode_symbols(stored: str | None) -> tuple[str, ...]:
+    """The names of a `symbol` column. Rows written before names were kept as a list (chunker
+    1; re-chunked by the next run) joined them with ", ": those are split there."""
+    if not stored:
+        return ()
+    if stored.startswith("["):
+        try:
+            names = json.loads(stored)
+        except ValueError:
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return tuple(names)
+    return tuple(part for part in stored.split(", ") if part)
+
+
+def _fts_values(path: str, stored_symbol: str | None, text: str) -> tuple[str, str, str]:
     """The FTS5 row of a chunk. Deleting from a contentless table needs these exact values
     again, so they are always computed here and only from the stored columns (and under the
     rules `fts_rules` records)."""
-    return index_terms(path), index_terms(symbol or ""), index_terms(text)
+    symbols = symbol_text(decode_symbols(stored_symbol)) or ""
+    return index_terms(path), index_terms(symbols), index_terms(text)
 
 
 class Store:
@@ -352,10 +392,11 @@ class Store:
                   " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id")
         fts_rows = []
         for ch in chunks:
+            stored_symbol = encode_symbols(ch.symbols)
             chunk_id = self.conn.execute(insert, (file_id, ch.start_line, ch.end_line,
-                                                  ch.language, ch.symbol, ch.text,
+                                                  ch.language, stored_symbol, ch.text,
                                                   ch.text_hash)).fetchone()[0]
-            fts_rows.append((chunk_id, *_fts_values(path, ch.symbol, ch.text)))
+            fts_rows.append((chunk_id, *_fts_values(path, stored_symbol, ch.text)))
         self.conn.executemany(
             "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
             " VALUES (?, ?, ?, ?)", fts_rows)
@@ -383,7 +424,8 @@ class Store:
 
     def chunks_of(self, path: str) -> list[NewChunk]:
         """The chunks of a file as stored, in order (used to copy a renamed file's work)."""
-        return [NewChunk(*row) for row in self.conn.execute(
+        return [NewChunk(start, end, language, decode_symbols(symbol), text, digest)
+                for start, end, language, symbol, text, digest in self.conn.execute(
             "SELECT c.start_line, c.end_line, c.language, c.symbol, c.text, c.text_hash"
             " FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ? ORDER BY c.id",
             (path,))]
@@ -467,7 +509,9 @@ class Store:
                     "SELECT c.id, f.path, c.start_line, c.end_line, c.language, c.symbol, c.text"
                     f" FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
                     part):
-                found[row[0]] = ChunkRow(*row)
+                cid, path, start, end, language, symbol, text = row
+                found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol),
+                                      text)
         return [found[i] for i in wanted if i in found]
 
 

@@ -31,7 +31,8 @@ def seed_of(digest: str) -> int:
 
 
 def chunk(text: str, symbol: str | None = None, start: int = 1) -> NewChunk:
-    return NewChunk(start, start + text.count("\n"), "python", symbol, text, text_hash(text))
+    symbols = (symbol,) if symbol else ()
+    return NewChunk(start, start + text.count("\n"), "python", symbols, text, text_hash(text))
 
 
 def put(store: Store, path: str, chunks: list[NewChunk], content: str = "h") -> None:
@@ -135,6 +136,30 @@ def test_fts_rules_unrecorded_rebuilds_once(store: Store,
     with Store(store.index_dir) as again:
         assert len(fts(again, "alpha_beta")) == 1
     assert "rebuilt" not in caplog.text
+
+
+def test_symbols_are_stored_as_a_list(store: Store) -> None:
+    """Names holding commas survive storage whole; one plain name stays plain in the column;
+    rows written by chunker 1 (names joined with ", ") are still read and deleted cleanly."""
+    lists = [("Map<K, V>", "put"), ("Map<K, V>",), ("[T]",), ("parse_config",), (),
+             ("HttpClient", "retry_upload")]
+    put(store, "a.rs", [NewChunk(i + 1, i + 1, "rust", names, f"x{i} = {i}", text_hash(str(i)))
+                        for i, names in enumerate(lists)])
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
+    assert [r.symbols for r in store.chunks_by_ids(ids)] == lists
+    assert [r.symbols for r in store.chunks_of("a.rs")] == lists
+    raw = [r[0] for r in store.conn.execute("SELECT symbol FROM chunks ORDER BY id")]
+    assert raw[3:5] == ["parse_config", None] and raw[0] == '["Map<K, V>", "put"]'
+    assert store.chunks_by_ids(ids[:1])[0].symbol == "Map<K, V>, put"
+    assert len(fts(store, "put")) == 1
+    with store.transaction():
+        store.conn.execute("UPDATE chunks SET symbol = 'HttpClient, retry_upload' WHERE id = ?",
+                           (ids[5],))  # as chunker 1 wrote it: the same keyword terms
+    assert store.chunks_by_ids(ids[5:])[0].symbols == ("HttpClient", "retry_upload")
+    with store.transaction():
+        store.remove_file("a.rs")
+    for word in ("map", "put", "parse_config", "x0", "a", "HttpClient", "retry"):
+        assert fts(store, word) == [], word
 
 
 def test_chunk_ids_are_never_reused(store: Store) -> None:

@@ -319,7 +319,7 @@ class Chunker:
         self.max_tokens = max_tokens
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
         self._grammars: dict[str, _Grammar | None] = {}
-        self._header_cache: dict[str, int] = {}
+        self._header_cache: dict[tuple[str, ...], int] = {}
 
     def describe(self) -> str:
         """What decides the chunks; stored in the index so that a change re-chunks files."""

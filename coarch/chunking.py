@@ -31,7 +31,8 @@ from coarch.languages import ts_language
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
-CHUNKER_VERSION = "1"
+# 2: a chunk's symbols are a list (names may hold commas: `Map<K, V>`), stored as such.
+CHUNKER_VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +44,21 @@ class Chunk:
     start_line: int
     end_line: int
     language: str | None
-    symbol: str | None
+    symbols: tuple[str, ...]  # the definitions it holds (several when merged), or its scope
     text: str
     embed_text: str
     tokens: int  # of embed_text, the model's special tokens included: at most max_tokens
+
+    @property
+    def symbol(self) -> str | None:
+        """The symbols as people read them (and as the embedded header spells them)."""
+        return symbol_text(self.symbols)
+
+
+def symbol_text(symbols: Sequence[str]) -> str | None:
+    """Symbols joined for reading: `HttpClient, retry_upload`; None when there are none. Only
+    for display and embedding: a name may hold a comma itself (`Map<K, V>`)."""
+    return ", ".join(symbols) if symbols else None
 
 
 def chunk_header(path: str, symbol: str | None) -> str:
@@ -66,12 +78,12 @@ class _Def:
 
 @dataclass(slots=True)
 class _Piece:
-    """A chunk before rendering: rows [start, end], its symbol, and its text when it is a part
+    """A chunk before rendering: rows [start, end], its symbols, and its text when it is a part
     of one line (then start == end)."""
 
     start: int
     end: int
-    symbol: str | None
+    symbols: tuple[str, ...]
     text: str | None = None
 
 
@@ -307,7 +319,7 @@ class Chunker:
         self.max_tokens = max_tokens
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
         self._grammars: dict[str, _Grammar | None] = {}
-        self._header_cache: dict[str, int] = {}
+        self._header_cache: dict[tuple[str, ...], int] = {}
 
     def describe(self) -> str:
         """What decides the chunks; stored in the index so that a change re-chunks files."""
@@ -331,7 +343,7 @@ class Chunker:
             self._prefix.append(self._prefix[-1] + n)
         defs = self._definitions(language, text)
         if defs is None:
-            pieces = self._split_rows(0, len(lines) - 1, None, self.max_tokens)
+            pieces = self._split_rows(0, len(lines) - 1, (), self.max_tokens)
         else:
             pieces = self._scope(0, len(lines) - 1, None, defs)
         chunks: list[Chunk] = []
@@ -353,17 +365,16 @@ class Chunker:
     def _rows_tokens(self, start: int, end: int) -> int:
         return self._prefix[end + 1] - self._prefix[start]
 
-    def _header_tokens(self, symbol: str | None) -> int:
-        key = symbol or ""
-        n = self._header_cache.get(key)
+    def _header_tokens(self, symbols: tuple[str, ...]) -> int:
+        n = self._header_cache.get(symbols)
         if n is None:
-            n = self.count_tokens(chunk_header(self._path, symbol)) - self.special
-            self._header_cache[key] = n
+            n = self.count_tokens(chunk_header(self._path, symbol_text(symbols))) - self.special
+            self._header_cache[symbols] = n
         return n
 
-    def _budget(self, symbol: str | None) -> int:
-        """Source tokens a chunk with this symbol may hold."""
-        return self.max_tokens - self.special - self._header_tokens(symbol)
+    def _budget(self, symbols: tuple[str, ...]) -> int:
+        """Source tokens a chunk with these symbols may hold."""
+        return self.max_tokens - self.special - self._header_tokens(symbols)
 
     # ---- structure ---------------------------------------------------------------------------
 
@@ -407,20 +418,21 @@ class Chunker:
         def flush() -> None:
             nonlocal group, group_tokens
             if group:
-                out.append(_Piece(group[0][0], group[-1][1], _merged_symbol(group, symbol)))
+                out.append(_Piece(group[0][0], group[-1][1], _merged_symbols(group, symbol)))
             group, group_tokens = [], 0
 
         for u_start, u_end, u_symbol, unit_def in units:
             tokens = self._rows_tokens(u_start, u_end)
-            if tokens > self._budget(u_symbol):
+            if tokens > self._budget(_names(u_symbol)):
                 flush()
                 if unit_def is not None and unit_def.children:
                     out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children))
                 else:
-                    out.extend(self._split_rows(u_start, u_end, u_symbol, self.max_tokens))
+                    out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
+                                                self.max_tokens))
                 continue
             candidate = [*group, (u_start, u_end, u_symbol, unit_def is not None)]
-            merged = _merged_symbol(candidate, symbol)
+            merged = _merged_symbols(candidate, symbol)
             total = group_tokens + tokens + self.special + self._header_tokens(merged)
             if group and total > self.target_tokens:
                 flush()
@@ -430,10 +442,11 @@ class Chunker:
         flush()
         return out
 
-    def _split_rows(self, start: int, end: int, symbol: str | None, limit: int) -> list[_Piece]:
+    def _split_rows(self, start: int, end: int, symbols: tuple[str, ...],
+                    limit: int) -> list[_Piece]:
         """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded), at the best
         line boundary in the second half of what fits: a shallow line after a blank one."""
-        budget = min(limit, self.max_tokens) - self.special - self._header_tokens(symbol)
+        budget = min(limit, self.max_tokens) - self.special - self._header_tokens(symbols)
         out: list[_Piece] = []
         i = start
         while i <= end:
@@ -442,14 +455,14 @@ class Chunker:
                 total += self._ltok[j]
                 j += 1
             if j == i:  # one line over the budget: cut inside it
-                out.extend(self._split_line(i, symbol, budget))
+                out.extend(self._split_line(i, symbols, budget))
                 i += 1
                 continue
             if j > end:
-                out.append(_Piece(i, end, symbol))
+                out.append(_Piece(i, end, symbols))
                 break
             cut = self._best_cut(i, j - 1)
-            out.append(_Piece(i, cut, symbol))
+            out.append(_Piece(i, cut, symbols))
             i = cut + 1
         return out
 
@@ -469,23 +482,23 @@ class Chunker:
                 best, best_score = k, score
         return best
 
-    def _split_line(self, row: int, symbol: str | None, budget: int) -> list[_Piece]:
+    def _split_line(self, row: int, symbols: tuple[str, ...], budget: int) -> list[_Piece]:
         """Cuts one long line at word boundaries, and a long word at characters."""
         out: list[_Piece] = []
         current, current_tokens = "", 0
         for word in _WORD.findall(self._lines[row]):
             n = self.count_tokens(word) - self.special if word.strip() else 0
             if current and current_tokens + n > budget:
-                out.append(_Piece(row, row, symbol, current))
+                out.append(_Piece(row, row, symbols, current))
                 current, current_tokens = "", 0
             if n > budget:
                 for part in self._split_chars(word, budget):
-                    out.append(_Piece(row, row, symbol, part))
+                    out.append(_Piece(row, row, symbols, part))
                 continue
             current += word
             current_tokens += n
         if current.strip():
-            out.append(_Piece(row, row, symbol, current))
+            out.append(_Piece(row, row, symbols, current))
         return out
 
     def _split_chars(self, word: str, budget: int) -> list[str]:
@@ -511,23 +524,24 @@ class Chunker:
         are an estimate; this is the check that makes the guarantee), with their exact
         counts."""
         text = self._piece_text(piece)
-        exact = self.count_tokens(chunk_header(self._path, piece.symbol) + text)
+        header = chunk_header(self._path, symbol_text(piece.symbols))
+        exact = self.count_tokens(header + text)
         if exact <= self.max_tokens:
             return [(piece, exact)]
         over = exact - self.max_tokens
         if piece.text is None and piece.end > piece.start:
             estimate = self._rows_tokens(piece.start, piece.end)
-            limit = self.special + self._header_tokens(piece.symbol) + estimate - over - 1
-            parts = self._split_rows(piece.start, piece.end, piece.symbol,
-                                     max(limit, self.special + self._header_tokens(piece.symbol) + 1))
+            floor = self.special + self._header_tokens(piece.symbols) + 1
+            limit = floor + estimate - over - 2
+            parts = self._split_rows(piece.start, piece.end, piece.symbols, max(limit, floor))
         else:
-            budget = max(1, self._budget(piece.symbol) - over - 1)
+            budget = max(1, self._budget(piece.symbols) - over - 1)
             texts = self._split_chars(text, budget)
             if len(texts) == 1:  # counts not additive here: halve until it splits
                 texts = self._split_chars(text, max(1, min(budget, len(text)) // 2))
             if len(texts) == 1:
                 texts = [text[: len(text) // 2], text[len(text) // 2:]]
-            parts = [_Piece(piece.start, piece.end, piece.symbol, t) for t in texts if t]
+            parts = [_Piece(piece.start, piece.end, piece.symbols, t) for t in texts if t]
         return [fitted for part in parts for fitted in self._fit(part)]
 
     def _piece_text(self, piece: _Piece) -> str:
@@ -539,6 +553,7 @@ class Chunker:
         """The chunk of a piece, blank edge lines trimmed (whitespace holds no tokens, so
         `tokens` stays exact); None when nothing but whitespace is left."""
         start, end = piece.start, piece.end
+        header = chunk_header(self._path, symbol_text(piece.symbols))
         if piece.text is None:
             while start <= end and not self._lines[start].strip():
                 start += 1
@@ -549,20 +564,21 @@ class Chunker:
             text = "\n".join(self._lines[start: end + 1])
             trimmed = self._lines[piece.start: start] + self._lines[end + 1: piece.end + 1]
             if not all(line.isascii() for line in trimmed):  # Unicode "spaces" may be tokens
-                tokens = self.count_tokens(chunk_header(self._path, piece.symbol) + text)
+                tokens = self.count_tokens(header + text)
         else:
             text = piece.text
             if not text.strip():
                 return None
         return Chunk(path=self._path, start_line=start + 1, end_line=end + 1, language=language,
-                     symbol=piece.symbol, text=text,
-                     embed_text=chunk_header(self._path, piece.symbol) + text, tokens=tokens)
+                     symbols=piece.symbols, text=text, embed_text=header + text, tokens=tokens)
 
 
-def _merged_symbol(group: Sequence[tuple[int, int, str | None, bool]],
-                   scope_symbol: str | None) -> str | None:
-    """Symbol of merged units: the definitions' names joined, else the scope's."""
-    names = [sym for _, _, sym, is_def in group if is_def and sym]
-    if not names:
-        return scope_symbol
-    return ", ".join(names)
+def _names(symbol: str | None) -> tuple[str, ...]:
+    return (symbol,) if symbol else ()
+
+
+def _merged_symbols(group: Sequence[tuple[int, int, str | None, bool]],
+                    scope_symbol: str | None) -> tuple[str, ...]:
+    """Symbols of merged units: the definitions' names, else the scope's."""
+    names = tuple(sym for _, _, sym, is_def in group if is_def and sym)
+    return names or _names(scope_symbol)

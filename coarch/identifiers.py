@@ -24,9 +24,9 @@ __all__ = [
     "split_identifier",
 ]
 
-# Version of what index_terms() produces. The FTS5 table is contentless: deleting a row needs
-# the very terms it was inserted with, so an index built with another version must rebuild its
-# FTS5 table (the store records this value).
+# Version of what index_terms() produces; bump it with any change to the rules below. The FTS5
+# table is contentless: deleting a row needs the very terms it was inserted with, so the store
+# records this value (with Python's Unicode version) and rebuilds the table when it differs.
 TERMS_VERSION = "1"
 
 # A "word" as the FTS5 unicode61 tokenizer with tokenchars '_' sees it: letters, digits, '_'.

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coarch import vectors as faiss_file
-from coarch.chunking import CHUNKER_VERSION, Chunk, Chunker, chunk_header
+from coarch.chunking import CHUNKER_VERSION, Chunk, Chunker
 from coarch.discovery import (
     DEFAULT_MAX_FILE_SIZE,
     Candidate,
@@ -560,7 +560,7 @@ class Indexer:
         self._bytes_done += got.size
         self._chunks_seen += len(got.chunks)
         self.summary.files_indexed += 1
-        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbol, c.text,
+        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
                          text_hash(c.embed_text)) for c in got.chunks]
         hashes = [r.text_hash for r in rows]
         cached = self.store.cached_hashes(h for h in hashes if h not in new_vectors)
@@ -575,21 +575,28 @@ class Indexer:
     def _copy_rows(self, got: _Copy, new_vectors: dict[str, bytes]
                    ) -> tuple[_Chunked, list[NewChunk]] | None:
         """Rows for a renamed or copied file made from its twin's committed rows and vectors,
-        or None when the twin no longer has that content."""
+        or None when the twin no longer has that content.
+
+        The rows keep the twin's text hashes: the vectors re-used are those of the text
+        embedded under the twin's path, and the cache key says so (a hash of exactly what the
+        model embedded). Embedding the renamed file again would cost as much as indexing it
+        anew, which a moved folder makes common; the path line changes the vector (median
+        cosine 0.92-0.97 to the new path's on stdlib chunks), so this is an approximation,
+        and one that lasts only until the file changes: then its chunks are hashed under
+        their own path, miss the cache and are embedded exactly."""
         src = got.source
         state = self.store.file_state(got.from_path)
         if state is None or state.content_hash != src.content_hash or state.skipped:
             return None
-        old_rows = self.store.chunks_of(got.from_path)
-        old_vectors = self.store.get_vectors([r.text_hash for r in old_rows])
-        rows: list[NewChunk] = []
-        for r in old_rows:
+        rows = self.store.chunks_of(got.from_path)
+        old_vectors = self.store.get_vectors([r.text_hash for r in rows])
+        for r in rows:
             vector = old_vectors.get(r.text_hash)
             if vector is None:
                 return None
-            h = text_hash(chunk_header(src.path, r.symbol) + r.text)
-            new_vectors.setdefault(h, vector)
-            rows.append(NewChunk(r.start_line, r.end_line, r.language, r.symbol, r.text, h))
+            # Written again with the rows: a chunk's vector is committed with it, whatever
+            # happens to the twin meanwhile.
+            new_vectors.setdefault(r.text_hash, vector)
         item = _Chunked(src.path, src.size, src.mtime_ns, src.content_hash, src.language, [])
         return item, rows
 

@@ -311,12 +311,20 @@ def _definition_indent(
     return None
 
 
-def _symbol_components(symbol: str | None) -> list[str]:
-    """A chunk's symbol is one name (`HttpClient.send`) or, for merged small definitions,
-    several joined with ", "."""
-    if not symbol:
-        return []
-    return [part.strip() for part in symbol.split(",") if part.strip()]
+# Type or template arguments in a definition's name (`LruCache<K, V>.get`, `Map<K, V>::find`):
+# a query names the type without them. Only after a word character, so `operator<=` stays.
+_TYPE_ARGUMENTS = re.compile(r"(?<=\w)<[^<>]*>")
+_SCOPE_SEPARATORS = re.compile(r"\.|::")
+
+
+def _segments(component: str) -> list[str]:
+    """The scope path of one definition name: `HttpClient.send` -> [HttpClient, send],
+    `Table<K, Map<A, B>>::put` -> [Table, put]."""
+    bare = component
+    if "operator" not in bare:
+        while (stripped := _TYPE_ARGUMENTS.sub("", bare)) != bare:
+            bare = stripped
+    return [part for part in _SCOPE_SEPARATORS.split(bare) if part]
 
 
 def _loose(name: str) -> str:
@@ -340,27 +348,30 @@ class _DefinitionMatcher:
     def _key(self, name: str) -> str:
         return _loose(name) if self.fold else name
 
+    def _parts(self, component: str) -> list[str]:
+        return [self._key(s) for s in _segments(component)]
+
     def _named(self, component: str) -> bool:
-        parts = [self._key(s) for s in component.split(".")]
+        parts = self._parts(component)
         return parts[-len(self.segments) :] == self.segments
 
     def _outer(self, component: str) -> bool:
         """The identifier is the component or its outermost scope (`Foo` in `Foo.bar`)."""
-        parts = [self._key(s) for s in component.split(".")]
+        parts = self._parts(component)
         return parts[: len(self.segments)] == self.segments
 
     def _segment(self, component: str) -> bool:
-        parts = [self._key(s) for s in component.split(".")]
+        parts = self._parts(component)
         width = len(self.segments)
         return any(parts[i : i + width] == self.segments for i in range(len(parts) - width))
 
     def _enclosing(self, component: str) -> bool:
         """The component is a scope around the identifier (`HttpClient` for
         `HttpClient.send`): its chunk may hold the definition of a small member."""
-        parts = [self._key(s) for s in component.split(".")]
+        parts = self._parts(component)
         return len(parts) < len(self.segments) and self.segments[: len(parts)] == parts
 
-    def _definition_line(self, components: list[str], row: ChunkRow) -> int | None:
+    def _definition_line(self, components: Sequence[str], row: ChunkRow) -> int | None:
         """Indentation of the chunk's definition line (None: it has none), the name spelled
         as typed (first pass) or as the chunk's symbol spells it (second pass)."""
         c_family = (row.language or "") in _C_FAMILY
@@ -368,7 +379,9 @@ class _DefinitionMatcher:
         fold = False
         if self.fold:
             key = self.segments[-1]
-            names = tuple(sorted({s for c in components for s in c.split(".") if _loose(s) == key}))
+            names = tuple(
+                sorted({s for c in components for s in _segments(c) if _loose(s) == key})
+            )
             if not names:
                 names, fold = (self.last,), True
         pattern = _definition_pattern(names, fold, c_family)
@@ -392,7 +405,7 @@ class _DefinitionMatcher:
         4: its symbol names the identifier but the definition line is in another chunk (a
            long body cut into pieces).
         """
-        components = _symbol_components(row.symbol)
+        components = row.symbols
         named = any(self._named(c) for c in components)
         outer = any(self._outer(c) for c in components)
         segment = any(self._segment(c) or self._enclosing(c) for c in components)

@@ -12,27 +12,40 @@ Schema (shared with coarch.search; see the store contract):
       file is not read again)
   chunks(id AUTOINCREMENT, file_id -> files ON DELETE CASCADE, start_line, end_line, language,
          symbol, text, text_hash)                       lines 1-based inclusive
+      symbol: NULL (none), the one name as is when it holds no ',' and does not start with
+      '[', else a JSON array of names (see encode_symbols)
+      text_hash: key of the chunk's vector: the hash of the text that vector is of (for a
+      renamed file's re-used vectors, the text under the old path)
   vectors(text_hash PRIMARY KEY, vector)               float32 little-endian, dim floats
   chunks_fts(path_terms, symbol_terms, body_terms)     contentless FTS5, rowid = chunks.id
+
+The FTS5 table is contentless (it does not store its text twice), so deleting a row needs the
+very terms it was inserted with, re-derived from the chunk's stored columns. Those terms depend
+on the term rules (coarch.identifiers.TERMS_VERSION) and on Python's Unicode tables (behind
+`str.lower` and `\\w`); meta key `fts_rules` records both, and a writer that opens an index
+recorded under other rules rebuilds chunks_fts from the chunks before touching it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import sqlite3
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from coarch.chunking import symbol_text
 from coarch.errors import CorruptIndexError, IndexNotFoundError
-from coarch.identifiers import index_terms
+from coarch.identifiers import TERMS_VERSION, index_terms
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -78,6 +91,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 
+def fts_rules() -> str:
+    """What decides a chunk's FTS5 terms in this process: the term rules' version and the
+    Unicode version of Python's tables (a Python upgrade may change how a word is cut or
+    lowercased)."""
+    return f"terms {TERMS_VERSION}, unicode {unicodedata.unidata_version}"
+
+
 def text_hash(embed_text: str) -> str:
     """Key of the vector cache: a hash of exactly what the model embeds."""
     return hashlib.blake2b(embed_text.encode("utf-8", errors="surrogatepass"),
@@ -102,8 +122,12 @@ class ChunkRow:
     start_line: int
     end_line: int
     language: str | None
-    symbol: str | None
+    symbols: tuple[str, ...]
     text: str
+
+    @property
+    def symbol(self) -> str | None:
+        return symbol_text(self.symbols)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +137,46 @@ class NewChunk:
     start_line: int
     end_line: int
     language: str | None
-    symbol: str | None
+    symbols: tuple[str, ...]
     text: str
     text_hash: str
 
+    @property
+    def symbol(self) -> str | None:
+        return symbol_text(self.symbols)
 
-def _fts_values(path: str, symbol: str | None, text: str) -> tuple[str, str, str]:
+
+def encode_symbols(symbols: Sequence[str]) -> str | None:
+    """The `symbol` column of a chunk. One plain name stays readable as is; a list, or a name
+    that could be read as one (a comma, a leading '['), is a JSON array."""
+    if not symbols:
+        return None
+    if len(symbols) == 1 and "," not in symbols[0] and not symbols[0].startswith("["):
+        return symbols[0]
+    return json.dumps(list(symbols), ensure_ascii=False)
+
+
+def decode_symbols(stored: str | None) -> tuple[str, ...]:
+    """The names of a `symbol` column. Rows written before names were kept as a list (chunker
+    1; re-chunked by the next run) joined them with ", ": those are split there."""
+    if not stored:
+        return ()
+    if stored.startswith("["):
+        try:
+            names = json.loads(stored)
+        except ValueError:
+            names = None
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return tuple(names)
+    return tuple(part for part in stored.split(", ") if part)
+
+
+def _fts_values(path: str, stored_symbol: str | None, text: str) -> tuple[str, str, str]:
     """The FTS5 row of a chunk. Deleting from a contentless table needs these exact values
-    again, so they are always computed here and only from the stored columns."""
-    return index_terms(path), index_terms(symbol or ""), index_terms(text)
+    again, so they are always computed here and only from the stored columns (and under the
+    rules `fts_rules` records)."""
+    symbols = symbol_text(decode_symbols(stored_symbol)) or ""
+    return index_terms(path), index_terms(symbols), index_terms(text)
 
 
 class Store:
@@ -176,6 +231,32 @@ class Store:
                 self.set_meta("schema_version", SCHEMA_VERSION)
                 self.set_meta("created_at", f"{time.time():.3f}")
                 self.set_meta("generation", "0")
+                self.set_meta("fts_rules", fts_rules())
+        elif self.get_meta("fts_rules") != fts_rules():
+            self._rebuild_fts()
+
+    def _rebuild_fts(self) -> None:
+        """Re-derives every FTS5 row from the stored chunks under this process's rules, so
+        that later deletes remove exactly what was inserted. The writer holds the index lock,
+        so no other writer derives terms under other rules meanwhile. Chunk ids are kept: the
+        FAISS file stays valid."""
+        recorded = self.get_meta("fts_rules")
+        started = time.monotonic()
+        count = 0
+        with self.transaction():
+            self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+            rows = self.conn.execute(
+                "SELECT c.id, f.path, c.symbol, c.text FROM chunks c"
+                " JOIN files f ON f.id = c.file_id ORDER BY c.id")
+            while batch := rows.fetchmany(1000):
+                self.conn.executemany(
+                    "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(cid, *_fts_values(path, symbol, text)) for cid, path, symbol, text in batch])
+                count += len(batch)
+            self.set_meta("fts_rules", fts_rules())
+        log.info("keyword index rebuilt (%s -> %s): %d chunks in %.1fs", recorded or "unrecorded",
+                 fts_rules(), count, time.monotonic() - started)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -311,10 +392,11 @@ class Store:
                   " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id")
         fts_rows = []
         for ch in chunks:
+            stored_symbol = encode_symbols(ch.symbols)
             chunk_id = self.conn.execute(insert, (file_id, ch.start_line, ch.end_line,
-                                                  ch.language, ch.symbol, ch.text,
+                                                  ch.language, stored_symbol, ch.text,
                                                   ch.text_hash)).fetchone()[0]
-            fts_rows.append((chunk_id, *_fts_values(path, ch.symbol, ch.text)))
+            fts_rows.append((chunk_id, *_fts_values(path, stored_symbol, ch.text)))
         self.conn.executemany(
             "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
             " VALUES (?, ?, ?, ?)", fts_rows)
@@ -342,7 +424,8 @@ class Store:
 
     def chunks_of(self, path: str) -> list[NewChunk]:
         """The chunks of a file as stored, in order (used to copy a renamed file's work)."""
-        return [NewChunk(*row) for row in self.conn.execute(
+        return [NewChunk(start, end, language, decode_symbols(symbol), text, digest)
+                for start, end, language, symbol, text, digest in self.conn.execute(
             "SELECT c.start_line, c.end_line, c.language, c.symbol, c.text, c.text_hash"
             " FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ? ORDER BY c.id",
             (path,))]
@@ -426,7 +509,9 @@ class Store:
                     "SELECT c.id, f.path, c.start_line, c.end_line, c.language, c.symbol, c.text"
                     f" FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
                     part):
-                found[row[0]] = ChunkRow(*row)
+                cid, path, start, end, language, symbol, text = row
+                found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol),
+                                      text)
         return [found[i] for i in wanted if i in found]
 
 

@@ -140,7 +140,7 @@ def build(
                         vec = real_vecs[i % len(real_idx)] + rng.normal(0, 0.05, dim)
                         vec = vec / np.linalg.norm(vec)
                     vectors.append((digest, np.asarray(vec, dtype=VECTOR_DTYPE).tobytes()))
-                    new_chunks.append(NewChunk(c.start, c.end, "python", None, c.text, digest))
+                    new_chunks.append(NewChunk(c.start, c.end, "python", (), c.text, digest))
                 store.put_vectors(vectors)
                 store.put_file(path, len(new_chunks), 0, path, "python", new_chunks)
         result = faiss_file.sync(store, index_dir, dim)

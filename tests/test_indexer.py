@@ -32,7 +32,7 @@ from coarch.index import Index
 from coarch.indexer import IndexSummary
 from coarch.locking import IndexLock
 from coarch.progress import IndexProgress
-from coarch.store import Store
+from coarch.store import Store, text_hash
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -166,6 +166,55 @@ def test_modify_delete_rename_touch_add(built: tuple[Path, Path, IndexSummary],
     old_decoder = {r[4] for r in old_rows if r[0] == "lib/json/decoder.py"}
     new_decoder = {r[4] for r in rows if r[0] == "lib/json/decoder.py"}
     assert len(old_decoder & new_decoder) >= len(old_decoder) - 2
+
+
+def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
+                                                      embedder: coarch.Embedder) -> None:
+    """A renamed file re-uses its vectors, keyed by the hash of the text they are the vectors
+    of (the header with the old path), never by the new text's hash; once the file changes,
+    its chunks are embedded under their own path."""
+    tree, idx = tmp_path / "tree", tmp_path / "idx"
+    (tree / "net").mkdir(parents=True)
+    (tree / "net" / "upload.py").write_text(
+        "def retry_upload(client, blob, attempts=3):\n"
+        "    for _ in range(attempts):\n        if client.put(blob):\n            return True\n"
+        "    return False\n\n\n"
+        "class UploadQueue:\n    def __init__(self):\n        self.items = []\n")
+    (tree / "other.py").write_text("def unrelated():\n    return 42\n")
+    small = {"checkpoint_every": 0, "target_tokens": 16}  # one chunk per definition
+    Index(tree, index_dir=idx, precision="fp32", **small).build()
+    moved = tree / "legacy" / "attic" / "old_stuff.py"
+    moved.parent.mkdir(parents=True)
+    (tree / "net" / "upload.py").rename(moved)
+
+    summary = Index(tree, index_dir=idx, **small).build()
+    assert summary.files_copied == 1 and summary.chunks_embedded == 0
+    assert_consistent(idx)
+    with Store(idx, readonly=True) as store:
+        rows = store.chunks_of("legacy/attic/old_stuff.py")
+        cached = store.get_vectors([r.text_hash for r in rows])
+        new_keys = [text_hash(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
+                    for r in rows]
+        assert rows and not store.cached_hashes(new_keys)  # no vector filed under a lie
+    for r in rows:
+        embedded = chunk_header("net/upload.py", r.symbol) + r.text
+        assert r.text_hash == text_hash(embedded)
+        stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
+        assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
+
+    # Changed: every chunk is hashed and embedded under the path it has now.
+    moved.write_text(moved.read_text() + "\n\ndef added_later():\n    return 'new'\n")
+    summary = Index(tree, index_dir=idx, **small).build()
+    assert_consistent(idx)
+    with Store(idx, readonly=True) as store:
+        rows = store.chunks_of("legacy/attic/old_stuff.py")
+        cached = store.get_vectors([r.text_hash for r in rows])
+    assert len(rows) >= 3 and summary.chunks_embedded == len(rows)
+    for r in rows:
+        embedded = chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text
+        assert r.text_hash == text_hash(embedded)
+        stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
+        assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
 
 
 def test_model_change_and_full_force_a_rebuild(tmp_path: Path) -> None:

@@ -273,6 +273,145 @@ def test_identifier_query_puts_definition_first(
     assert covers(hits[0], rel, line_of(rel, needle)), (query, hits[0])
 
 
+# Generic definitions whose names hold commas (`LruCache<K, V>.lookup`, `Table<K, V>::fetch`),
+# and a file that uses them heavily (what keyword search alone prefers).
+GENERIC_TREE = {
+    "cache/lru.rs": """
+        use std::collections::HashMap;
+        use std::hash::Hash;
+
+        /// A bounded cache that forgets its oldest entries first.
+        pub struct LruCache<K, V> {
+            entries: HashMap<K, (V, u64)>,
+            capacity: usize,
+            clock: u64,
+        }
+
+        impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
+            /// A cache holding at most `capacity` entries.
+            pub fn new(capacity: usize) -> Self {
+                LruCache { entries: HashMap::with_capacity(capacity), capacity, clock: 0 }
+            }
+
+            /// The value stored for `key`, marking it as recently used.
+            pub fn lookup(&mut self, key: &K) -> Option<V> {
+                self.clock += 1;
+                let now = self.clock;
+                match self.entries.get_mut(key) {
+                    Some((value, used)) => {
+                        *used = now;
+                        Some(value.clone())
+                    }
+                    None => None,
+                }
+            }
+
+            /// Stores `value` under `key`, evicting the least recently used entry when full.
+            pub fn store(&mut self, key: K, value: V) {
+                self.clock += 1;
+                if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+                    let oldest = self
+                        .entries
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(k, _)| k.clone());
+                    if let Some(oldest) = oldest {
+                        self.entries.remove(&oldest);
+                    }
+                }
+                self.entries.insert(key, (value, self.clock));
+            }
+
+            /// How many entries the cache holds now.
+            pub fn len(&self) -> usize {
+                self.entries.len()
+            }
+        }
+        """,
+    "store/table.cpp": """
+        #include <map>
+        #include <string>
+
+        template <typename K, typename V>
+        class Table {
+         public:
+          V fetch(const K& key) const;
+          void put(const K& key, const V& value);
+
+         private:
+          std::map<K, V> rows_;
+        };
+
+        // Looks a key up; a missing key gives a default-constructed value.
+        template <typename K, typename V>
+        V Table<K, V>::fetch(const K& key) const {
+          auto it = rows_.find(key);
+          if (it == rows_.end()) {
+            return V();
+          }
+          return it->second;
+        }
+
+        template <typename K, typename V>
+        void Table<K, V>::put(const K& key, const V& value) {
+          rows_[key] = value;
+        }
+        """,
+    "app/usage.py": """
+        def warm(cache, table, keys):
+            # cache.lookup and table.fetch for every key: lookup, fetch, lookup, fetch
+            for key in keys:
+                if cache.lookup(key) is None:
+                    cache.store(key, table.fetch(key))
+            return [cache.lookup(k) for k in keys] + [table.fetch(k) for k in keys]
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def generic_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
+    base = tmp_path_factory.mktemp("generic")
+    write_tree(base / "repo", GENERIC_TREE)
+    with Index(base / "repo", index_dir=base / "index", checkpoint_every=0) as index:
+        index.build()
+        yield index
+
+
+@pytest.mark.parametrize(
+    ("query", "rel", "needle"),
+    [
+        ("LruCache.lookup", "cache/lru.rs", "pub fn lookup"),
+        ("LruCache::store", "cache/lru.rs", "pub fn store"),
+        ("lookup", "cache/lru.rs", "pub fn lookup"),
+        ("Table::fetch", "store/table.cpp", "V Table<K, V>::fetch"),
+        ("Table.put", "store/table.cpp", "void Table<K, V>::put"),
+        ("put", "store/table.cpp", "void Table<K, V>::put"),
+    ],
+)
+def test_generic_definition_names_with_commas(
+    generic_index: Index, query: str, rel: str, needle: str
+) -> None:
+    lines = textwrap.dedent(GENERIC_TREE[rel]).lstrip("\n").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if needle in text)
+    hits = generic_index.search(query, k=5)
+    assert covers(hits[0], rel, line), (query, hits[0])
+    assert hits[0].score > 1  # ranked as a definition, not by luck
+
+
+def test_generic_symbols_are_kept_whole(generic_index: Index) -> None:
+    """Names holding commas are stored as a list and read back whole; the readable symbol
+    joins them with ", "."""
+    with Store(generic_index.index_dir, readonly=True) as store:
+        rows = [store.chunks_of(p) for p in ("cache/lru.rs", "store/table.cpp")]
+    symbols = {s for file_rows in rows for r in file_rows for s in r.symbols}
+    assert {"LruCache<K, V>.lookup", "Table<K, V>::put"} <= symbols
+    first = rows[1][0]
+    assert first.symbols == ("Table", "Table<K, V>::fetch")
+    assert first.symbol == "Table, Table<K, V>::fetch"
+    hit = generic_index.search("Table::fetch", k=1)[0]
+    assert hit.symbol == "Table, Table<K, V>::fetch"
+
+
 def test_identifier_definition_outranks_heavy_usage(index: Index) -> None:
     # app/main.py says parse_config five times; keyword search alone prefers it.
     keyword = index.search("parse_config", k=5, mode="keyword")
@@ -584,7 +723,7 @@ def add_chunk(store: Store, embedder: coarch.Embedder, rel: str, source: str) ->
     digest = text_hash(header + source)
     vector = embedder.encode([header + source])[0].astype("<f4").tobytes()
     store.put_vectors([(digest, vector)])
-    chunk = NewChunk(1, source.count("\n") + 1, "python", None, source, digest)
+    chunk = NewChunk(1, source.count("\n") + 1, "python", (), source, digest)
     store.put_file(rel, len(source), time.time_ns(), digest, "python", [chunk])
 
 

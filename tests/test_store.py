@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from coarch import vectors as faiss_file
 from coarch.errors import CorruptIndexError, IndexNotFoundError
 from coarch.identifiers import query_terms
-from coarch.store import NewChunk, Store, text_hash
+from coarch.store import NewChunk, Store, fts_rules, text_hash
 
 DIM = 8
 
@@ -30,7 +31,8 @@ def seed_of(digest: str) -> int:
 
 
 def chunk(text: str, symbol: str | None = None, start: int = 1) -> NewChunk:
-    return NewChunk(start, start + text.count("\n"), "python", symbol, text, text_hash(text))
+    symbols = (symbol,) if symbol else ()
+    return NewChunk(start, start + text.count("\n"), "python", symbols, text, text_hash(text))
 
 
 def put(store: Store, path: str, chunks: list[NewChunk], content: str = "h") -> None:
@@ -83,6 +85,81 @@ def test_put_replace_remove_keep_fts_in_step(store: Store) -> None:
     assert store.counts()["vectors"] == 3
     with store.transaction():
         assert store.drop_orphan_vectors() == 3
+
+
+def test_fts_rebuilt_when_its_term_rules_change(store: Store) -> None:
+    """An index whose keyword rows were derived under other rules (an older coarch, another
+    Unicode version) gets them rebuilt by the next writer: keyword search finds every chunk by
+    today's terms, and deleting a file then leaves no stale rows."""
+    put(store, "src/client.py", [chunk("def parseConfig(path):\n    return path", "parseConfig"),
+                                 chunk("class HttpClient:\n    pass", "HttpClient", 4)])
+    put(store, "src/other.py", [chunk("retry_upload = None", "retry_upload")], "h2")
+    assert store.meta()["fts_rules"] == fts_rules()
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
+    # The rows as other rules would have derived them: other terms, recorded as such.
+    with store.transaction():
+        store.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+        store.conn.executemany(
+            "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
+            " VALUES (?, 'oldpath', 'oldsymbol', 'oldbody')", [(i,) for i in ids])
+        store.set_meta("fts_rules", "terms 0, unicode 1.1.0")
+    store.close()
+
+    with Store(store.index_dir) as writer:
+        assert writer.get_meta("fts_rules") == fts_rules()
+        assert fts(writer, "oldbody") == []
+        assert (fts(writer, "parse_config"), fts(writer, "retry_upload")) == ([ids[0]], [ids[2]])
+        assert ids[1] in fts(writer, "HttpClient")
+        assert sorted(fts(writer, "src")) == ids  # path terms too
+        with writer.transaction():
+            writer.remove_file("src/client.py")
+            writer.remove_file("src/other.py")
+        for word in ("src", "parse", "config", "http", "client", "retry", "oldbody"):
+            assert fts(writer, word) == [], word
+        assert writer.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 0
+
+
+def test_fts_rules_unrecorded_rebuilds_once(store: Store,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """An index made before the rules were recorded is rebuilt on its first writer open, then
+    left alone: the recorded value is this process's."""
+    put(store, "a.py", [chunk("alpha_beta = 1")])
+    with store.transaction():
+        store.set_meta("fts_rules", None)
+    store.close()
+    caplog.set_level(logging.INFO, logger="coarch.store")
+    with Store(store.index_dir) as writer:
+        assert writer.get_meta("fts_rules") == fts_rules()
+        assert len(fts(writer, "beta")) == 1
+    assert "keyword index rebuilt (unrecorded -> terms " in caplog.text
+    caplog.clear()
+    with Store(store.index_dir) as again:
+        assert len(fts(again, "alpha_beta")) == 1
+    assert "rebuilt" not in caplog.text
+
+
+def test_symbols_are_stored_as_a_list(store: Store) -> None:
+    """Names holding commas survive storage whole; one plain name stays plain in the column;
+    rows written by chunker 1 (names joined with ", ") are still read and deleted cleanly."""
+    lists = [("Map<K, V>", "put"), ("Map<K, V>",), ("[T]",), ("parse_config",), (),
+             ("HttpClient", "retry_upload")]
+    put(store, "a.rs", [NewChunk(i + 1, i + 1, "rust", names, f"x{i} = {i}", text_hash(str(i)))
+                        for i, names in enumerate(lists)])
+    ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
+    assert [r.symbols for r in store.chunks_by_ids(ids)] == lists
+    assert [r.symbols for r in store.chunks_of("a.rs")] == lists
+    raw = [r[0] for r in store.conn.execute("SELECT symbol FROM chunks ORDER BY id")]
+    assert raw[3:5] == ["parse_config", None] and raw[0] == '["Map<K, V>", "put"]'
+    assert store.chunks_by_ids(ids[:1])[0].symbol == "Map<K, V>, put"
+    assert len(fts(store, "put")) == 1
+    with store.transaction():
+        store.conn.execute("UPDATE chunks SET symbol = 'HttpClient, retry_upload' WHERE id = ?",
+                           (ids[5],))  # as chunker 1 wrote it: the same keyword terms
+    assert store.chunks_by_ids(ids[5:])[0].symbols == ("HttpClient", "retry_upload")
+    with store.transaction():
+        store.remove_file("a.rs")
+    for word in ("map", "put", "parse_config", "x0", "a", "HttpClient", "retry"):
+        assert fts(store, word) == [], word
 
 
 def test_chunk_ids_are_never_reused(store: Store) -> None:

@@ -193,17 +193,20 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception. Changes to chunks bump the
-        `generation` meta key once per transaction (FAISS staleness check)."""
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception, a failed COMMIT included
+        (SQLite leaves the transaction open when COMMIT fails, e.g. on a full disk or a deferred
+        constraint, and every later write would then join it and be lost with it). Changes to
+        chunks bump the `generation` meta key once per transaction (FAISS staleness check)."""
         self.conn.execute("BEGIN IMMEDIATE")
         self._generation_bumped = False
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[None]:

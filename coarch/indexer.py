@@ -386,9 +386,10 @@ class Indexer:
                 log.debug("dropped %d cached vectors no chunk uses", dropped)
         dim = store.get_meta("dim")
         if dim:
-            if faiss_file.freshness(store, self.index_dir) is not None:
+            stale = faiss_file.freshness(store, self.index_dir)
+            if stale is not None:
                 self._progress("writing vectors")
-            result = faiss_file.sync(store, self.index_dir, int(dim))
+            result = faiss_file.sync(store, self.index_dir, int(dim), checked=(stale,))
             self.summary.faiss = result.action if not result.reason else (
                 f"{result.action} ({result.reason})")
         self._record_run("ok")

@@ -159,12 +159,18 @@ def _flat_header_ok(path: Path, dim: int, count: int) -> bool:
 
 
 def sync(store: Store, index_dir: Path, dim: int, *, threshold: int | None = None,
-         force: bool = False) -> SyncResult:
+         force: bool = False, checked: tuple[str | None] | None = None) -> SyncResult:
     """Makes vectors.faiss match the store's committed chunks: nothing when it is fresh,
-    otherwise rewrites it from SQLite (atomically) and records what it covers. The caller holds
-    the index lock (temp files of a killed writer are removed here)."""
+    otherwise rewrites it from SQLite (atomically) and records what it covers. `checked` holds
+    freshness()'s answer when the caller has just asked (it reads the whole file). The caller
+    holds the index lock (temp files of a killed writer are removed here)."""
     index_dir = Path(index_dir)
-    reason = "forced" if force else freshness(store, index_dir)
+    if force:
+        reason: str | None = "forced"
+    elif checked is not None:
+        (reason,) = checked
+    else:
+        reason = freshness(store, index_dir)
     count = store.chunk_count()
     kind = "ivf" if count >= (threshold or ivf_threshold()) else "flat"
     if reason is None:

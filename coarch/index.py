@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -18,11 +21,26 @@ from typing import TYPE_CHECKING, Any
 from coarch import vectors as faiss_file
 from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport, check_root
 from coarch.errors import CoarchError, CorruptIndexError, IndexNotFoundError
-from coarch.indexer import Indexer, IndexOptions, IndexSummary
-from coarch.location import DB_FILE, find_indexed_root, resolve_index_dir
+from coarch.indexer import (
+    Indexer,
+    IndexOptions,
+    IndexSummary,
+    LoadedModel,
+    RunPlan,
+    load_model,
+    plan_run,
+)
+from coarch.location import (
+    DB_FILE,
+    check_index_folder,
+    exchange_folders,
+    find_indexed_root,
+    rebuild_dir,
+    resolve_index_dir,
+)
 from coarch.locking import IndexLock, holder
 from coarch.progress import ProgressCallback
-from coarch.store import Store, remove_index_files
+from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
     from coarch.search import Hit, Searcher
@@ -33,6 +51,8 @@ else:
     from typing_extensions import Self
 
 log = logging.getLogger(__name__)
+
+REBUILD_KEY = "rebuild_reason"  # meta of a rebuild folder until its rebuild completes
 
 
 class Index:
@@ -66,30 +86,116 @@ class Index:
 
     def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None
               ) -> IndexSummary:
-        """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path,
-        IndexLockedError when another process is indexing into the same index,
-        IndexingInterrupted (exit code 130) after Ctrl-C, having committed the work in hand."""
+        """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path or
+        an index folder holding files coarch did not create, IndexLockedError when another
+        process is indexing into the same index, CorruptIndexError for a damaged index (which
+        `full` rebuilds), IndexingInterrupted (exit code 130) after Ctrl-C, having committed the
+        work in hand. Model, memory and precision settings are checked before anything is
+        written; a rebuild is built beside the index and swapped in when complete, so a failed
+        or killed rebuild leaves the index as it was."""
         root = check_root(self.root)
         options = self.options if full is None else IndexOptions(
             **{**self.options.__dict__, "full": full})
         self._close_store()
-        lock = IndexLock(self.index_dir)
-        with lock:
-            store = self._open_for_writing()
+        check_index_folder(self.index_dir)
+        with IndexLock(self.index_dir), corruption_reported(self.index_dir):
+            store = self._open_for_writing(options.full)
             try:
-                return Indexer(root, self.index_dir, store, options, progress).run()
+                plan = plan_run(store, options)
+                resumed = self._leftover_rebuild(plan)
+                if plan.rebuild is None and resumed is None:
+                    return Indexer(root, self.index_dir, store, options, progress,
+                                   plan=plan, exclude=self._excluded()).run()
+                if resumed is not None and plan.rebuild is None:
+                    plan = dataclasses.replace(plan, rebuild=f"{resumed} (resumed)")
+                model = load_model(plan, options)  # a bad model fails here, nothing written
+                if _is_empty(store):  # nothing to keep: rebuild in place
+                    shutil.rmtree(rebuild_dir(self.index_dir), ignore_errors=True)
+                    with store.transaction():
+                        store.reset(keep_vectors=False)
+                        for key in ("model_id", "dim", "max_seq_length", "precision"):
+                            store.set_meta(key, None)
+                    return Indexer(root, self.index_dir, store, options, progress, plan=plan,
+                                   model=model, exclude=self._excluded()).run()
+            except BaseException:
+                store.close()
+                raise
+            store.close()  # the old index stays as it is until the swap
+            return self._rebuild_beside(root, options, plan, model, progress)
+
+    def _excluded(self) -> tuple[str, ...]:
+        return (str(self.index_dir), str(rebuild_dir(self.index_dir)))
+
+    def _open_for_writing(self, full: bool) -> Store:
+        """The store, checked. A file SQLite cannot open at all is moved aside and replaced by
+        a fresh store (the index is derived data: rebuilding loses nothing but time). A file
+        that opens but is damaged (PRAGMA quick_check, run after a run that did not finish
+        cleanly, and before --full) raises CorruptIndexError, or with `full` is moved aside."""
+        try:
+            store = Store(self.index_dir)
+        except CorruptIndexError as exc:
+            kept = move_aside(self.index_dir)
+            log.warning("%s; rebuilding the index from scratch (the damaged file is kept as"
+                        " %s)", exc, kept)
+            return Store(self.index_dir)
+        state = store.get_meta("last_run_state")
+        if not full and state in (None, "ok"):
+            return store
+        problem = store.quick_check()
+        if problem is None:
+            return store
+        store.close()
+        if not full:
+            raise CorruptIndexError(
+                f"index database {store.path} is damaged: {problem}",
+                hint=f"`coarch index --full {self.root}` rebuilds it")
+        kept = move_aside(self.index_dir)
+        log.warning("index database %s is damaged (%s); rebuilding the index from scratch"
+                    " (the damaged file is kept as %s)", store.path, problem, kept)
+        return Store(self.index_dir)
+
+    def _leftover_rebuild(self, plan: RunPlan) -> str | None:
+        """The reason of an unfinished rebuild (killed or interrupted) that this run can go on
+        with: same model and precision. Any other leftover is removed."""
+        folder = rebuild_dir(self.index_dir)
+        if not folder.exists():
+            return None
+        check_index_folder(folder)  # never remove files coarch did not write
+        reason = None
+        with contextlib.suppress(CoarchError), Store(folder, readonly=True) as old:
+            meta = old.meta()
+            if (meta.get(REBUILD_KEY) and meta.get("model_id") == plan.model_id
+                    and meta.get("precision") == plan.precision):
+                reason = meta[REBUILD_KEY]
+        if reason is None:
+            log.info("removing %s (an unfinished rebuild of another model or precision)",
+                     folder)
+            shutil.rmtree(folder)
+        return reason
+
+    def _rebuild_beside(self, root: Path, options: IndexOptions, plan: RunPlan,
+                        model: LoadedModel, progress: ProgressCallback | None) -> IndexSummary:
+        """Builds the whole index in the sibling rebuild folder, then swaps the two folders
+        (atomically where the OS can) and removes the old one. The caller holds the index's
+        lock; the rebuild folder's lock is held too, so that after the swap a second writer is
+        still refused. Readers holding the old files keep reading them."""
+        folder = rebuild_dir(self.index_dir)
+        with IndexLock(folder):
+            store = Store(folder)
+            try:
+                with store.transaction():
+                    store.set_meta(REBUILD_KEY, plan.rebuild)
+                summary = Indexer(root, folder, store, options, progress, plan=plan,
+                                  model=model, exclude=self._excluded(),
+                                  shown_dir=self.index_dir).run()
+                with store.transaction():
+                    store.set_meta(REBUILD_KEY, None)  # complete: no longer a leftover
             finally:
                 store.close()
-
-    def _open_for_writing(self) -> Store:
-        """The store, or a fresh one in place of an unreadable file (the index is derived data:
-        rebuilding it loses nothing but time)."""
-        try:
-            return Store(self.index_dir)
-        except CorruptIndexError as exc:
-            log.warning("%s; rebuilding the index from scratch", exc)
-            remove_index_files(self.index_dir)
-            return Store(self.index_dir)
+            exchange_folders(folder, self.index_dir)
+            log.info("rebuilt index swapped in; removing the old one")
+            shutil.rmtree(folder, ignore_errors=True)
+        return summary
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -105,8 +211,17 @@ class Index:
     def status(self, *, pending: bool = True, memory: bool = False) -> dict[str, Any]:
         """Location, counts, model, last run, pending work, size on disk, FAISS state and, with
         `memory`, the MemoryManager's readings."""
-        store = self.open_store()
+        with corruption_reported(self.index_dir):
+            return self._status(self.open_store(), pending=pending, memory=memory)
+
+    def _status(self, store: Store, *, pending: bool, memory: bool) -> dict[str, Any]:
         meta = store.meta()
+        if meta.get("last_run_state") not in (None, "ok"):  # the run before may have died
+            problem = store.quick_check()
+            if problem is not None:
+                raise CorruptIndexError(
+                    f"index database {store.path} is damaged: {problem}",
+                    hint=f"`coarch index --full {meta.get('root') or 'PATH'}` rebuilds it")
         counts = store.counts()
         out: dict[str, Any] = {
             "root": meta.get("root", str(self.root)),
@@ -230,6 +345,11 @@ def _last_run(meta: dict[str, str]) -> dict[str, Any]:
         "files_indexed": int(num("last_run_files_indexed") or 0),
         "chunks_embedded": int(num("last_run_chunks_embedded") or 0),
     }
+
+
+def _is_empty(store: Store) -> bool:
+    counts = store.counts()
+    return not (counts["files"] or counts["skipped_files"] or counts["vectors"])
 
 
 def _folder_size(folder: Path) -> int:

@@ -14,6 +14,7 @@ vectors of half-done files in the cache, so nothing committed is embedded again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -196,21 +197,90 @@ class _Waiting:
     missing: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, decided from the index's meta and the options before anything is
+    written: the model, the precision, and whether (why) the index is rebuilt."""
+
+    model_path: Path
+    model_id: str
+    chunker_id: str
+    precision: str                   # fp32 or bf16, as resolved
+    precision_request: str | None    # what goes to the Embedder (auto's reason stays its own)
+    precision_reason: str | None     # the index's recorded reason, kept with its precision
+    rebuild: str | None
+
+
+def plan_run(store: Store, options: IndexOptions) -> RunPlan:
+    """The plan of a run on `store`. Raises ModelNotFoundError for a missing model folder and
+    ConfigError for a bad precision; reads, never writes."""
+    model_path = resolve_model_path(options.model)
+    wanted_model = model_id(model_path)
+    meta = store.meta()
+    # An index keeps its precision unless one is asked for (flag or environment); a new
+    # index gets the default (auto). The request itself goes to the Embedder, so that the
+    # reason recorded is auto's finding rather than "bf16 was asked for".
+    held = store.precision()
+    asked = options.precision or os.environ.get(PRECISION_ENV)
+    kept = not asked and held is not None
+    request = asked or held
+    precision = resolve_precision(request)
+    rebuild = None
+    if options.full:
+        rebuild = "--full"
+    elif meta.get("model_id") and meta["model_id"] != wanted_model:
+        rebuild = f"model changed ({meta['model_id']} -> {wanted_model})"
+    elif held is not None and held != precision:
+        # Vectors of two precisions are never mixed in one index: bf16 rows differ from
+        # fp32 ones (cosine about 0.99995), enough to reorder close results.
+        rebuild = f"precision changed ({held} -> {precision})"
+    return RunPlan(model_path, wanted_model,
+                   f"v{CHUNKER_VERSION} target={options.target_tokens or 'default'}",
+                   precision, request, meta.get("precision_reason") if kept else None, rebuild)
+
+
+@dataclass
+class LoadedModel:
+    """The run's Embedder and the MemoryManager it runs under (None without one)."""
+
+    embedder: Embedder
+    memory: Any
+
+
+def load_model(plan: RunPlan, options: IndexOptions) -> LoadedModel:
+    """Loads the plan's model under the options' memory limit: raises ModelError for a folder
+    that cannot be used, MemoryLimitError for a limit too small for the model, ConfigError for
+    bad memory settings."""
+    from coarch.embedder import Embedder
+
+    memory = _memory_manager(options)
+    embedder = Embedder(plan.model_path, threads=options.threads, memory=memory,
+                        precision=plan.precision_request)
+    return LoadedModel(embedder, memory)
+
+
 class Indexer:
-    """Runs one build of `root` into `store`. The caller holds the index lock."""
+    """Runs one build of `root` into `store` (kept in `index_dir`), following `plan`. The
+    caller holds the index lock and has made `store` ready: a rebuild runs into a fresh store.
+    `model` is the loaded model when the caller already has it; `exclude` lists more folders
+    discovery leaves out (the index's own folders)."""
 
     def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, *, plan: RunPlan | None = None,
+                 model: LoadedModel | None = None, exclude: tuple[str, ...] = (),
+                 shown_dir: Path | None = None) -> None:
         self.root = root
         self.index_dir = index_dir
         self.store = store
         self.options = options
+        self.plan = plan or plan_run(store, options)
         self.progress_cb = progress
         self.checkpoint_every = checkpoint_seconds(options.checkpoint_every)
         self.report = DiscoveryReport()
-        self.summary = IndexSummary(root=str(root), index_dir=str(index_dir))
-        self._embedder: Embedder | None = None
-        self._memory: Any = None
+        self.summary = IndexSummary(root=str(root), index_dir=str(shown_dir or index_dir))
+        self._exclude = (str(index_dir), *exclude)
+        self._embedder: Embedder | None = model.embedder if model else None
+        self._memory: Any = model.memory if model else None
         self._main_chunker: Chunker | None = None
         self._stop_requested = False
         self._t0 = time.monotonic()
@@ -243,54 +313,27 @@ class Indexer:
         return self.summary
 
     def _run(self) -> None:
-        store, opts = self.store, self.options
-        model_path = resolve_model_path(opts.model)
-        wanted_model = model_id(model_path)
-        chunker_id = f"v{CHUNKER_VERSION} target={opts.target_tokens or 'default'}"
+        store, opts, plan = self.store, self.options, self.plan
+        if self._embedder is None:
+            self._memory = _memory_manager(opts)  # bad memory settings fail before any write
         meta = store.meta()
-        # An index keeps its precision unless one is asked for (flag or environment); a new
-        # index gets the default (auto). The request itself goes to the Embedder, so that the
-        # reason recorded is auto's finding rather than "bf16 was asked for".
-        held = store.precision()
-        asked = opts.precision or os.environ.get(PRECISION_ENV)
-        self._precision_kept = not asked and held is not None
-        self._precision_request = asked or held
-        self._precision = resolve_precision(self._precision_request)
-        rebuild = None
-        if opts.full:
-            rebuild = "--full"
-        elif meta.get("model_id") and meta["model_id"] != wanted_model:
-            rebuild = f"model changed ({meta['model_id']} -> {wanted_model})"
-        elif held is not None and held != self._precision:
-            # Vectors of two precisions are never mixed in one index: bf16 rows differ from
-            # fp32 ones (cosine about 0.99995), enough to reorder close results.
-            rebuild = f"precision changed ({held} -> {self._precision})"
-        if rebuild:
-            self.summary.rebuild_reason = rebuild
-            log.info("full rebuild: %s", rebuild)
-        rechunk = meta.get("chunker") not in (None, chunker_id)
+        if plan.rebuild:
+            self.summary.rebuild_reason = plan.rebuild
+            log.info("full rebuild: %s", plan.rebuild)
+        rechunk = meta.get("chunker") not in (None, plan.chunker_id)
         if rechunk:
             log.info("chunking changed (%s -> %s): every file is chunked again",
-                     meta.get("chunker"), chunker_id)
-        with store.transaction():
-            if rebuild:
-                store.reset(keep_vectors=False)
-                for key in ("model_id", "dim", "max_seq_length", "precision"):
-                    store.set_meta(key, None)
-            if rechunk:
-                store.forget_file_states()  # durable: an interrupted run still re-chunks all
-            store.set_meta("root", str(self.root))
-            store.set_meta("chunker", chunker_id)
-            store.set_meta("last_run_started", f"{time.time():.3f}")
-            store.set_meta("last_run_state", "running")
-            store.set_meta("last_run_pid", os.getpid())
+                     meta.get("chunker"), plan.chunker_id)
 
         self._progress("scanning")
         discovery = Discovery(self.root, DiscoveryOptions(
             max_file_size=opts.max_file_size, use_git=opts.use_git,
-            exclude=(str(self.index_dir),)), self.report)
+            exclude=self._exclude), self.report)
         candidates = discovery.candidates()
         states = store.file_states()
+        if rechunk:  # as forget_file_states() will record: every file looks changed
+            states = {p: dataclasses.replace(st, mtime_ns=-1, content_hash="")
+                      for p, st in states.items()}
         self.summary.files_total = len(candidates)
         listed = {c.path for c in candidates}
         to_read: list[Candidate] = []
@@ -309,10 +352,25 @@ class Indexer:
                  len(deleted))
         self._progress("scanning")
         self._check_stop()
+        # The model is loaded (and so checked) before the first write; a run with nothing to
+        # read does not load it.
+        embedder = self._embedder
+        if to_read and embedder is None:
+            embedder = self._embedder = load_model(plan, opts).embedder
+        self._check_stop()
+        with store.transaction():
+            if embedder is not None:
+                self._record_model(embedder)
+            if rechunk:
+                store.forget_file_states()  # durable: an interrupted run still re-chunks all
+            store.set_meta("root", str(self.root))
+            store.set_meta("chunker", plan.chunker_id)
+            store.set_meta("last_run_started", f"{time.time():.3f}")
+            store.set_meta("last_run_state", "running")
+            store.set_meta("last_run_pid", os.getpid())
 
         if to_read:
-            embedder = self._load_embedder(model_path, wanted_model)
-            self._check_stop()
+            assert embedder is not None
             self._pipeline(discovery, to_read, states, embedder)
         if deleted:
             with store.transaction():
@@ -328,29 +386,23 @@ class Indexer:
                 log.debug("dropped %d cached vectors no chunk uses", dropped)
         dim = store.get_meta("dim")
         if dim:
-            if faiss_file.freshness(store, self.index_dir) is not None:
+            stale = faiss_file.freshness(store, self.index_dir)
+            if stale is not None:
                 self._progress("writing vectors")
-            result = faiss_file.sync(store, self.index_dir, int(dim))
+            result = faiss_file.sync(store, self.index_dir, int(dim), checked=(stale,))
             self.summary.faiss = result.action if not result.reason else (
                 f"{result.action} ({result.reason})")
         self._record_run("ok")
 
-    def _load_embedder(self, model_path: Path, wanted_model: str) -> Embedder:
-        from coarch.embedder import Embedder
-
-        self._memory = _memory_manager(self.options)
-        embedder = Embedder(model_path, threads=self.options.threads, memory=self._memory,
-                            precision=self._precision_request)
-        self._embedder = embedder
-        with self.store.transaction():
-            self.store.set_meta("model_id", wanted_model)
-            self.store.set_meta("model_path", str(model_path))
-            self.store.set_meta("dim", embedder.dim)
-            self.store.set_meta("max_seq_length", embedder.max_seq_length)
-            self.store.set_meta("precision", embedder.precision)
-            if not (self._precision_kept and self.store.get_meta("precision_reason")):
-                self.store.set_meta("precision_reason", embedder.precision_reason)
-        return embedder
+    def _record_model(self, embedder: Embedder) -> None:
+        """The model's meta (inside the caller's transaction)."""
+        store, plan = self.store, self.plan
+        store.set_meta("model_id", plan.model_id)
+        store.set_meta("model_path", str(plan.model_path))
+        store.set_meta("dim", embedder.dim)
+        store.set_meta("max_seq_length", embedder.max_seq_length)
+        store.set_meta("precision", embedder.precision)
+        store.set_meta("precision_reason", plan.precision_reason or embedder.precision_reason)
 
     def _new_chunker(self, embedder: Embedder) -> Chunker:
         return Chunker(embedder.count_tokens, embedder.max_seq_length,

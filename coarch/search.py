@@ -35,7 +35,7 @@ import pathspec
 
 from coarch.errors import CoarchError, IndexNotFoundError, ModelMismatchError, UsageError
 from coarch.identifiers import parse_identifier, query_terms
-from coarch.store import VECTOR_DTYPE, ChunkRow, Store
+from coarch.store import VECTOR_DTYPE, ChunkRow, Store, corruption_reported
 
 if TYPE_CHECKING:
     from coarch.embedder import Embedder
@@ -449,8 +449,9 @@ class Searcher:
         self.index_dir = Path(index_dir)
         self._model_arg = model
         self.store = Store(self.index_dir, readonly=True)
+        self._db_identity = _identity(self.store.path)
         self._faiss: Any = None
-        self._faiss_key: tuple[str | None, float] | None = None
+        self._faiss_key: tuple[object, ...] | None = None
         self._embedder_cache: tuple[tuple[str, str], Embedder] | None = None
 
     @property
@@ -489,6 +490,23 @@ class Searcher:
         filters = Filters.build(lang, path)
         if not query.strip():
             return []
+        self._follow_swap()
+        with corruption_reported(self.index_dir):
+            return self._search(query, k, mode, filters)
+
+    def _follow_swap(self) -> None:
+        """Reopens the index when another file now sits at its path (a rebuild was swapped in,
+        or the index was rebuilt from scratch); until then the open files keep answering."""
+        now = _identity(self.store.path)
+        if now is None or now == self._db_identity:
+            return
+        log.info("%s was replaced: reopening the index", self.store.path)
+        fresh = Store(self.index_dir, readonly=True)
+        self.store.close()
+        self.store, self._db_identity = fresh, _identity(fresh.path)
+        self._faiss, self._faiss_key = None, None
+
+    def _search(self, query: str, k: int, mode: str, filters: Filters) -> list[Hit]:
         # One read transaction: FTS5, chunks and vectors all show the same committed state.
         with self.store.read_snapshot():
             self._register_filter(filters)
@@ -730,28 +748,34 @@ class Searcher:
 
         The FAISS file is reopened when a newer one has been put in place. A missing or
         unreadable file means every chunk is scanned from SQLite (correct, slower)."""
-        from coarch.vectors import faiss_path
+        from coarch import vectors as faiss_file
 
         meta = self.store.meta()
-        path = faiss_path(self.index_dir)
+        path = faiss_file.faiss_path(self.index_dir)
         try:
-            mtime = path.stat().st_mtime_ns
+            st = path.stat()
         except OSError:
             self._faiss, self._faiss_key = None, None
             return None, 0
-        key = (meta.get("faiss_generation"), float(mtime))
-        if self._faiss is None or self._faiss_key != key:
+        key = (meta.get("faiss_generation"), meta.get("faiss_checksum"), st.st_mtime_ns,
+               st.st_ino)
+        if self._faiss_key != key:
+            self._faiss, self._faiss_key = None, key
+            # Checked once per file opened: FAISS reads damaged bytes without complaint.
+            if faiss_file.check_file(path, meta) in ("corrupt", "missing"):
+                log.warning("%s is damaged: using the vectors in SQLite (run `coarch index`"
+                            " to rewrite it)", path)
+                return None, 0
             try:
                 self._faiss = load_faiss(path)
             except RuntimeError as exc:
                 log.warning("cannot read %s (%s): scanning vectors from SQLite", path, exc)
-                self._faiss, self._faiss_key = None, None
                 return None, 0
-            self._faiss_key = key
             if self._faiss.d != self.dim:
                 log.warning("%s has width %d, index %d: ignoring it", path, self._faiss.d, self.dim)
                 self._faiss = None
-                return None, 0
+        if self._faiss is None:
+            return None, 0
         if meta.get("faiss_generation") == meta.get("generation"):
             return self._faiss, None
         try:
@@ -813,6 +837,15 @@ class Searcher:
         rows = self.store.chunks_by_ids(ids)
         score_of = dict(zip(ids, scores))
         return [_hit(row, score_of[row.id]) for row in rows]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None when it is not there (mid-swap)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _sql_str(value: str) -> str:

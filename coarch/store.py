@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1"
 DB_FILE = "index.sqlite"
 VECTOR_DTYPE = np.dtype("<f4")
+APP_MARKER = "coarch"  # meta.app of every index coarch creates
+CORRUPT_HINT = "`coarch index --full PATH` rebuilds it"
+# SQLite's primary result codes for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB).
+_CORRUPTION_CODES = frozenset({11, 26})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -202,7 +206,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise CorruptIndexError(f"index database {self.path} is unreadable: {exc}",
-                                    hint="`coarch index --full PATH` rebuilds it") from exc
+                                    hint=CORRUPT_HINT) from exc
 
     def _setup(self) -> None:
         c = self.conn
@@ -225,15 +229,20 @@ class Store:
             version = row[0] if row else None
         if version is not None and version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
-        c.executescript(_SCHEMA)
-        if version is None:
-            with self.transaction():
-                self.set_meta("schema_version", SCHEMA_VERSION)
-                self.set_meta("created_at", f"{time.time():.3f}")
-                self.set_meta("generation", "0")
-                self.set_meta("fts_rules", fts_rules())
-        elif self.get_meta("fts_rules") != fts_rules():
-            self._rebuild_fts()
+        if version is not None:
+            c.executescript(_SCHEMA)
+            if self.get_meta("fts_rules") != fts_rules():
+                self._rebuild_fts()
+            return
+        # One transaction: a process killed while creating the file leaves either nothing or a
+        # whole, marked index (never tables without the marker, which would look foreign).
+        c.executescript(
+            "BEGIN IMMEDIATE;" + _SCHEMA
+            + "INSERT OR REPLACE INTO meta(key, value) VALUES"
+            f" ('schema_version', '{SCHEMA_VERSION}'), ('app', '{APP_MARKER}'),"
+            f" ('created_at', '{time.time():.3f}'), ('generation', '0'),"
+            f" ('fts_rules', '{fts_rules()}');"  # quote-free: digits, letters, dots
+            "COMMIT;")
 
     def _rebuild_fts(self) -> None:
         """Re-derives every FTS5 row from the stored chunks under this process's rules, so
@@ -274,17 +283,20 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception. Changes to chunks bump the
-        `generation` meta key once per transaction (FAISS staleness check)."""
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception, a failed COMMIT included
+        (SQLite leaves the transaction open when COMMIT fails, e.g. on a full disk or a deferred
+        constraint, and every later write would then join it and be lost with it). Changes to
+        chunks bump the `generation` meta key once per transaction (FAISS staleness check)."""
         self.conn.execute("BEGIN IMMEDIATE")
         self._generation_bumped = False
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[None]:
@@ -323,6 +335,16 @@ class Store:
         else:
             self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                               (key, str(value)))
+
+    def quick_check(self) -> str | None:
+        """None when SQLite's `PRAGMA quick_check` finds the file sound, else its first
+        finding (or the error that stopped it)."""
+        try:
+            rows = self.conn.execute("PRAGMA quick_check(1)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        first = str(rows[0][0]) if rows else "no answer"
+        return None if first == "ok" else first
 
     def generation(self) -> int:
         return int(self.get_meta("generation") or 0)
@@ -513,6 +535,81 @@ class Store:
                 found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol),
                                       text)
         return [found[i] for i in wanted if i in found]
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for SQLite's "the file is damaged" errors (not for a busy or read-only database)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in _CORRUPTION_CODES
+    return type(exc) is sqlite3.DatabaseError
+
+
+def corrupt_error(index_dir: Path, exc: BaseException, hint: str = CORRUPT_HINT
+                  ) -> CorruptIndexError:
+    """The one-line error of a damaged index database."""
+    return CorruptIndexError(f"index database {Path(index_dir) / DB_FILE} is damaged: {exc}",
+                             hint=hint)
+
+
+@contextlib.contextmanager
+def corruption_reported(index_dir: Path) -> Iterator[None]:
+    """Turns SQLite's corruption errors raised inside into CorruptIndexError."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):
+            raise corrupt_error(index_dir, exc) from exc
+        raise
+
+
+def database_owner(path: Path) -> str:
+    """Who made the SQLite file at `path`: "coarch" (its meta marker, or the schema_version and
+    created_at of indexes made before the marker), "none" (no file, an empty file or one
+    without tables), "foreign" (another program's database) or "unreadable" (not SQLite, or
+    damaged: coarch's to repair)."""
+    try:
+        if path.stat().st_size == 0:
+            return "none"
+    except FileNotFoundError:
+        return "none"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return "unreadable"
+    try:
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return "none"
+        if "meta" not in tables:
+            return "foreign"
+        meta = dict(conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('app', 'schema_version', 'created_at')"))
+    except sqlite3.DatabaseError:
+        return "unreadable"
+    finally:
+        conn.close()
+    if meta.get("app") == APP_MARKER or ("schema_version" in meta and "created_at" in meta):
+        return "coarch"
+    return "foreign"
+
+
+def move_aside(index_dir: Path) -> Path:
+    """Renames a damaged index.sqlite (and its WAL) to index.sqlite.corrupt-<time>, keeping it
+    for inspection, and removes what is derived from it (its SHM, vectors.faiss). Returns the
+    new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = index_dir / f"{DB_FILE}.corrupt-{stamp}"
+    os.replace(index_dir / DB_FILE, kept)
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(index_dir / (DB_FILE + "-wal"), index_dir / f"{kept.name}-wal")
+    for name in (DB_FILE + "-shm", DB_FILE + "-journal", "vectors.faiss"):
+        with contextlib.suppress(FileNotFoundError):
+            (index_dir / name).unlink()
+    return kept
 
 
 def remove_index_files(index_dir: Path) -> None:

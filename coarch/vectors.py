@@ -8,9 +8,12 @@ serialisation format, so writing it holds one batch of vectors in memory, not al
 
 The file records what it covers through meta keys in SQLite, written after the file is in place:
 `faiss_generation` (the store's `generation` when the file was written), `faiss_chunk_count`,
-`faiss_max_chunk_id`, `faiss_kind`. A file whose generation differs from the store's is stale;
-one that is missing, truncated or unreadable is rebuilt. A crash between the rename and the
-meta update leaves the old generation in meta: the file is then treated as stale and rewritten.
+`faiss_max_chunk_id`, `faiss_kind`, `faiss_checksum` ("<size>:<crc32>" of the bytes as they were
+written). A file whose generation differs from the store's is stale; one that is missing,
+truncated, unreadable or whose bytes no longer match the checksum is corrupt and rebuilt (FAISS
+reads damaged vectors without complaint and answers with absurd scores). A crash between the
+rename and the meta update leaves the old generation in meta: the file is then treated as stale
+and rewritten. This module owns the rule: search asks `check_file` before using a file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import math
 import os
 import struct
 import tempfile
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +77,9 @@ def _flat_size(dim: int, count: int) -> int:
 
 
 def freshness(store: Store, index_dir: Path) -> str | None:
-    """None when the FAISS file matches the store's committed state, else why not."""
+    """None when the FAISS file matches the store's committed state, else why not: "missing",
+    "stale", "corrupt", or "unrecorded" (written before checksums were recorded: usable, but
+    rewritten by the next `coarch index`)."""
     meta = store.meta()
     path = faiss_path(index_dir)
     if not path.is_file():
@@ -87,7 +94,56 @@ def freshness(store: Store, index_dir: Path) -> str | None:
     flat_ok = path.stat().st_size == _flat_size(dim, count) and _flat_header_ok(path, dim, count)
     if meta.get("faiss_kind") == "flat" and not flat_ok:
         return "corrupt"
+    return check_file(path, meta)
+
+
+def check_file(path: Path, meta: Mapping[str, str]) -> str | None:
+    """None when the file's size and checksum are those recorded in `meta`; "corrupt" when
+    not, "missing" when it cannot be read, "unrecorded" when meta holds no checksum. Reads the
+    whole file: call it once per file opened."""
+    recorded = meta.get("faiss_checksum")
+    if not recorded:
+        return "unrecorded"
+    try:
+        actual = file_checksum(path)
+    except OSError:
+        return "missing"
+    if actual != recorded:
+        log.info("%s does not match its checksum (%s, recorded %s)", path, actual, recorded)
+        return "corrupt"
     return None
+
+
+def file_checksum(path: Path) -> str:
+    """"<size>:<crc32>" of a file, read in 1 MiB blocks."""
+    crc, size = 0, 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return _checksum_text(size, crc)
+
+
+def _checksum_text(size: int, crc: int) -> str:
+    return f"{size}:{crc:08x}"
+
+
+class _ChecksummedWriter:
+    """A binary file wrapper that keeps the size and crc32 of what goes through it."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.size = 0
+        self.crc = 0
+
+    def write(self, data: bytes) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+        return int(self._fh.write(data))
+
+    @property
+    def checksum(self) -> str:
+        return _checksum_text(self.size, self.crc)
 
 
 def _flat_header_ok(path: Path, dim: int, count: int) -> bool:
@@ -103,12 +159,18 @@ def _flat_header_ok(path: Path, dim: int, count: int) -> bool:
 
 
 def sync(store: Store, index_dir: Path, dim: int, *, threshold: int | None = None,
-         force: bool = False) -> SyncResult:
+         force: bool = False, checked: tuple[str | None] | None = None) -> SyncResult:
     """Makes vectors.faiss match the store's committed chunks: nothing when it is fresh,
-    otherwise rewrites it from SQLite (atomically) and records what it covers. The caller holds
-    the index lock (temp files of a killed writer are removed here)."""
+    otherwise rewrites it from SQLite (atomically) and records what it covers. `checked` holds
+    freshness()'s answer when the caller has just asked (it reads the whole file). The caller
+    holds the index lock (temp files of a killed writer are removed here)."""
     index_dir = Path(index_dir)
-    reason = "forced" if force else freshness(store, index_dir)
+    if force:
+        reason: str | None = "forced"
+    elif checked is not None:
+        (reason,) = checked
+    else:
+        reason = freshness(store, index_dir)
     count = store.chunk_count()
     kind = "ivf" if count >= (threshold or ivf_threshold()) else "flat"
     if reason is None:
@@ -123,11 +185,12 @@ def sync(store: Store, index_dir: Path, dim: int, *, threshold: int | None = Non
         max_id = store.max_chunk_id()
         target = faiss_path(index_dir)
         if kind == "flat":
-            _atomic_write(target, lambda fh: _write_flat(store, fh, dim, count))
+            checksum = _atomic_write(target, lambda fh: _write_flat(store, fh, dim, count))
         else:
             index = _build_ivf(store, dim, count)
-            _atomic_write_index(target, index)
+            checksum = _atomic_write_index(target, index)
     with store.transaction():
+        store.set_meta("faiss_checksum", checksum)
         store.set_meta("faiss_generation", generation)
         store.set_meta("faiss_chunk_count", count)
         store.set_meta("faiss_max_chunk_id", max_id)
@@ -180,14 +243,15 @@ def _build_ivf(store: Store, dim: int, count: int) -> Any:
     return index
 
 
-def _atomic_write(target: Path, write: Any) -> None:
+def _atomic_write(target: Path, write: Any) -> str:
     """Writes through `write(fh)` into a temp file beside `target`, fsyncs it, renames it over
-    `target` and fsyncs the folder."""
+    `target` and fsyncs the folder. Returns the checksum of the bytes written."""
     fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=target.parent)
     _chmod_like_new_file(fd)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
-            write(fh)
+            out = _ChecksummedWriter(fh)
+            write(out)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -196,9 +260,12 @@ def _atomic_write(target: Path, write: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+    return out.checksum
 
 
-def _atomic_write_index(target: Path, index: Any) -> None:
+def _atomic_write_index(target: Path, index: Any) -> str:
+    """As _atomic_write for an index FAISS serialises itself; the checksum is read back from
+    the temp file before the rename."""
     import faiss
 
     fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=target.parent)
@@ -208,12 +275,14 @@ def _atomic_write_index(target: Path, index: Any) -> None:
         faiss.write_index(index, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        checksum = file_checksum(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+    return checksum
 
 
 def _chmod_like_new_file(fd: int) -> None:
@@ -258,7 +327,7 @@ def open_for_search(store: Store, index_dir: Path) -> Any:
     Never writes: readers may run beside an indexer."""
     dim = int(store.get_meta("dim") or 0)
     reason = freshness(store, Path(index_dir))
-    if reason is None:
+    if reason in (None, "unrecorded"):
         try:
             return load(Path(index_dir))
         except RuntimeError as exc:

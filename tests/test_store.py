@@ -179,6 +179,24 @@ def test_rollback_leaves_nothing(store: Store) -> None:
     assert fts(store, "x") == []
 
 
+def test_failed_commit_rolls_back_and_later_writes_are_kept(store: Store) -> None:
+    """A COMMIT that fails (here a deferred foreign key, checked only at COMMIT) must not leave
+    the connection inside the transaction: the next write (a run's "failed" record) would join
+    it and be lost with it."""
+    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+        store.conn.execute("PRAGMA defer_foreign_keys = ON")
+        store.conn.execute(
+            "INSERT INTO chunks(file_id, start_line, end_line, text, text_hash)"
+            " VALUES (4242, 1, 1, 'x', 'h')")
+        store.set_meta("doomed", "1")
+    assert not store.conn.in_transaction
+    with store.transaction():
+        store.set_meta("last_run_state", "failed")
+    with Store(store.index_dir, readonly=True) as reader:
+        assert reader.get_meta("last_run_state") == "failed"
+        assert reader.get_meta("doomed") is None and reader.chunk_count() == 0
+
+
 def test_skipped_files_are_remembered(store: Store) -> None:
     with store.transaction():
         store.put_skipped("img.png", 100, 5, "abc", "binary")

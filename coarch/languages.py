@@ -66,6 +66,10 @@ FILENAMES: dict[str, str] = {
     "Justfile": "just", "justfile": "just", "Procfile": "text", "Snakefile": "python",
     ".bashrc": "shell", ".bash_profile": "shell", ".zshrc": "shell", ".profile": "shell",
     ".gitignore": "gitignore", ".gitattributes": "text", ".editorconfig": "ini",
+    "Guardfile": "ruby", "Fastfile": "ruby", "Berksfile": "ruby", "Thorfile": "ruby",
+    "Appfile": "ruby", "PKGBUILD": "shell", "APKBUILD": "shell", ".envrc": "shell",
+    ".zprofile": "shell", ".bash_aliases": "shell", ".bash_logout": "shell",
+    "Tiltfile": "starlark", "composer.lock": "json", ".babelrc": "json", ".eslintrc": "json",
     "README": "text", "LICENSE": "text", "COPYING": "text", "NEWS": "text", "CHANGES": "text",
 }
 
@@ -74,6 +78,11 @@ SHEBANGS: dict[str, str] = {
     "python": "python", "python3": "python", "python2": "python", "sh": "shell",
     "bash": "shell", "zsh": "shell", "ksh": "shell", "dash": "shell", "node": "javascript",
     "perl": "perl", "ruby": "ruby", "php": "php", "lua": "lua", "tclsh": "tcl", "awk": "awk",
+    "deno": "typescript", "bun": "typescript", "ts-node": "typescript", "tsx": "typescript",
+    "pwsh": "powershell", "elixir": "elixir", "julia": "julia", "Rscript": "r",
+    "scala": "scala", "kotlin": "kotlin", "swift": "swift", "groovy": "groovy",
+    "runghc": "haskell", "runhaskell": "haskell", "ocaml": "ocaml", "make": "make",
+    "fish": "fish", "luajit": "lua",
 }
 
 
@@ -93,8 +102,9 @@ def language_for(path: str, first_line: str | None = None) -> str | None:
         words = first_line[2:].strip().split()
         if words:
             program = words[0].rsplit("/", 1)[-1]
-            if program == "env" and len(words) > 1:
-                program = words[1]
+            if program == "env":  # `env python3`, `env -S deno run`
+                rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+                program = rest[0] if rest else program
             program = program.rstrip("0123456789.") or program
             return SHEBANGS.get(program) or SHEBANGS.get(program + "3")
     return None

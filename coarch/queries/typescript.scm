@@ -1,0 +1,9 @@
+; inherits: javascript
+(interface_declaration name: (type_identifier) @name) @def
+(type_alias_declaration name: (type_identifier) @name) @def
+(enum_declaration name: (identifier) @name) @def
+(abstract_class_declaration name: (type_identifier) @name) @def
+(class_declaration name: (type_identifier) @name) @def
+(internal_module name: (_) @name) @def
+(function_signature name: (identifier) @name) @def
+(abstract_method_signature name: (_) @name) @def

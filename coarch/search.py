@@ -117,6 +117,7 @@ class Filters:
         for glob in (*includes, *excludes):
             if not glob.strip():
                 raise UsageError("empty --path glob")
+            _check_glob(glob)
         languages = frozenset(canonical_language(x) for x in langs if x.strip()) or None
         return cls(languages, includes, excludes)
 
@@ -128,17 +129,48 @@ class Filters:
         return PathMatcher(self.includes, self.excludes)
 
 
+def _check_glob(glob: str) -> None:
+    """Refuses a glob that pathspec cannot use: it would silently match nothing (an unclosed
+    `[`, a `#` comment) or fail while matching (a reversed range such as `[z-a]`)."""
+    try:
+        (pattern,) = pathspec.GitIgnoreSpec.from_lines([glob]).patterns
+        usable = pattern.regex is not None
+    except (re.error, ValueError):
+        usable = False
+    if not usable:
+        raise UsageError(f"invalid --path glob {glob!r}",
+                         hint="globs follow .gitignore rules: close every `[` (`\\[` is a "
+                              "literal one), keep ranges in order (`[a-z]`), `\\#` for a "
+                              "leading #")
+
+
+def known_languages() -> list[str]:
+    """Every language name the index can hold (what coarch.languages assigns), sorted."""
+    from coarch import languages
+
+    names = {*languages.EXTENSIONS.values(), *languages.FILENAMES.values(),
+             *languages.SHEBANGS.values()}
+    return sorted(names)
+
+
 def canonical_language(name: str) -> str:
     """A language as the index names it: `python` stays, an extension (`py`, `.ts`) or a
-    well-known file name (`Makefile`) maps to its language, anything else is lowercased."""
+    well-known file name (`Makefile`) maps to its language. Anything else is a UsageError that
+    lists the known languages: no chunk could match it."""
     from coarch.languages import EXTENSIONS, FILENAMES
 
     text = name.strip()
     lowered = text.lower()
-    if lowered in set(EXTENSIONS.values()):
+    known = known_languages()
+    if lowered in known:
         return lowered
     extension = lowered if lowered.startswith(".") else "." + lowered
-    return EXTENSIONS.get(extension) or FILENAMES.get(text) or lowered
+    found = EXTENSIONS.get(extension) or FILENAMES.get(text)
+    if found is None:
+        raise UsageError(f"unknown language {text!r}",
+                         hint="use a language or an extension (py, ts); known languages: "
+                              + ", ".join(known))
+    return found
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -472,8 +504,10 @@ class Searcher:
             raise UsageError(f"unknown search mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be a positive integer, not {k!r}")
-        k = min(k, MAX_K)
         filters = Filters.build(lang, path)
+        if k > MAX_K:
+            log.warning("at most %d hits are returned, not %d", MAX_K, k)
+            k = MAX_K
         if not query.strip():
             return []
         # One read transaction: FTS5, chunks and vectors all show the same committed state.

@@ -49,8 +49,9 @@ class Embedder:
 
     `model` is None for the packaged default model (or $COARCH_MODEL), or a local folder with
     config.json, vocab.txt and model.safetensors. `threads` defaults to the cores this process
-    may use, and more than those is capped to them (with a warning). `max_seq_length` caps the tokens per text (default: the model's). `memory` is a
-    MemoryManager whose budget sizes each batch and whose hooks run between batches.
+    may use; more than those is capped to them, with a warning. `max_seq_length` caps the tokens
+    per text (default: the model's). `memory` is a MemoryManager whose budget sizes each batch
+    and whose hooks run between batches.
     `precision` is "fp32", "bf16" or "auto" (bf16 where the CPU and libtorch run it natively);
     None reads $COARCH_PRECISION, else fp32.
     """

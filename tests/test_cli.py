@@ -356,8 +356,9 @@ def _stop_once_running(argv: list[str], idx: Path, signum: int,
                        **popen: object) -> tuple[int, str]:
     """Starts `coarch index`, sends `signum` once the run has begun (its state is recorded, the
     signal handlers are in place), and returns the exit code and stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "coarch", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-m", "coarch", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, **popen)
     deadline = time.monotonic() + 120
     while _run_state(idx) != "running" and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

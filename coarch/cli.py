@@ -35,6 +35,7 @@ exit codes:
   2    usage, configuration, I/O or model error (disk full included)
   130  interrupted (Ctrl-C); work done so far is kept
   143  terminated (SIGTERM); work done so far is kept, as after Ctrl-C
+output stops quietly when its reader goes away (`| head`: exit 0) or stdout is closed (exit 2)
 """
 
 # Subcommands: name -> (function adding its parser, function running it). Other modules'

@@ -2,7 +2,9 @@
 
 Results go to stdout, progress and logs to stderr. Errors are one line, `coarch: error: <what>`,
 plus a hint when there is one; tracebacks only with --debug. Exit codes: 0 success (search: hits
-found), 1 no hits, 2 usage, configuration, I/O or model error, 130 interrupted.
+found), 1 no hits, 2 usage, configuration, I/O or model error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM). A reader that goes away (`| head`) ends the output quietly with 0; a
+closed stdout ends it quietly with 2.
 """
 
 from __future__ import annotations
@@ -11,19 +13,29 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from coarch._version import __version__
-from coarch.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CoarchError, UsageError
+from coarch.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CoarchError,
+    UsageError,
+    disk_full_error,
+)
 
 EXIT_CODES = """\
 exit codes:
   0    success (search: hits found)
   1    no hits (search)
-  2    usage, configuration, I/O or model error
+  2    usage, configuration, I/O or model error (disk full included)
   130  interrupted (Ctrl-C); work done so far is kept
+  143  terminated (SIGTERM); work done so far is kept, as after Ctrl-C
+output stops quietly when its reader goes away (`| head`: exit 0) or stdout is closed (exit 2)
 """
 
 # Subcommands: name -> (function adding its parser, function running it). Other modules'
@@ -47,6 +59,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
     return value
 
 
@@ -84,9 +106,11 @@ def _profile(text: str) -> str:
     return name
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="count", default=0,
-                        help="less output (no progress, no summary); repeat for errors only")
+QUIET_HELP = "less output (no progress, no summary); repeat for errors only"
+
+
+def _add_common(parser: argparse.ArgumentParser, quiet_help: str = QUIET_HELP) -> None:
+    parser.add_argument("-q", "--quiet", action="count", default=0, help=quiet_help)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more output on stderr; repeat for debug logs")
     parser.add_argument("--debug", action="store_true",
@@ -116,8 +140,9 @@ def add_index_parser(sub: Any) -> None:
     p = sub.add_parser(
         "index", help="build or update the index of a repository",
         description="Index a repository or folder: new and changed files are chunked and "
-                    "embedded, unchanged ones cost nothing. Safe to stop (Ctrl-C) or kill at "
-                    "any time: the next run resumes.",
+                    "embedded, unchanged ones cost nothing. Safe to stop (Ctrl-C or SIGTERM "
+                    "finish the batch in hand and commit) or kill at any time: the next run "
+                    "resumes.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", default=".", metavar="PATH",
                    help="folder to index (default: the current folder)")
@@ -129,7 +154,8 @@ def add_index_parser(sub: Any) -> None:
     p.add_argument("--profile", type=_profile, metavar="NAME",
                    help="memory profile: default, conservative, aggressive, development")
     p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="threads for the model (default: the cores available)")
+                   help="threads for the model (default: the cores available; more than those "
+                        "is capped to them, with a warning)")
     p.add_argument("--batch-tokens", type=_positive_int, metavar="N",
                    help="padded tokens per model batch (default: sized by the memory manager)")
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"),
@@ -165,7 +191,7 @@ def run_index(args: argparse.Namespace) -> int:
         "max_file_size": args.max_file_size or DEFAULT_MAX_FILE_SIZE,
         "use_git": not args.no_git, "precision": args.precision,
     }
-    renderer = None if args.quiet else ProgressRenderer(sys.stderr)
+    renderer = None if args.quiet or sys.stderr is None else ProgressRenderer(sys.stderr)
     try:
         with Index(args.path, index_dir=args.index, **options) as index:
             summary = index.build(progress=renderer)
@@ -264,7 +290,7 @@ def format_status(s: dict[str, Any]) -> list[str]:
 # ---- coarch search -------------------------------------------------------------------------------
 
 def add_search_parser(sub: Any) -> None:
-    from coarch.search import DEFAULT_K, MODES
+    from coarch.search import DEFAULT_K, MAX_K, MODES
 
     p = sub.add_parser(
         "search", help="search an index by meaning and by keyword",
@@ -277,11 +303,13 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument("query", nargs="+", metavar="QUERY",
                    help="words or an identifier (several words need no quotes)")
     p.add_argument("-k", type=_positive_int, default=DEFAULT_K, metavar="N",
-                   help=f"number of hits (default: {DEFAULT_K})")
+                   help=f"number of hits (default: {DEFAULT_K}; at most {MAX_K}, more is "
+                        "capped with a warning)")
     p.add_argument("--mode", choices=MODES, default="hybrid",
                    help="hybrid (default), semantic (vectors only) or keyword (BM25 only)")
     p.add_argument("--lang", action="append", metavar="LANG",
-                   help="only this language (name or extension: python, py, ts); repeatable")
+                   help="only this language (name or extension: python, py, ts; an unknown "
+                        "one is an error that lists the known ones); repeatable")
     p.add_argument("--path", action="append", metavar="GLOB",
                    help="only paths matching GLOB (.gitignore rules); `!GLOB` excludes; "
                         "repeatable")
@@ -290,12 +318,14 @@ def add_search_parser(sub: Any) -> None:
                         "repository around the current folder)")
     p.add_argument("--model", metavar="DIR",
                    help="model folder (default: the one the index was built with)")
-    p.add_argument("--lines", type=int, default=3, metavar="N",
+    p.add_argument("--lines", type=_count, default=3, metavar="N",
                    help="snippet lines shown per hit (default: 3; 0: none)")
     p.add_argument("--json", action="store_true",
                    help="JSON Lines on stdout: one object per hit with path, start_line, "
                         "end_line, score, language, symbol, snippet")
-    _add_common(p)
+    _add_common(p, quiet_help="no warnings or notes on stderr, only errors (the hits are "
+                              "still printed)")
+    p.set_defaults(quiet_means_errors_only=True)
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -313,7 +343,7 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         color = _use_color(args.color, sys.stdout)
         for hit in hits:
-            _write(sys.stdout, format_hit(hit, query, color, max(args.lines, 0)))
+            _write(sys.stdout, format_hit(hit, query, color, args.lines))
     return EXIT_OK if hits else EXIT_NO_HITS
 
 
@@ -333,6 +363,19 @@ def _raise_no_index(root: Any, index_dir: str | None) -> NoReturn:
 
 _STYLE = {"path": "35", "lines": "32", "score": "2", "symbol": "1;33", "match": "1;31",
           "lineno": "2"}
+
+
+# Characters that would move the cursor, end a line or recolour the terminal when printed raw
+# (C0 and C1 controls, DEL, Unicode line separators and bidi overrides), and lone surrogates
+# (undecodable bytes of a file name), which stdout cannot encode.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                          r"\ud800-\udfff]")
+
+
+def visible(text: str) -> str:
+    """`text` with control characters written as Python escapes (`\\n`, `\\x1b`), so that one
+    hit stays on its lines and cannot drive the terminal. Human output only; --json is exact."""
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 def _paint(text: str, style: str, color: bool) -> str:
@@ -359,18 +402,18 @@ def format_hit(hit: Any, query: str, color: bool, lines: int) -> str:
     """`path:start-end  score  symbol` and up to `lines` snippet lines, then a blank line."""
     import re
 
-    head = (_paint(hit.path, "path", color) + ":"
+    head = (_paint(visible(hit.path), "path", color) + ":"
             + _paint(f"{hit.start_line}-{hit.end_line}", "lines", color)
             + "  " + _paint(f"{hit.score:.3f}", "score", color))
     if hit.symbol:
-        head += "  " + _paint(hit.symbol, "symbol", color)
+        head += "  " + _paint(visible(hit.symbol), "symbol", color)
     out = [head]
     words = sorted({w for w in re.findall(r"\w+", query) if len(w) > 2}, key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE) if words else None
     shown = snippet_lines(hit, query, lines)
     width = len(str(shown[-1][0])) if shown else 0
     for number, text in shown:
-        text = text.rstrip().expandtabs(4)
+        text = visible(text.rstrip().expandtabs(4))
         if color and pattern is not None:
             text = pattern.sub(lambda m: _paint(m.group(0), "match", True), text)
         out.append("  " + _paint(str(number).rjust(width), "lineno", color) + "  " + text)
@@ -386,15 +429,36 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Runner]] = {
 
 # ---- entry point ---------------------------------------------------------------------------------
 
-def _write(stream: TextIO, text: str) -> None:
+class _OutputClosed(Exception):
+    """The stream to write to was closed before coarch started (`>&-`): Python has no object
+    for it."""
+
+
+def _write(stream: TextIO | None, text: str) -> None:
+    if stream is None:
+        raise _OutputClosed
     stream.write(text)
     stream.flush()
 
 
-def _use_color(choice: str, stream: TextIO) -> bool:
+def _occupy_closed_std_fds() -> None:
+    """Puts /dev/null on fds 0-2 where they are closed, so that no file coarch opens later (the
+    lock, a temp file) gets one of them and receives what a library prints to stdout or
+    stderr. Python's sys.stdout and sys.stderr stay None: writes to them still fail."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _use_color(choice: str, stream: TextIO | None) -> bool:
     if choice == "always":
         return True
-    if choice == "never" or os.environ.get("NO_COLOR"):
+    if choice == "never" or os.environ.get("NO_COLOR") or stream is None:
         return False
     return stream.isatty()
 
@@ -416,7 +480,10 @@ class _Formatter(logging.Formatter):
 
 def _setup_logging(args: argparse.Namespace, color: bool) -> logging.Handler:
     level = logging.WARNING
-    verbosity = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    quiet = getattr(args, "quiet", 0)
+    if quiet and getattr(args, "quiet_means_errors_only", False):
+        quiet = max(quiet, 2)
+    verbosity = getattr(args, "verbose", 0) - quiet
     if getattr(args, "debug", False) or verbosity >= 2:
         level = logging.DEBUG
     elif verbosity == 1:
@@ -442,19 +509,48 @@ def _error(message: str, hint: str | None, color: bool, label: str = "error") ->
 
 
 class _quiet_pipe:
-    """Ignores a closed stderr while reporting."""
+    """Ignores a closed or broken stderr while reporting."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, (BrokenPipeError, ValueError))
+        return isinstance(exc, (BrokenPipeError, ValueError, _OutputClosed))
+
+
+def _report(exc: CoarchError, color: bool, debug: bool) -> int:
+    """Prints a coarch error (one line and its hint; the traceback with --debug) and returns
+    its exit code. A stop on request reads "coarch: interrupted; ..." without "error:"."""
+    if debug:
+        logging.getLogger("coarch").exception("traceback")
+    label = "" if exc.exit_code >= EXIT_INTERRUPTED else "error"
+    _error(exc.message, exc.hint, color, label=label)
+    return exc.exit_code
+
+
+def _report_unexpected(exc: Exception, color: bool, debug: bool) -> int:
+    """An exception coarch did not raise on purpose: a full disk, another OS error (one line),
+    else a bug (one line and a plea; the traceback with --debug)."""
+    where = getattr(exc, "filename", None)
+    full = disk_full_error(exc, str(where) if where else "the index")
+    if full is not None:
+        full.__cause__ = exc
+        return _report(full, color, debug)
+    if debug:
+        raise exc
+    if isinstance(exc, OSError):
+        _error(f"{exc.strerror or exc}{f' ({where})' if where else ''}", None, color)
+    else:
+        _error(f"unexpected {type(exc).__name__}: {exc}",
+               "rerun with --debug for a traceback, and report it", color)
+    return EXIT_ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (the console script exits with it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _occupy_closed_std_fds()
     color = _use_color("auto", sys.stderr)
     handler: logging.Handler | None = None
     try:
@@ -466,13 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except CoarchError as exc:
-        if debug:
-            logging.getLogger("coarch").exception("traceback")
-        if exc.exit_code == EXIT_INTERRUPTED:
-            _error(exc.message, exc.hint, color, label="")
-        else:
-            _error(exc.message, exc.hint, color)
-        return exc.exit_code
+        return _report(exc, color, debug)
     except KeyboardInterrupt:
         _error("interrupted", None, color, label="")
         return EXIT_INTERRUPTED
@@ -483,18 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except OSError as exc:
-        if debug:
-            raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        _error(f"{exc.strerror or exc}{where}", None, color)
+    except _OutputClosed:
+        # stdout was closed (`>&-`): nowhere to write, nothing worth saying on stderr either,
+        # as for other Unix tools; the exit code tells that the output was lost.
         return EXIT_ERROR
-    except Exception as exc:  # a bug: one line, the traceback with --debug
-        if debug:
-            raise
-        _error(f"unexpected {type(exc).__name__}: {exc}",
-               "rerun with --debug for a traceback, and report it", color)
-        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001  (one line for each; the traceback with --debug)
+        return _report_unexpected(exc, color, debug)
     finally:
         if handler is not None:
             logging.getLogger("coarch").removeHandler(handler)

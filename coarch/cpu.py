@@ -11,8 +11,11 @@ OPENBLAS_CORETYPE, which is always honoured.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 OPENBLAS_CORETYPE = "OPENBLAS_CORETYPE"
 
@@ -58,3 +61,23 @@ def choose_openblas_core() -> None:
     if core is not None:
         os.environ[OPENBLAS_CORETYPE] = core
         openblas_core_source = "coarch"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity masks on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_threads(requested: int | None) -> int | None:
+    """`requested` model threads, capped at the usable cores with a warning: each thread past
+    them only adds switching (--threads 9999 started about 3,000 threads and never finished).
+    None stays None (the embedder then uses every usable core)."""
+    cores = usable_cores()
+    if requested is None or requested <= cores:
+        return requested
+    log.warning("%d threads asked for, but this process may use %d cores: using %d",
+                requested, cores, cores)
+    return cores

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from coarch import _core
+from coarch.cpu import cap_threads
 from coarch.errors import ConfigError, MemoryLimitError, ModelError
 from coarch.models import model_id, resolve_model_path
 
@@ -48,8 +49,9 @@ class Embedder:
 
     `model` is None for the packaged default model (or $COARCH_MODEL), or a local folder with
     config.json, vocab.txt and model.safetensors. `threads` defaults to the cores this process
-    may use. `max_seq_length` caps the tokens per text (default: the model's). `memory` is a
-    MemoryManager whose budget sizes each batch and whose hooks run between batches.
+    may use; more than those is capped to them, with a warning. `max_seq_length` caps the tokens
+    per text (default: the model's). `memory` is a MemoryManager whose budget sizes each batch
+    and whose hooks run between batches.
     `precision` is "fp32", "bf16" or "auto" (bf16 where the CPU and libtorch run it natively);
     None reads $COARCH_PRECISION, else fp32.
     """
@@ -67,7 +69,7 @@ class Embedder:
         try:
             self._core = _core.Embedder(
                 str(self.model_path),
-                threads=threads or 0,
+                threads=cap_threads(threads) or 0,
                 max_seq_length=max_seq_length or 0,
                 memory=memory,
                 device=device,

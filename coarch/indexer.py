@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import queue
+import shlex
 import signal
 import threading
 import time
@@ -42,7 +43,13 @@ from coarch.discovery import (
     SourceFile,
 )
 from coarch.embedder import PRECISION_ENV, resolve_precision
-from coarch.errors import ConfigError, IndexingInterrupted
+from coarch.errors import (
+    ConfigError,
+    IndexingInterrupted,
+    IndexingTerminated,
+    disk_full_error,
+)
+from coarch.location import resolve_index_dir
 from coarch.models import model_id, resolve_model_path
 from coarch.progress import IndexProgress, ProgressCallback, current_rss
 from coarch.store import FileState, NewChunk, Store, text_hash
@@ -283,6 +290,7 @@ class Indexer:
         self._memory: Any = model.memory if model else None
         self._main_chunker: Chunker | None = None
         self._stop_requested = False
+        self._stop_signal: int | None = None   # the signal that asked to stop, if any
         self._t0 = time.monotonic()
         self._peak_rss = 0
         # progress counters
@@ -305,9 +313,12 @@ class Indexer:
                 self._finish_summary()
                 self._record_run("interrupted")
                 raise
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     self._record_run("failed")
+                full = disk_full_error(exc, f"the index in {self.index_dir}")
+                if full is not None:
+                    raise full from exc
                 raise
         self._finish_summary()
         return self.summary
@@ -670,32 +681,54 @@ class Indexer:
 
     @contextlib.contextmanager
     def _sigint_handler(self) -> Iterator[None]:
-        """First Ctrl-C: finish the batch in hand, commit, stop. Second: stop at once."""
+        """First Ctrl-C or SIGTERM: finish the batch in hand, commit, stop. Second: stop at
+        once (KeyboardInterrupt, which the embedder raises between its batches)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
-        def on_sigint(signum: int, frame: FrameType | None) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            log.warning("interrupted: finishing the batch in hand and committing"
-                        " (Ctrl-C again to stop at once)")
+            self._stop_signal = signum
+            again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            log.warning("%s: finishing the batch in hand and committing (%s again to stop at"
+                        " once)", _stop_word(signum), again)
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _check_stop(self) -> None:
         if self._stop_requested:
             self._raise_interrupted()
 
     def _raise_interrupted(self) -> None:
-        raise IndexingInterrupted(
-            f"interrupted; {self._files_done} files committed",
-            hint=f"run `coarch index {self.root}` again to resume where it stopped")
+        error = IndexingTerminated if self._stop_signal == signal.SIGTERM else IndexingInterrupted
+        raise error(
+            f"{_stop_word(self._stop_signal)}; {self._files_done} files committed",
+            hint=f"run `{self.resume_command()}` again to resume where it stopped")
+
+    def resume_command(self) -> str:
+        """The `coarch index` command line that continues this run in the same index: the
+        options that pick the index or change what goes into it are repeated, shell-quoted."""
+        opts = self.options
+        words = ["coarch", "index", str(self.root)]
+        if self.index_dir != resolve_index_dir(self.root):
+            words += ["--index", str(self.index_dir)]
+        if not opts.use_git:
+            words.append("--no-git")
+        if opts.model is not None:
+            words += ["--model", os.fspath(opts.model)]
+        if opts.precision is not None:
+            words += ["--precision", opts.precision]
+        if opts.max_file_size != DEFAULT_MAX_FILE_SIZE:
+            words += ["--max-file-size", str(opts.max_file_size)]
+        return shlex.join(words)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -742,6 +775,11 @@ class Indexer:
             chunks_estimate=estimate, elapsed=time.monotonic() - self._t0,
             embed_seconds=self.summary.embed_seconds, rss_bytes=rss, pressure=pressure,
             batch_tokens=int(batch) if batch else None))
+
+
+def _stop_word(signum: int | None) -> str:
+    """How the messages name a stop: "terminated" for SIGTERM, else "interrupted"."""
+    return "terminated" if signum == signal.SIGTERM else "interrupted"
 
 
 def _memory_manager(options: IndexOptions) -> Any:

@@ -178,7 +178,13 @@ def canonical_language(name: str) -> str:
     return EXTENSIONS.get(extension) or FILENAMES.get(text) or lowered
 
 
-_KNOWN = frozenset(EXTENSIONS.values()) | frozenset(FILENAMES.values()) | frozenset(_GRAMMARS)
+_KNOWN = frozenset(EXTENSIONS.values()) | frozenset(FILENAMES.values()) | frozenset(_GRAMMARS) \
+    | frozenset(SHEBANGS.values())
+
+
+def known_languages() -> list[str]:
+    """Every language name the index can hold (what language_for assigns), sorted."""
+    return sorted(_KNOWN)
 
 # `<script lang="ts">`, `<script type="text/typescript">`: the language of an embedded block.
 _SCRIPT_LANG = re.compile(r"""\b(?:lang|type)\s*=\s*["']?(?:text/|application/)?([\w+#-]+)""")

@@ -117,6 +117,7 @@ class Filters:
         for glob in (*includes, *excludes):
             if not glob.strip():
                 raise UsageError("empty --path glob")
+            _check_glob(glob)
         languages = frozenset(canonical_language(x) for x in langs if x.strip()) or None
         return cls(languages, includes, excludes)
 
@@ -128,12 +129,41 @@ class Filters:
         return PathMatcher(self.includes, self.excludes)
 
 
+def _check_glob(glob: str) -> None:
+    """Refuses a glob that pathspec cannot use: it would silently match nothing (an unclosed
+    `[`, a `#` comment) or fail while matching (a reversed range such as `[z-a]`)."""
+    try:
+        (pattern,) = pathspec.GitIgnoreSpec.from_lines([glob]).patterns
+        usable = pattern.regex is not None
+    except (re.error, ValueError):
+        usable = False
+    if not usable:
+        raise UsageError(f"invalid --path glob {glob!r}",
+                         hint="globs follow .gitignore rules: close every `[` (`\\[` is a "
+                              "literal one), keep ranges in order (`[a-z]`), `\\#` for a "
+                              "leading #")
+
+
+def known_languages() -> list[str]:
+    """Every language name the index can hold, sorted (coarch.languages.known_languages)."""
+    from coarch import languages
+
+    return languages.known_languages()
+
+
 def canonical_language(name: str) -> str:
-    """A language as the index names it (`kt`, `c#`, `.ts`, `Makefile` map to theirs); see
-    coarch.languages.canonical_language."""
+    """A language as the index names it (`kt`, `c#`, `.ts`, `Makefile` map to theirs; see
+    coarch.languages.canonical_language). Anything else is a UsageError that lists the known
+    languages: no chunk could match it."""
     from coarch.languages import canonical_language as canonical
 
-    return canonical(name)
+    found = canonical(name)
+    known = known_languages()
+    if found not in known:
+        raise UsageError(f"unknown language {name.strip()!r}",
+                         hint="use a language, an alias or an extension (py, ts, kt); known "
+                              "languages: " + ", ".join(known))
+    return found
 
 
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
@@ -481,8 +511,10 @@ class Searcher:
             raise UsageError(f"unknown search mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be a positive integer, not {k!r}")
-        k = min(k, MAX_K)
         filters = Filters.build(lang, path)
+        if k > MAX_K:
+            log.warning("at most %d hits are returned, not %d", MAX_K, k)
+            k = MAX_K
         if not query.strip():
             return []
         self._follow_swap()

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from indexing_helpers import DROP_DAC_SOURCE, stdlib_tree
+from indexing_helpers import DROP_DAC_SOURCE, SMALL_FILES, stdlib_tree
 
 from coarch.cli import main
 from coarch.locking import IndexLock
+from coarch.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = "def greet(name):\n    return f'hello {name}'\n"
@@ -274,3 +280,155 @@ def test_status_counts_chunks_per_language_and_lang_takes_aliases(
         code, out, _ = run(capsys, "search", "--index", str(idx), "--lang", alias, "--json",
                            "retry uploads")
         assert code == 0 and {json.loads(line)["path"] for line in out.splitlines()} == {path}
+
+
+# ---- settings out of range -----------------------------------------------------------------------
+
+def test_threads_above_the_cores_are_capped(capsys: pytest.CaptureFixture[str],
+                                           repo: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    code, out, err = run(capsys, *index_cmd(repo, "-q", "--threads", "9999"))
+    assert (code, out) == (0, "")
+    assert err == (f"coarch: warning: 9999 threads asked for, but this process may use {cores}"
+                   f" cores: using {cores}\n")
+
+
+# ---- the disk filling up -------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MB filesystem (tmpfs; mounting needs root, as the tests run here)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Takes all of `disk`'s free space but `leave` bytes with one file, returned."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        os.posix_fallocate(fh.fileno(), 0, st.f_bavail * st.f_frsize - leave)
+    return filler
+
+
+DISK_FULL_HINT = "coarch: hint: free some space, then run the same command again to resume"
+
+
+def test_disk_full_mid_run_keeps_committed_work(capsys: pytest.CaptureFixture[str],
+                                                small_disk: Path, tmp_path: Path) -> None:
+    tree = stdlib_tree(tmp_path / "tree", ("keyword.py", "this.py"))
+    idx = small_disk / "idx"
+    argv = ["index", str(tree), "--index", str(idx), "--checkpoint-every", "0"]
+    assert run(capsys, *argv, "-q")[0] == 0
+    more = tuple(f for f in SMALL_FILES if f not in ("keyword.py", "this.py"))[:5]
+    stdlib_tree(tree, more)  # about 60 chunks more: far over 64 KB in SQLite
+    filler = fill(small_disk, 64 * 1024)
+    code, out, err = run(capsys, *argv, "-q")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"coarch: error: disk full while writing the index in {idx}",
+                                DISK_FULL_HINT]
+    with Store(idx, readonly=True) as store:
+        assert store.counts()["files"] == 2  # what the first run committed is intact
+    filler.unlink()
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "7 files: 5 indexed, 2 unchanged" in out
+
+
+def test_disk_full_while_writing_vectors_faiss(capsys: pytest.CaptureFixture[str],
+                                              small_disk: Path, tmp_path: Path) -> None:
+    tree = stdlib_tree(tmp_path / "tree", SMALL_FILES)
+    idx = small_disk / "idx"
+    argv = ["index", str(tree), "--index", str(idx), "-q"]
+    assert run(capsys, *argv)[0] == 0
+    faiss_size = (idx / "vectors.faiss").stat().st_size
+    assert faiss_size > 128 * 1024
+    (idx / "vectors.faiss").unlink()
+    filler = fill(small_disk, 64 * 1024)  # room for SQLite's bookkeeping, not for the vectors
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.splitlines() == [f"coarch: error: disk full while writing the index in {idx}",
+                                DISK_FULL_HINT]
+    left = {p.name for p in idx.iterdir()} - {"index.sqlite-wal", "index.sqlite-shm"}
+    assert sorted(left) == ["index.sqlite", "lock"]  # no temp file left
+    filler.unlink()
+    assert run(capsys, *argv)[0] == 0
+    assert (idx / "vectors.faiss").stat().st_size == faiss_size
+
+
+# ---- stopping: Ctrl-C and SIGTERM ----------------------------------------------------------------
+
+def _run_state(idx: Path) -> str | None:
+    try:
+        with sqlite3.connect(f"file:{idx / 'index.sqlite'}?mode=ro", uri=True,
+                             timeout=1) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'last_run_state'").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def _stop_once_running(argv: list[str], idx: Path, signum: int,
+                       **popen: object) -> tuple[int, str]:
+    """Starts `coarch index`, sends `signum` once the run has begun (its state is recorded, the
+    signal handlers are in place), and returns the exit code and stderr."""
+    proc = subprocess.Popen(  # type: ignore[call-overload]
+        [sys.executable, "-m", "coarch", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, **popen)
+    deadline = time.monotonic() + 120
+    while _run_state(idx) != "running" and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err
+    return proc.returncode, err
+
+
+def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path: Path) -> None:
+    tree = stdlib_tree(tmp_path / "tree", SMALL_FILES)
+    idx = tmp_path / "idx"
+    code, err = _stop_once_running(["index", str(tree), "--index", str(idx)], idx,
+                                   signal.SIGTERM, cwd=REPO)
+    assert code == 143, err
+    lines = [line for line in err.splitlines() if not line.startswith(("coarch: scanning",
+                                                                       "coarch: indexing"))]
+    assert lines == [
+        ("coarch: warning: terminated: finishing the batch in hand and committing (SIGTERM"
+         " again to stop at once)"),
+        "coarch: terminated; 0 files committed",
+        (f"coarch: hint: run `coarch index {tree} --index {idx}` again to resume where it"
+         " stopped"),
+    ]
+    assert _run_state(idx) == "interrupted"
+
+
+def test_resume_hint_repeats_the_options_that_pick_the_index(tmp_path: Path) -> None:
+    tree = stdlib_tree(tmp_path / "my tree", SMALL_FILES[:3])
+    idx = tmp_path / "my idx"
+    env = {k: v for k, v in os.environ.items() if k != "COARCH_INDEX_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    argv = ["index", str(tree), "--index", str(idx), "--no-git", "--precision", "fp32",
+            "--max-file-size", "2M"]
+    code, err = _stop_once_running(argv, idx, signal.SIGINT, cwd=REPO, env=env)
+    assert code == 130, err
+    (hint,) = [line for line in err.splitlines() if line.startswith("coarch: hint:")]
+    command = (f"coarch index {shlex.quote(str(tree))} --index {shlex.quote(str(idx))}"
+               " --no-git --precision fp32 --max-file-size 2000000")
+    assert hint == f"coarch: hint: run `{command}` again to resume where it stopped"
+    # Run as printed, from elsewhere: it resumes the same index (none is made in the cache).
+    done = subprocess.run(command.replace("coarch", f"{sys.executable} -m coarch", 1),
+                          shell=True, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "3 files: 3 indexed" in done.stdout
+    assert not (tmp_path / "cache" / "coarch").exists()
+    with Store(idx, readonly=True) as store:
+        assert store.counts()["files"] == 3 and store.precision() == "fp32"

@@ -111,6 +111,20 @@ def test_shorter_max_seq_length_and_threads() -> None:
         coarch.Embedder(max_seq_length=100_000)
 
 
+def test_threads_above_the_usable_cores_are_capped_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    with caplog.at_level("WARNING", logger="coarch"):
+        capped = coarch.Embedder(threads=9999)
+    assert capped.threads == cores
+    assert [r.getMessage() for r in caplog.records] == [
+        f"9999 threads asked for, but this process may use {cores} cores: using {cores}"]
+    assert capped.encode(CODE[:2]).shape == (2, 384)
+    caplog.clear()
+    assert coarch.Embedder(threads=cores).threads == cores and not caplog.records
+
+
 def test_missing_model_folder_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(coarch.ModelError, match="not found"):
         coarch.Embedder(model=tmp_path / "nowhere")

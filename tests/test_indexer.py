@@ -408,7 +408,9 @@ def test_ctrl_c_commits_and_exits_130(built: tuple[Path, Path, IndexSummary],
     assert "Traceback" not in stderr
     assert "interrupted: finishing the batch in hand" in stderr
     assert "coarch: interrupted; " in stderr and " files committed" in stderr
-    assert f"coarch: hint: run `coarch index {tree.resolve()}` again to resume" in stderr
+    # The hint repeats --index: without it the command would open another, empty index.
+    assert f"coarch: hint: run `coarch index {tree.resolve()} --index {idx}` again to resume" \
+        in stderr
     committed_files = _query(idx, "SELECT count(*) FROM files")
     assert committed_files < len(STDLIB_FILES)
     with Store(idx, readonly=True) as store:

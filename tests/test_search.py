@@ -618,6 +618,106 @@ def test_cli_usage_errors(indexed: tuple[Path, Path], capsys: pytest.CaptureFixt
     assert code == 2 and "invalid choice: 'fuzzy'" in err
 
 
+def test_cli_invalid_glob_is_a_usage_error(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    for glob in ("[", "!src/[ab", "[z-a]"):
+        code, out, err = run_cli(["search", "--index", str(index_dir), "--path", glob, "x"],
+                                 capsys)
+        bad = glob.removeprefix("!")
+        assert (code, out) == (2, "")
+        first, hint = err.splitlines()
+        assert first == f"coarch: error: invalid --path glob {bad!r}"
+        assert hint.startswith("coarch: hint: globs follow .gitignore rules: close every `[`")
+    with Index(index_dir=index_dir) as api, pytest.raises(UsageError, match="invalid --path"):
+        api.search("x", path="[")
+
+
+def test_cli_unknown_language_lists_the_known_ones(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coarch.languages import known_languages
+
+    _, index_dir = indexed
+    code, out, err = run_cli(
+        ["search", "--index", str(index_dir), "--lang", "py,nonsense", "x"], capsys)
+    assert (code, out) == (2, "")
+    first, hint = err.splitlines()
+    assert first == "coarch: error: unknown language 'nonsense'"
+    assert hint == ("coarch: hint: use a language, an alias or an extension (py, ts, kt); known"
+                    " languages: " + ", ".join(known_languages()))
+    # Names, extensions and file names keep working.
+    for lang in ("python", "PY", ".rs", "Makefile", "cobol"):
+        assert run_cli(["search", "--index", str(index_dir), "--lang", lang, "-q", "x"],
+                       capsys)[0] in (0, 1)
+
+
+def test_cli_k_above_the_maximum_warns_and_quiet_hides_it(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    argv = ["search", "--index", str(index_dir), "--json", "-k", "5000", "function"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0 and out
+    assert err == "coarch: warning: at most 1000 hits are returned, not 5000\n"
+    code, quiet_out, err = run_cli([*argv, "-q"], capsys)
+    assert (code, quiet_out, err) == (0, out, "")
+    # -q hides warnings, never errors.
+    code, _, err = run_cli([*argv, "-q", "--lang", "nonsense"], capsys)
+    assert code == 2 and err.startswith("coarch: error: unknown language 'nonsense'\n")
+
+
+def test_cli_lines_takes_zero_or_more(
+    indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, index_dir = indexed
+    argv = ["search", "--index", str(index_dir), "-k", "1", "parse_config"]
+    code, out, err = run_cli([*argv, "--lines", "-1"], capsys)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == "coarch: error: argument --lines: -1 must be 0 or more"
+    code, out, _ = run_cli([*argv, "--lines", "0"], capsys)
+    assert code == 0 and len(out.splitlines()) == 1
+
+
+def test_cli_control_characters_in_paths_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, index_dir = tmp_path / "repo", tmp_path / "index"
+    names = {"odd\nname.py": "line_break_name", "esc\x1b[31mred.py": "escape_name"}
+    for name, function in names.items():
+        write_tree(root, {name: f"def {function}():\n    return 1\n"})
+    with Index(root, index_dir=index_dir) as index:
+        index.build()
+    for name, function in names.items():
+        argv = ["search", "--index", str(index_dir), "--mode", "keyword", "-k", "1", function]
+        code, out, _ = run_cli(argv, capsys)
+        assert code == 0
+        head, *snippet = out.rstrip("\n").split("\n")
+        shown = name.replace("\n", "\\n").replace("\x1b", "\\x1b")
+        assert head.startswith(f"{shown}:1-2  ") and head.endswith(f"  {function}")
+        assert snippet == [f"  1  def {function}():", "  2      return 1"]
+        code, out, _ = run_cli([*argv, "--json"], capsys)
+        assert json.loads(out)["path"] == name  # JSON stays exact
+
+
+def test_format_hit_escapes_symbols_and_snippet_controls() -> None:
+    from coarch.cli import format_hit
+
+    hit = Hit("a.py", 1, 1, 0.5, "python", "evil\x1b]0;title\x07", "x = '\x1b[2J'\u202e")
+    assert format_hit(hit, "x", False, 1) == (
+        "a.py:1-1  0.500  evil\\x1b]0;title\\x07\n  1  x = '\\x1b[2J'\\u202e\n\n")
+
+
+def test_cli_closed_stdout_ends_quietly(indexed: tuple[Path, Path]) -> None:
+    _, index_dir = indexed
+    for extra in ("--json", ""):
+        proc = subprocess.run(
+            f"{sys.executable} -m coarch search --index {index_dir} {extra} function >&-",
+            shell=True, capture_output=True, text=True, check=False)
+        assert (proc.returncode, proc.stderr) == (2, "")
+
+
 def test_cli_subprocess_pipe_closed(indexed: tuple[Path, Path]) -> None:
     _, index_dir = indexed
     proc = subprocess.run(

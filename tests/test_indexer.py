@@ -27,9 +27,10 @@ import coarch
 from coarch import _core
 from coarch import vectors as faiss_file
 from coarch.chunking import chunk_header
-from coarch.errors import IndexLockedError
+from coarch.cli import main
+from coarch.errors import ConfigError, IndexLockedError
 from coarch.index import Index
-from coarch.indexer import IndexSummary
+from coarch.indexer import IndexSummary, max_file_size_ceiling
 from coarch.locking import IndexLock
 from coarch.progress import IndexProgress
 from coarch.store import Store
@@ -256,6 +257,28 @@ def test_file_deleted_during_the_run(tmp_path: Path) -> None:
                for line in summary.skipped)
     assert {r[0] for r in index_rows(idx)} == {"lib/keyword.py", "lib/this.py"}
     assert_consistent(idx)
+
+
+def test_a_size_cap_over_what_the_memory_limit_holds_is_refused_up_front(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = stdlib_tree(tmp_path / "tree", ("keyword.py",))
+    idx = tmp_path / "idx"
+    ceiling = max_file_size_ceiling(800)
+    assert 10**6 < ceiling < 300 * 10**6
+    with pytest.raises(ConfigError, match=r"--max-file-size 300\.0 MB is over the ceiling of"):
+        Index(tree, index_dir=idx, max_file_size=300 * 10**6, memory_limit_mb=800)
+    code = main(["index", str(tree), "--index", str(idx), "--max-file-size", "300M",
+                 "--memory-limit", "800"])
+    err = capsys.readouterr().err
+    assert code == 2 and not idx.exists()
+    error = (f"coarch: error: --max-file-size 300.0 MB is over the ceiling of {ceiling / 1e6:.1f}"
+             " MB that the memory limit (800 MB, explicit) allows: a file takes about 12 bytes"
+             " of memory per byte while it is chunked")
+    hint = f"coarch: hint: use --max-file-size {ceiling // 10**6}M or less, or raise --memory-limit"
+    assert err.splitlines() == [error, hint]
+    # A cap within the ceiling is accepted.
+    summary = Index(tree, index_dir=idx, max_file_size=ceiling, memory_limit_mb=800).build()
+    assert summary.files_indexed == 1
 
 
 def test_second_indexer_is_refused(tmp_path: Path) -> None:

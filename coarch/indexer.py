@@ -64,11 +64,14 @@ _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unc
 # 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
 FILE_MEMORY_PER_BYTE = 12
 PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
+MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
 
 
-def max_file_size_ceiling(limit_mb: float) -> int:
-    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB)."""
-    return max(0, int((limit_mb - PROCESS_RESERVE_MB) * 2**20 / FILE_MEMORY_PER_BYTE))
+def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
+    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB),
+    for a process holding `rss_mb` before the model is loaded."""
+    reserve = max(PROCESS_RESERVE_MB, rss_mb + MODEL_RESERVE_MB)
+    return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
 
 
 def check_max_file_size(options: IndexOptions) -> None:
@@ -83,7 +86,7 @@ def check_max_file_size(options: IndexOptions) -> None:
     if memory is None:
         return
     limit = float(memory.limit_mb)
-    ceiling = max_file_size_ceiling(limit)
+    ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
     if cap <= ceiling:
         return
     hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"

@@ -34,6 +34,10 @@ TokenCounter = Callable[[str], int]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
 CHUNKER_VERSION = "2"
+# Larger texts are cut by lines only: a grammar's syntax tree and query matches take about
+# 22 bytes per byte of source (a 20 MB Python file: 593 MB at peak with the grammar, 160 MB
+# without), and a file this large is almost always generated.
+GRAMMAR_MAX_CHARS = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +352,10 @@ class Chunker:
 
     def _definitions(self, language: str | None, text: str) -> list[_Def] | None:
         if language is None:
+            return None
+        if len(text) > GRAMMAR_MAX_CHARS:
+            log.info("%s: %d characters, over %d: cut by lines, not by definitions",
+                     self._path, len(text), GRAMMAR_MAX_CHARS)
             return None
         grammar = self._grammar(language)
         if grammar is None:

@@ -41,6 +41,7 @@ from coarch.discovery import (
     Skip,
     SkippedFile,
     SourceFile,
+    human_size,
 )
 from coarch.embedder import PRECISION_ENV, resolve_precision
 from coarch.errors import (
@@ -66,6 +67,42 @@ DEFAULT_EMBED_POOL = 1024        # texts gathered, then embedded sorted by lengt
 MAX_PENDING_FILES = 2000         # commit early when this many files wait for a checkpoint
 _QUEUE_FILES = 16                # files read and chunked ahead of the embedder
 _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unchanged
+# Memory a file takes while it is read, chunked and waits for its vectors, per byte of it: peak
+# RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
+# 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
+FILE_MEMORY_PER_BYTE = 12
+PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
+MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
+
+
+def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
+    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB),
+    for a process holding `rss_mb` before the model is loaded."""
+    reserve = max(PROCESS_RESERVE_MB, rss_mb + MODEL_RESERVE_MB)
+    return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
+
+
+def check_max_file_size(options: IndexOptions) -> None:
+    """Refuses, before any work, a size cap whose files cannot be chunked within the memory
+    limit: a file is held whole while it is chunked. The default cap is not checked: the
+    reserve is generous for 1 MB files (ordinary trees peak at 308 MB under a 400 MB limit), and
+    refusing it would refuse small limits that work."""
+    cap = options.max_file_size
+    if cap <= DEFAULT_MAX_FILE_SIZE:
+        return
+    memory = _memory_manager(options)
+    if memory is None:
+        return
+    limit = float(memory.limit_mb)
+    ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
+    if cap <= ceiling:
+        return
+    hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
+            if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
+    raise ConfigError(
+        f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
+        f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
+        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)
 
 
 def checkpoint_seconds(explicit: float | None) -> float:
@@ -104,6 +141,9 @@ class IndexOptions:
     use_git: bool = True
     # fp32, bf16 or auto; None: $COARCH_PRECISION, else the index's own, else auto
     precision: str | None = None
+
+    def __post_init__(self) -> None:
+        check_max_file_size(self)
 
 
 @dataclass

@@ -4,6 +4,7 @@ own tokenizer, and the line fallback."""
 from __future__ import annotations
 
 import sysconfig
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import coarch
-from coarch.chunking import Chunk, Chunker, chunk_header
+from coarch.chunking import GRAMMAR_MAX_CHARS, Chunk, Chunker, chunk_header
 from coarch.languages import language_for
 
 
@@ -284,6 +285,22 @@ def test_stdlib_files_fit_the_model(chunker: Chunker) -> None:
         chunks = chunker.chunk(rel, text, "python")
         assert_well_formed(chunks, text, chunker.count_tokens, chunker.max_tokens)
         assert sum(1 for c in chunks if c.symbol) >= len(chunks) // 2
+
+
+def test_a_huge_file_is_cut_by_lines_in_bounded_memory(chunker: Chunker) -> None:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    unit = "".join((lib / rel).read_text() for rel in ("textwrap.py", "shlex.py", "heapq.py"))
+    text = unit * (GRAMMAR_MAX_CHARS * 3 // 2 // len(unit) + 1)      # about 3 MB
+    tracemalloc.start()
+    try:
+        chunks = chunker.chunk("huge.py", text, "python")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # With the grammar the syntax tree and its matches alone took about 22 bytes per byte.
+    assert peak < 12 * len(text), peak / len(text)
+    assert all(c.symbol is None for c in chunks)
+    assert_well_formed(chunks, text, chunker.count_tokens, chunker.max_tokens)
 
 
 def test_chunks_are_frozen(chunker: Chunker) -> None:

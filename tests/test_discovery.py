@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from indexing_helpers import DROP_DAC_SOURCE
+from indexing_helpers import DROP_DAC_SOURCE, index_rows
 
+from coarch.cli import main
 from coarch.discovery import (
     Discovery,
     DiscoveryOptions,
@@ -21,6 +25,9 @@ from coarch.discovery import (
 )
 from coarch.errors import UsageError
 from coarch.languages import EXTENSIONS, FILENAMES, language_for
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD_SOURCE = "def greet(name):\n    return f'hello {name}'\n"
 
 
 def write(root: Path, rel: str, text: str | bytes = "x = 1\n") -> Path:
@@ -226,3 +233,213 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=True)
     assert '"secret.py": "UNREADABLE"' in done.stdout and '"ok.py": null' in done.stdout
     assert "skipping secret.py: unreadable (Permission denied)" in done.stderr
+
+
+# ---- nothing outside the root, no hang, no abort on one bad entry --------------------------------
+
+def index_cli(capsys: pytest.CaptureFixture[str], root: Path, *extra: str) -> tuple[int, str, str]:
+    code = main(["index", str(root), "--index", str(root.parent / "idx"), "--checkpoint-every",
+                 "0", *extra])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def indexed_paths(index_dir: Path) -> list[str]:
+    return sorted({row[0] for row in index_rows(index_dir)})
+
+
+def test_tracked_folder_replaced_by_a_symlink_outside_is_not_indexed(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    write(tmp_path, "outside/f.py", "OUTSIDE_SECRET = 1\n")
+    root = tmp_path / "repo"
+    write(root, "a.py")
+    write(root, "d/f.py", "inside = 1\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "init")
+    shutil.rmtree(root / "d")
+    (root / "d").symlink_to(tmp_path / "outside")    # git ls-files still lists d/f.py
+    for use_git in (True, False):
+        d = Discovery(root, DiscoveryOptions(use_git=use_git))
+        assert [c.path for c in d.candidates()] == ["a.py"], use_git
+        assert d.report.skipped[Skip.SYMLINK_OUTSIDE] >= 1
+    code, out, err = index_cli(capsys, root)
+    assert code == 0 and "1 files: 1 indexed" in out
+    assert "coarch: warning: skipping d/f.py: symlink pointing outside the root" in err
+    assert indexed_paths(tmp_path / "idx") == ["a.py"]
+
+
+def test_symlinked_folder_inside_the_root_is_still_read(tmp_path: Path) -> None:
+    write(tmp_path, "data/.gitignore", "*.py\n")      # data/ itself is not listed...
+    write(tmp_path, "data/mod.py", "x = 1\n")
+    (tmp_path / "alias").symlink_to(tmp_path / "data")  # ...but reached through alias/
+    (tmp_path / "one.py").symlink_to(tmp_path / "data" / "mod.py")
+    d = Discovery(tmp_path, DiscoveryOptions(use_git=False))
+    candidates = d.candidates()
+    assert [c.path for c in candidates] == ["alias/.gitignore", "one.py"]
+    assert all(isinstance(d.read(c), SourceFile) for c in candidates)
+
+
+def test_file_replaced_by_a_symlink_outside_during_the_run_is_not_read(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secret = write(tmp_path, "outside/secret.py", "OUTSIDE_SECRET = 1\n")
+    write(tmp_path, "outside/pkg/mod.py", "OUTSIDE_SECRET = 2\n")
+    root = tmp_path / "root"
+    write(root, "a.py")
+    write(root, "pkg/mod.py")
+    d = Discovery(root, DiscoveryOptions(use_git=False))
+    a, mod = d.candidates()
+    (root / "a.py").unlink()
+    (root / "a.py").symlink_to(secret)                # the file itself
+    shutil.rmtree(root / "pkg")
+    (root / "pkg").symlink_to(tmp_path / "outside" / "pkg")  # a folder on its path
+    with caplog.at_level(logging.WARNING, logger="coarch"):
+        got = [d.read(a), d.read(mod)]
+    for result in got:
+        assert isinstance(result, SkippedFile) and result.reason is Skip.SYMLINK_OUTSIDE
+    assert d.report.skipped[Skip.SYMLINK_OUTSIDE] == 2
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("skipping a.py: symlink pointing outside the root") for m in warned)
+    assert any(m.startswith("skipping pkg/mod.py: symlink pointing outside") for m in warned)
+
+
+def test_file_replaced_inside_the_root_during_the_run_is_read(tmp_path: Path) -> None:
+    write(tmp_path, "a.py", "old = 1\n")
+    write(tmp_path, "b.py", "b = 1\n")
+    d = Discovery(tmp_path, DiscoveryOptions(use_git=False))
+    a, b = d.candidates()
+    write(tmp_path, "a.tmp", "new = 2\n").replace(tmp_path / "a.py")   # an editor's save
+    (tmp_path / "b.py").unlink()
+    (tmp_path / "b.py").symlink_to(tmp_path / "a.py")                # a symlink inside
+    got_a, got_b = d.read(a), d.read(b)
+    assert isinstance(got_a, SourceFile) and got_a.text == "new = 2\n"
+    assert isinstance(got_b, SourceFile) and got_b.text == "new = 2\n"
+
+
+READ_AFTER_REPLACING = """
+import json, os, sys
+from coarch.discovery import Discovery, DiscoveryOptions
+root = sys.argv[1]
+d = Discovery(root, DiscoveryOptions(use_git=False))
+candidates = d.candidates()
+os.unlink(os.path.join(root, "a.py"))
+os.mkfifo(os.path.join(root, "a.py"))     # nobody ever writes to it
+print(json.dumps([getattr(d.read(c), "reason", None) and d.read(c).reason.name
+                  for c in candidates]))
+"""
+
+
+def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(tmp_path: Path) -> None:
+    write(tmp_path, "a.py")
+    write(tmp_path, "b.py")
+    try:
+        done = subprocess.run([sys.executable, "-c", READ_AFTER_REPLACING, str(tmp_path)],
+                              capture_output=True, text=True, timeout=30, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading a FIFO put in a file's place hung")
+    assert json.loads(done.stdout) == ["NOT_REGULAR", None]
+
+
+# Runs the CLI without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, removed from the bounding set so
+# that git, started by it, cannot read what the permission bits forbid either (root otherwise can).
+SETPRIV = shutil.which("setpriv")
+NO_DAC = [SETPRIV or "setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def run_without_dac(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NO_DAC, sys.executable, "-m", "coarch", *argv], cwd=REPO,
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.mark.skipif(SETPRIV is None or os.geteuid() != 0,
+                    reason="needs root and setpriv to drop the capability to read anything")
+@pytest.mark.parametrize("use_git", [False, True])
+def test_unreadable_folder_is_skipped_and_named(tmp_path: Path, use_git: bool) -> None:
+    root = tmp_path / "repo"
+    write(root, "a.py", GOOD_SOURCE)
+    write(root, "noexec/b.py")      # neither listed nor entered
+    write(root, "noread/c.py")      # entered (x) but not listed (r)
+    if use_git:
+        git(root, "init", "-q")
+    (root / "noexec").chmod(0)
+    (root / "noread").chmod(0o311)
+    idx = tmp_path / "idx"
+    try:
+        done = run_without_dac("index", str(root), "--index", str(idx), "--checkpoint-every",
+                               "0", *([] if use_git else ["--no-git"]))
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "1 files: 1 indexed" in done.stdout
+        assert "skipped: 2 unreadable (e.g. noexec)" in done.stdout
+        assert "coarch: warning: skipping noexec: unreadable (Permission denied)" in done.stderr
+        assert "coarch: warning: skipping noread: unreadable (Permission denied)" in done.stderr
+        status = run_without_dac("status", str(root), "--index", str(idx), "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["pending"] == {"new": 0, "changed": 0, "deleted": 0}
+    finally:
+        (root / "noexec").chmod(0o755)
+        (root / "noread").chmod(0o755)
+
+
+def test_names_that_are_not_utf8_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write(root, "a.py")
+    bad = os.fsdecode(b"bad\xff\xfe.py")
+    write(root, bad)
+    write(root, os.fsdecode(b"dir\xff") + "/c.py")
+    for use_git in (False, True):
+        if use_git:
+            git(root, "init", "-q")
+        d = Discovery(root, DiscoveryOptions(use_git=use_git))
+        assert [c.path for c in d.candidates()] == ["a.py"], use_git
+        assert d.report.skipped[Skip.BAD_NAME] == 2
+        assert d.report.examples[Skip.BAD_NAME] in ("bad\\xff\\xfe.py", "dir\\xff",
+                                                    "dir\\xff/c.py")
+
+
+def test_a_name_that_is_not_utf8_does_not_stop_indexing(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write(root, "a.py", GOOD_SOURCE)
+    write(root, os.fsdecode(b"bad\xff\xfe.py"), GOOD_SOURCE)
+    git(root, "init", "-q")
+    for _ in range(2):   # and a later update lands too
+        code, out, err = index_cli(capsys, root)
+        assert code == 0, err
+        assert "skipped: 1 name not valid UTF-8 (e.g. bad\\xff\\xfe.py)" in out
+        assert "coarch: warning: skipping bad\\xff\\xfe.py: name not valid UTF-8" in err
+    write(root, "b.py", "def other():\n    return 2\n")
+    code, out, _ = index_cli(capsys, root)
+    assert code == 0 and "2 files: 1 indexed, 1 unchanged" in out
+    assert indexed_paths(tmp_path / "idx") == ["a.py", "b.py"]
+
+
+def test_folder_ignored_by_the_enclosing_repository_is_indexed_by_its_own_rules(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write(repo, ".gitignore", "gen/\n")
+    write(repo, "gen/g.py", GOOD_SOURCE)
+    write(repo, "gen/.gitignore", "*.tmp.py\n")
+    write(repo, "gen/x.tmp.py")
+    git(repo, "init", "-q")
+    d = Discovery(repo / "gen")
+    assert [c.path for c in d.candidates()] == [".gitignore", "g.py"]
+    assert d.report.mode == "walk"
+    code, out, err = index_cli(capsys, repo / "gen")
+    assert code == 0 and "2 files: 2 indexed" in out
+    assert (f"coarch: warning: {repo / 'gen'} is ignored by the enclosing git repository"
+            " (.gitignore:1:gen/); indexing it by its own ignore files") in err
+    # A folder that is not ignored keeps git's listing.
+    write(repo, "src/s.py")
+    assert Discovery(repo / "src").candidates()[0].path == "s.py"
+
+
+def test_index_folder_inside_a_repository_is_excluded_in_git_mode(tmp_path: Path) -> None:
+    write(tmp_path, "main.py")
+    git(tmp_path, "init", "-q")
+    write(tmp_path, ".coarch-index/index.sqlite", "db")
+    write(tmp_path, ".coarch-index/lock", "123\n")
+    d = Discovery(tmp_path, DiscoveryOptions(exclude=(str(tmp_path / ".coarch-index"),)))
+    assert [c.path for c in d.candidates()] == ["main.py"] and d.report.mode == "git"

@@ -4,6 +4,7 @@ updates, kill -9 at several points then resume, Ctrl-C."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -27,9 +28,10 @@ import coarch
 from coarch import _core
 from coarch import vectors as faiss_file
 from coarch.chunking import chunk_header
-from coarch.errors import IndexLockedError
+from coarch.cli import main
+from coarch.errors import ConfigError, IndexLockedError
 from coarch.index import Index
-from coarch.indexer import IndexSummary
+from coarch.indexer import IndexSummary, max_file_size_ceiling
 from coarch.locking import IndexLock
 from coarch.progress import IndexProgress
 from coarch.store import Store, text_hash
@@ -305,6 +307,32 @@ def test_file_deleted_during_the_run(tmp_path: Path) -> None:
                for line in summary.skipped)
     assert {r[0] for r in index_rows(idx)} == {"lib/keyword.py", "lib/this.py"}
     assert_consistent(idx)
+
+
+def test_a_size_cap_over_what_the_memory_limit_holds_is_refused_up_front(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tree = stdlib_tree(tmp_path / "tree", ("keyword.py",))
+    idx = tmp_path / "idx"
+    # A fresh process (RSS under 180 MB before the model) keeps 300 MB for itself.
+    assert max_file_size_ceiling(800, 150) == (800 - 300) * 2**20 // 12
+    assert max_file_size_ceiling(800, 600) == (800 - 720) * 2**20 // 12
+    with pytest.raises(ConfigError, match=r"--max-file-size 1000\.0 MB is over the ceiling of"):
+        Index(tree, index_dir=idx, max_file_size=10**9, memory_limit_mb=2000)
+    code = main(["index", str(tree), "--index", str(idx), "--max-file-size", "1G",
+                 "--memory-limit", "2000"])
+    err = capsys.readouterr().err
+    assert code == 2 and not idx.exists()
+    error, hint = err.splitlines()
+    found = re.fullmatch(
+        r"coarch: error: --max-file-size 1000\.0 MB is over the ceiling of (\d+)\.\d MB that"
+        r" the memory limit \(2000 MB, explicit\) allows: a file takes about 12 bytes of memory"
+        r" per byte while it is chunked", error)
+    assert found and 10 < int(found.group(1)) < 150, error
+    assert hint == (f"coarch: hint: use --max-file-size {found.group(1)}M or less, or raise"
+                    " --memory-limit")
+    # A raised cap within the ceiling is accepted.
+    summary = Index(tree, index_dir=idx, max_file_size=2 * 10**6, memory_limit_mb=8000).build()
+    assert summary.files_indexed == 1
 
 
 def test_second_indexer_is_refused(tmp_path: Path) -> None:

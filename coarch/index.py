@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coarch import vectors as faiss_file
-from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport, check_root
-from coarch.errors import CoarchError, CorruptIndexError, IndexNotFoundError
+from coarch.discovery import check_root
+from coarch.errors import CorruptIndexError, IndexNotFoundError
+from coarch.freshness import Freshness, discovery_options, ensure_fresh, pending_changes
 from coarch.indexer import Indexer, IndexOptions, IndexSummary
 from coarch.location import DB_FILE, find_indexed_root, resolve_index_dir
 from coarch.locking import IndexLock, holder
@@ -61,23 +63,28 @@ class Index:
                 self.root = Path(recorded)
         self._store: Store | None = None
         self._searcher: Searcher | None = None
+        # How fresh the index was at the last search (set by search).
+        self.freshness = Freshness("unknown", reason="no search yet")
 
     # ---- building ----------------------------------------------------------------------------
 
-    def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None
+    def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None,
+              stop: threading.Event | None = None, settings: IndexOptions | None = None
               ) -> IndexSummary:
         """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path,
         IndexLockedError when another process is indexing into the same index,
-        IndexingInterrupted (exit code 130) after Ctrl-C, having committed the work in hand."""
+        IndexingInterrupted (exit code 130) after Ctrl-C or once `stop` is set, having
+        committed the work in hand. `settings` replaces the Index's own for this run."""
         root = check_root(self.root)
-        options = self.options if full is None else IndexOptions(
-            **{**self.options.__dict__, "full": full})
+        options = settings or self.options
+        if full is not None:
+            options = IndexOptions(**{**options.__dict__, "full": full})
         self._close_store()
         lock = IndexLock(self.index_dir)
         with lock:
             store = self._open_for_writing()
             try:
-                return Indexer(root, self.index_dir, store, options, progress).run()
+                return Indexer(root, self.index_dir, store, options, progress, stop).run()
             finally:
                 store.close()
 
@@ -138,41 +145,35 @@ class Index:
 
     def _pending(self, store: Store) -> dict[str, int] | None:
         """Files new, changed (by size or mtime) or deleted since the index was built."""
-        try:
-            root = check_root(Path(store.get_meta("root") or self.root))
-        except CoarchError:  # the folder is gone: nothing to compare with
+        options = discovery_options(store, self.index_dir, self.options.max_file_size,
+                                    self.options.use_git)
+        pending = pending_changes(Path(store.get_meta("root") or self.root), store, options)
+        if pending is None:  # the folder is gone: nothing to compare with
             return None
-        report = DiscoveryReport()
-        candidates = Discovery(root, DiscoveryOptions(
-            max_file_size=self.options.max_file_size, use_git=self.options.use_git,
-            exclude=(str(self.index_dir),)), report).candidates()
-        states = store.file_states()
-        new = changed = 0
-        for c in candidates:
-            st = states.get(c.path)
-            if st is None:
-                new += 1
-            elif st.size != c.size or st.mtime_ns != c.mtime_ns:
-                changed += 1
-        listed = {c.path for c in candidates}
-        deleted = sum(1 for p in states if p not in listed)
-        return {"new": new, "changed": changed, "deleted": deleted}
+        return {"new": pending.new, "changed": pending.changed, "deleted": pending.deleted}
 
     # ---- searching (coarch.search) -----------------------------------------------------------
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
                lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None) -> list[Hit]:
+               path: str | Sequence[str] | None = None, *, refresh: bool = True,
+               refresh_max_files: int | None = None) -> list[Hit]:
         """The `k` best chunks for `query`, best first, as `coarch.Hit`s. `mode` is "hybrid"
         (default), "semantic" or "keyword"; `lang` keeps those languages, `path` keeps paths
         matching its globs (.gitignore rules, "!glob" excludes). Reads the last committed state,
-        so it works while another process indexes. See coarch.search."""
+        so it works while another process indexes. See coarch.search.
+
+        With `refresh`, files changed since the index was built are re-indexed first when
+        they are at most `refresh_max_files` (default: $COARCH_REFRESH_MAX_FILES, else 20);
+        `self.freshness` then says how fresh the answer is (see coarch.freshness)."""
         from coarch.search import Searcher
 
+        if not (self.index_dir / DB_FILE).is_file():
+            raise IndexNotFoundError(f"no index for {self.root}",
+                                     hint=f"run `coarch index {self.root}` first")
+        self.freshness = (ensure_fresh(self, refresh_max_files) if refresh
+                          else Freshness("unknown", reason="not checked"))
         if self._searcher is None:
-            if not (self.index_dir / DB_FILE).is_file():
-                raise IndexNotFoundError(f"no index for {self.root}",
-                                         hint=f"run `coarch index {self.root}` first")
             self._searcher = Searcher(self.index_dir, model=self.options.model)
         return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path)
 

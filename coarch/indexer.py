@@ -58,6 +58,10 @@ DEFAULT_EMBED_POOL = 1024        # texts gathered, then embedded sorted by lengt
 MAX_PENDING_FILES = 2000         # commit early when this many files wait for a checkpoint
 _QUEUE_FILES = 16                # files read and chunked ahead of the embedder
 _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unchanged
+# The discovery settings of the last run, so that a freshness check (coarch.freshness) lists
+# the same files as the run did.
+META_MAX_FILE_SIZE = "discovery_max_file_size"
+META_USE_GIT = "discovery_use_git"
 
 
 def checkpoint_seconds(explicit: float | None) -> float:
@@ -200,7 +204,8 @@ class Indexer:
     """Runs one build of `root` into `store`. The caller holds the index lock."""
 
     def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.root = root
         self.index_dir = index_dir
         self.store = store
@@ -212,7 +217,9 @@ class Indexer:
         self._embedder: Embedder | None = None
         self._memory: Any = None
         self._main_chunker: Chunker | None = None
-        self._stop_requested = False
+        self._stop_flag = False
+        # Set by another thread to stop the run as Ctrl-C does (a server's cancelled request).
+        self._stop_event = stop
         self._t0 = time.monotonic()
         self._peak_rss = 0
         # progress counters
@@ -222,6 +229,14 @@ class Indexer:
         self._bytes_done = 0
         self._chunks_seen = 0
         self._in_encode = 0
+
+    @property
+    def _stop_requested(self) -> bool:
+        return self._stop_flag or (self._stop_event is not None and self._stop_event.is_set())
+
+    @_stop_requested.setter
+    def _stop_requested(self, value: bool) -> None:
+        self._stop_flag = value
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -281,6 +296,8 @@ class Indexer:
                 store.forget_file_states()  # durable: an interrupted run still re-chunks all
             store.set_meta("root", str(self.root))
             store.set_meta("chunker", chunker_id)
+            store.set_meta(META_MAX_FILE_SIZE, opts.max_file_size)
+            store.set_meta(META_USE_GIT, int(opts.use_git))
             store.set_meta("last_run_started", f"{time.time():.3f}")
             store.set_meta("last_run_state", "running")
             store.set_meta("last_run_pid", os.getpid())

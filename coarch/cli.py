@@ -387,6 +387,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Runner]] = {
     "status": (add_status_parser, run_status),
     "search": (add_search_parser, run_search),
     "mcp": (cli_agents.add_mcp_parser, cli_agents.run_mcp),
+    "watch": (cli_agents.add_watch_parser, cli_agents.run_watch),
 }
 
 

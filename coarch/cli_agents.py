@@ -131,3 +131,68 @@ def client_config(client: str, root: Path, index_dir: str | None) -> dict[str, A
     if client == "vscode":
         return {"servers": {"coarch": {"type": "stdio", **entry}}}
     return {"mcpServers": {"coarch": entry}}
+
+
+# ---- coarch watch --------------------------------------------------------------------------------
+
+def add_watch_parser(sub: Any) -> None:
+    from coarch.cli import _add_common, _positive_int, _profile, _seconds
+
+    p = sub.add_parser(
+        "watch", help="keep a repository's index fresh while files change",
+        description="Index the repository, then follow file changes and re-index what changed "
+                    "(debounced: a burst of changes such as a branch switch is one batch; "
+                    "ignored files are left alone, as by `coarch index`). One line per batch on "
+                    "stdout (JSON Lines with --json). Stop with Ctrl-C.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", nargs="?", default=".", metavar="PATH",
+                   help="folder to watch (default: the current folder)")
+    p.add_argument("--index", metavar="DIR", help="index folder (default: $COARCH_INDEX_DIR, "
+                   "else the repository's folder under the user cache folder)")
+    p.add_argument("--model", metavar="DIR", help="model folder (default: the packaged "
+                   "all-MiniLM-L6-v2, or $COARCH_MODEL)")
+    p.add_argument("--memory-limit", type=_positive_int, metavar="MB",
+                   help="memory limit for embedding, in MiB")
+    p.add_argument("--profile", type=_profile, metavar="NAME",
+                   help="memory profile: default, conservative, aggressive, development")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="threads for the model (default: the cores available)")
+    p.add_argument("--step", type=_seconds, default=0.2, metavar="SECONDS",
+                   help="a batch is indexed once no change came for SECONDS (default: 0.2)")
+    p.add_argument("--debounce", type=_seconds, default=2.0, metavar="SECONDS",
+                   help="and after SECONDS at most (default: 2)")
+    p.add_argument("--no-git", action="store_true",
+                   help="do not ask git for the file list; apply .gitignore files directly")
+    p.add_argument("--json", action="store_true", help="one JSON object per batch on stdout")
+    _add_common(p)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from coarch.watch import Watcher, WatchUpdate
+
+    def report(update: WatchUpdate) -> None:
+        if args.json:
+            line = json.dumps(asdict(update))
+        elif update.locked_by:
+            line = (f"{update.files_changed} files changed; index locked by pid "
+                    f"{update.locked_by}, will retry")
+        elif update.files_changed == 0:
+            return
+        else:
+            line = (f"{update.files_changed} files changed: {update.files_indexed} indexed, "
+                    f"{update.files_removed} removed, {update.chunks_embedded} chunks embedded "
+                    f"({update.seconds:.2f}s)")
+        if not args.quiet or args.json:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    options: dict[str, Any] = {"model": args.model, "threads": args.threads,
+                               "memory_limit_mb": args.memory_limit, "profile": args.profile,
+                               "use_git": not args.no_git}
+    watcher = Watcher(args.path, index_dir=args.index, options=options,
+                      step_ms=max(1, int(args.step * 1000)),
+                      debounce_ms=max(1, int(args.debounce * 1000)), on_update=report)
+    watcher.run()
+    return EXIT_OK

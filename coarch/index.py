@@ -27,6 +27,7 @@ from coarch.progress import ProgressCallback
 from coarch.store import Store, remove_index_files
 
 if TYPE_CHECKING:
+    from coarch.embedder import Embedder
     from coarch.search import Hit, Searcher
 
 if sys.version_info >= (3, 11):
@@ -69,12 +70,13 @@ class Index:
     # ---- building ----------------------------------------------------------------------------
 
     def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None,
-              stop: threading.Event | None = None, settings: IndexOptions | None = None
-              ) -> IndexSummary:
+              stop: threading.Event | None = None, settings: IndexOptions | None = None,
+              embedder: Embedder | None = None) -> IndexSummary:
         """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path,
         IndexLockedError when another process is indexing into the same index,
         IndexingInterrupted (exit code 130) after Ctrl-C or once `stop` is set, having
-        committed the work in hand. `settings` replaces the Index's own for this run."""
+        committed the work in hand. `settings` replaces the Index's own for this run;
+        `embedder`, a loaded model, is used when it is the index's model and precision."""
         root = check_root(self.root)
         options = settings or self.options
         if full is not None:
@@ -84,7 +86,8 @@ class Index:
         with lock:
             store = self._open_for_writing()
             try:
-                return Indexer(root, self.index_dir, store, options, progress, stop).run()
+                return Indexer(root, self.index_dir, store, options, progress, stop,
+                               embedder).run()
             finally:
                 store.close()
 

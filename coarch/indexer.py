@@ -205,7 +205,8 @@ class Indexer:
 
     def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
                  progress: ProgressCallback | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.root = root
         self.index_dir = index_dir
         self.store = store
@@ -215,6 +216,9 @@ class Indexer:
         self.report = DiscoveryReport()
         self.summary = IndexSummary(root=str(root), index_dir=str(index_dir))
         self._embedder: Embedder | None = None
+        # A loaded model a long-lived caller (coarch watch) lends to each run, used when it is
+        # the model and precision this run needs: it saves the model load (about 1 s).
+        self._lent_embedder = embedder
         self._memory: Any = None
         self._main_chunker: Chunker | None = None
         self._stop_flag = False
@@ -355,9 +359,15 @@ class Indexer:
     def _load_embedder(self, model_path: Path, wanted_model: str) -> Embedder:
         from coarch.embedder import Embedder
 
-        self._memory = _memory_manager(self.options)
-        embedder = Embedder(model_path, threads=self.options.threads, memory=self._memory,
-                            precision=self._precision_request)
+        lent = self._lent_embedder
+        if lent is not None and lent.model_id == wanted_model and \
+                lent.precision == self._precision:
+            self._memory = lent.memory
+            embedder = lent
+        else:
+            self._memory = _memory_manager(self.options)
+            embedder = Embedder(model_path, threads=self.options.threads, memory=self._memory,
+                                precision=self._precision_request)
         self._embedder = embedder
         with self.store.transaction():
             self.store.set_meta("model_id", wanted_model)

@@ -3,6 +3,7 @@ a real (tiny) indexed tree."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -238,6 +239,45 @@ def test_search_during_index_reads_the_committed_state(indexed: tuple[Path, Path
     assert seen["index"]["files_indexed"] == 30
     assert seen["after"]["hits"][0]["path"].startswith("gen/")
     assert seen["after"]["freshness"]["state"] == "fresh"
+
+
+def test_cancelled_index_stops_after_committing_and_resumes(indexed: tuple[Path, Path]) -> None:
+    root, index_dir = indexed
+    body = "".join(f"def helper_{j}(x):\n    return x * {j} + len(str(x))\n\n" for j in range(12))
+    for i in range(60):
+        (root / "gen" / f"mod_{i}.py").parent.mkdir(exist_ok=True)
+        (root / "gen" / f"mod_{i}.py").write_text(f'"""Module {i}."""\n' + body)
+    seen: dict[str, Any] = {}
+
+    async def scenario(session: ClientSession) -> None:
+        indexing = anyio.Event()
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            # Cancel once a first model batch is embedded (and so committed: checkpoints
+            # every 0 s), long before the run's end.
+            if message and int(message.split(", ")[-1].split()[0]) > 0:
+                indexing.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(session.call_tool, "index", {},
+                                            progress_callback=on_progress))
+            with anyio.fail_after(60):
+                await indexing.wait()
+            tg.cancel_scope.cancel()  # the client sends notifications/cancelled
+        with anyio.fail_after(60):
+            while True:
+                status = structured(await session.call_tool("index_status", {}))
+                if status["last_run"]["state"] != "running":
+                    break
+                await anyio.sleep(0.2)
+        seen["status"] = status
+        seen["resumed"] = structured(await session.call_tool("index", {}))
+
+    run(server_params(root, index_dir), scenario)
+    assert seen["status"]["last_run"]["state"] == "interrupted"
+    assert seen["status"]["locked_by"] is None
+    assert 0 < seen["resumed"]["files_indexed"] < 60  # the rest of the run, not all of it
+    assert seen["resumed"]["files_total"] == len(FILES) + 60
 
 
 def test_print_config_for_clients(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -142,6 +142,8 @@ def ensure_fresh(index: Index, max_files: int | None = None) -> Freshness:
     try:
         index.build(progress=None, settings=settings)
     except IndexLockedError as exc:
+        if exc.pid == os.getpid():
+            return _stale(pending, root, "an index run in this process is in progress")
         return _stale(pending, root, f"another process is indexing (pid {exc.pid})"
                       if exc.pid else "another process is indexing")
     except IndexingInterrupted:

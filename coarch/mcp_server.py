@@ -253,7 +253,8 @@ def build_server(service: CoarchService) -> MCPServer[Any]:
             description="only paths matching these globs, relative to the repository "
                         "(.gitignore rules; '!glob' excludes)")] = None,
     ) -> SearchOut:
-        return await _in_thread(service.search, query, k, mode, lang, path)
+        found: SearchOut = await _in_thread(service.search, query, k, mode, lang, path)
+        return found
 
     @server.tool(annotations=READ_ONLY, description=(
         "What the index holds: location, files, chunks, model, precision, last run, files "

@@ -229,13 +229,15 @@ def test_search_during_index_reads_the_committed_state(indexed: tuple[Path, Path
         after = structured(await session.call_tool("search", {"query": "helper_7"}))
         seen["after"] = after
 
-    run(server_params(root, index_dir), scenario)
+    # A limit above the files changed: the search tries to refresh and finds the lock held.
+    run(server_params(root, index_dir, "--refresh-max-files", "100"), scenario)
     during = seen["search_during"]
     assert not seen["index_done_before_search"]
     assert during["hits"][0]["path"] == "src/config.py"
     # The server's own run holds the lock: the search says how stale it is instead of waiting.
     assert during["freshness"]["state"] == "stale"
     assert during["freshness"]["stale_files"] > 0
+    assert during["freshness"]["reason"] == "an index run in this process is in progress"
     assert seen["index"]["files_indexed"] == 30
     assert seen["after"]["hits"][0]["path"].startswith("gen/")
     assert seen["after"]["freshness"]["state"] == "fresh"
@@ -267,7 +269,8 @@ def test_cancelled_index_stops_after_committing_and_resumes(indexed: tuple[Path,
         with anyio.fail_after(60):
             while True:
                 status = structured(await session.call_tool("index_status", {}))
-                if status["last_run"]["state"] != "running":
+                # The run records its state, then gives the lock up.
+                if status["last_run"]["state"] != "running" and status["locked_by"] is None:
                     break
                 await anyio.sleep(0.2)
         seen["status"] = status
@@ -276,7 +279,10 @@ def test_cancelled_index_stops_after_committing_and_resumes(indexed: tuple[Path,
     run(server_params(root, index_dir), scenario)
     assert seen["status"]["last_run"]["state"] == "interrupted"
     assert seen["status"]["locked_by"] is None
-    assert 0 < seen["resumed"]["files_indexed"] < 60  # the rest of the run, not all of it
+    # The next run indexes exactly what the stopped one had not committed.
+    committed = seen["status"]["files"] - len(FILES)
+    assert committed > 0
+    assert seen["resumed"]["files_indexed"] == 60 - committed
     assert seen["resumed"]["files_total"] == len(FILES) + 60
 
 

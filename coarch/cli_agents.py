@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,10 +104,11 @@ def run_mcp(args: argparse.Namespace) -> int:
 
 
 def server_command(root: Path, index_dir: str | None) -> list[str]:
-    """The command line a client runs to start this server: the installed `coarch` when it is
-    on PATH, else this Python with `-m coarch`."""
-    installed = shutil.which("coarch")
-    argv = [installed] if installed else [sys.executable, "-m", "coarch"]
+    """The command line a client runs to start this server, in this environment: its `coarch`
+    script when it has one, else this Python with `-m coarch` (a `coarch` elsewhere on PATH
+    may be another installation)."""
+    script = Path(sys.executable).with_name("coarch")
+    argv = [str(script)] if script.is_file() else [sys.executable, "-m", "coarch"]
     argv += ["mcp", str(root)]
     if index_dir is not None:
         argv += ["--index", str(Path(index_dir).expanduser().absolute())]
@@ -118,8 +118,8 @@ def server_command(root: Path, index_dir: str | None) -> list[str]:
 def client_config(client: str, root: Path, index_dir: str | None) -> dict[str, Any]:
     """The configuration snippet of `client` that starts `coarch mcp` on `root`."""
     argv = server_command(root, index_dir)
-    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if not shutil.which("coarch") and \
-        os.environ.get("PYTHONPATH") else None
+    # A client starts servers with a minimal environment: carry the path this coarch came from.
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else None
     if client == "opencode":
         entry: dict[str, Any] = {"type": "local", "command": argv, "enabled": True}
         if env:

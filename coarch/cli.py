@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
+from coarch import cli_agents
 from coarch._version import __version__
 from coarch.errors import (
     EXIT_ERROR,
@@ -316,6 +317,11 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument("--index", metavar="DIR",
                    help="index folder (default: $COARCH_INDEX_DIR, else the index of the "
                         "repository around the current folder)")
+    p.add_argument("-C", dest="directory", metavar="PATH",
+                   help="search the repository at PATH as if run there (no `cd` needed)")
+    p.add_argument("--no-refresh", action="store_true",
+                   help="do not re-index changed files first (by default up to "
+                        "$COARCH_REFRESH_MAX_FILES, else 20, are; more are only counted)")
     p.add_argument("--model", metavar="DIR",
                    help="model folder (default: the one the index was built with)")
     p.add_argument("--lines", type=_count, default=3, metavar="N",
@@ -333,10 +339,12 @@ def run_search(args: argparse.Namespace) -> int:
     from coarch.index import Index
 
     query = " ".join(args.query)
-    with Index(None, index_dir=args.index, model=args.model) as index:
+    where = cli_agents.search_root(args.directory, args.index)
+    with Index(where, index_dir=args.index, model=args.model) as index:
         if not (index.index_dir / "index.sqlite").is_file():
             _raise_no_index(index.root if args.index is None else None, args.index)
-        hits = index.search(query, k=args.k, mode=args.mode, lang=args.lang, path=args.path)
+        hits = index.search(query, k=args.k, mode=args.mode, lang=args.lang, path=args.path,
+                            refresh=not args.no_refresh)
     if args.json:
         for hit in hits:
             _write(sys.stdout, json.dumps(hit.to_dict(), ensure_ascii=False) + "\n")
@@ -424,6 +432,8 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Runner]] = {
     "index": (add_index_parser, run_index),
     "status": (add_status_parser, run_status),
     "search": (add_search_parser, run_search),
+    "mcp": (cli_agents.add_mcp_parser, cli_agents.run_mcp),
+    "watch": (cli_agents.add_watch_parser, cli_agents.run_watch),
 }
 
 

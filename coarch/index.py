@@ -13,14 +13,16 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coarch import vectors as faiss_file
-from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport, check_root
+from coarch.discovery import check_root
 from coarch.errors import CoarchError, CorruptIndexError, IndexNotFoundError
+from coarch.freshness import Freshness, discovery_options, ensure_fresh, pending_changes
 from coarch.indexer import (
     Indexer,
     IndexOptions,
@@ -43,6 +45,7 @@ from coarch.progress import ProgressCallback
 from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
+    from coarch.embedder import Embedder
     from coarch.search import Hit, Searcher
 
 if sys.version_info >= (3, 11):
@@ -81,34 +84,43 @@ class Index:
                 self.root = Path(recorded)
         self._store: Store | None = None
         self._searcher: Searcher | None = None
+        # How fresh the index was at the last search (set by search).
+        self.freshness = Freshness("unknown", reason="no search yet")
 
     # ---- building ----------------------------------------------------------------------------
 
-    def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None
-              ) -> IndexSummary:
+    def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None,
+              stop: threading.Event | None = None, settings: IndexOptions | None = None,
+              embedder: Embedder | None = None) -> IndexSummary:
         """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path or
         an index folder holding files coarch did not create, IndexLockedError when another
         process is indexing into the same index, CorruptIndexError for a damaged index (which
-        `full` rebuilds), IndexingInterrupted (exit code 130) after Ctrl-C, having committed the
-        work in hand. Model, memory and precision settings are checked before anything is
-        written; a rebuild is built beside the index and swapped in when complete, so a failed
-        or killed rebuild leaves the index as it was."""
+        `full` rebuilds), IndexingInterrupted (exit code 130) after Ctrl-C or once `stop` is set,
+        having committed the work in hand. Model, memory and precision settings are checked
+        before anything is written; a rebuild is built beside the index and swapped in when
+        complete, so a failed or killed rebuild leaves the index as it was. `settings` replaces
+        the Index's own for this run; `embedder`, a loaded model, is used when it is the model
+        and precision the run needs."""
         root = check_root(self.root)
-        options = self.options if full is None else IndexOptions(
-            **{**self.options.__dict__, "full": full})
+        options = settings or self.options
+        if full is not None:
+            options = IndexOptions(**{**options.__dict__, "full": full})
         self._close_store()
         check_index_folder(self.index_dir)
         with IndexLock(self.index_dir), corruption_reported(self.index_dir):
             store = self._open_for_writing(options.full)
             try:
                 plan = plan_run(store, options)
+                lent = _lent_model(embedder, plan)
                 resumed = self._leftover_rebuild(plan)
                 if plan.rebuild is None and resumed is None:
                     return Indexer(root, self.index_dir, store, options, progress,
-                                   plan=plan, exclude=self._excluded()).run()
+                                   plan=plan, model=lent, exclude=self._excluded(),
+                                   stop=stop).run()
                 if resumed is not None and plan.rebuild is None:
                     plan = dataclasses.replace(plan, rebuild=f"{resumed} (resumed)")
-                model = load_model(plan, options)  # a bad model fails here, nothing written
+                # A bad model fails here, before anything is written.
+                model = lent or load_model(plan, options)
                 if _is_empty(store):  # nothing to keep: rebuild in place
                     shutil.rmtree(rebuild_dir(self.index_dir), ignore_errors=True)
                     with store.transaction():
@@ -116,12 +128,12 @@ class Index:
                         for key in ("model_id", "dim", "max_seq_length", "precision"):
                             store.set_meta(key, None)
                     return Indexer(root, self.index_dir, store, options, progress, plan=plan,
-                                   model=model, exclude=self._excluded()).run()
+                                   model=model, exclude=self._excluded(), stop=stop).run()
             except BaseException:
                 store.close()
                 raise
             store.close()  # the old index stays as it is until the swap
-            return self._rebuild_beside(root, options, plan, model, progress)
+            return self._rebuild_beside(root, options, plan, model, progress, stop)
 
     def _excluded(self) -> tuple[str, ...]:
         return (str(self.index_dir), str(rebuild_dir(self.index_dir)))
@@ -174,7 +186,8 @@ class Index:
         return reason
 
     def _rebuild_beside(self, root: Path, options: IndexOptions, plan: RunPlan,
-                        model: LoadedModel, progress: ProgressCallback | None) -> IndexSummary:
+                        model: LoadedModel, progress: ProgressCallback | None,
+                        stop: threading.Event | None) -> IndexSummary:
         """Builds the whole index in the sibling rebuild folder, then swaps the two folders
         (atomically where the OS can) and removes the old one. The caller holds the index's
         lock; the rebuild folder's lock is held too, so that after the swap a second writer is
@@ -187,7 +200,7 @@ class Index:
                     store.set_meta(REBUILD_KEY, plan.rebuild)
                 summary = Indexer(root, folder, store, options, progress, plan=plan,
                                   model=model, exclude=self._excluded(),
-                                  shown_dir=self.index_dir).run()
+                                  shown_dir=self.index_dir, stop=stop).run()
                 with store.transaction():
                     store.set_meta(REBUILD_KEY, None)  # complete: no longer a leftover
             finally:
@@ -253,41 +266,35 @@ class Index:
 
     def _pending(self, store: Store) -> dict[str, int] | None:
         """Files new, changed (by size or mtime) or deleted since the index was built."""
-        try:
-            root = check_root(Path(store.get_meta("root") or self.root))
-        except CoarchError:  # the folder is gone: nothing to compare with
+        options = discovery_options(store, self.index_dir, self.options.max_file_size,
+                                    self.options.use_git)
+        pending = pending_changes(Path(store.get_meta("root") or self.root), store, options)
+        if pending is None:  # the folder is gone: nothing to compare with
             return None
-        report = DiscoveryReport()
-        candidates = Discovery(root, DiscoveryOptions(
-            max_file_size=self.options.max_file_size, use_git=self.options.use_git,
-            exclude=(str(self.index_dir),)), report).candidates()
-        states = store.file_states()
-        new = changed = 0
-        for c in candidates:
-            st = states.get(c.path)
-            if st is None:
-                new += 1
-            elif st.size != c.size or st.mtime_ns != c.mtime_ns:
-                changed += 1
-        listed = {c.path for c in candidates}
-        deleted = sum(1 for p in states if p not in listed)
-        return {"new": new, "changed": changed, "deleted": deleted}
+        return {"new": pending.new, "changed": pending.changed, "deleted": pending.deleted}
 
     # ---- searching (coarch.search) -----------------------------------------------------------
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
                lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None) -> list[Hit]:
+               path: str | Sequence[str] | None = None, *, refresh: bool = True,
+               refresh_max_files: int | None = None) -> list[Hit]:
         """The `k` best chunks for `query`, best first, as `coarch.Hit`s. `mode` is "hybrid"
         (default), "semantic" or "keyword"; `lang` keeps those languages, `path` keeps paths
         matching its globs (.gitignore rules, "!glob" excludes). Reads the last committed state,
-        so it works while another process indexes. See coarch.search."""
+        so it works while another process indexes. See coarch.search.
+
+        With `refresh`, files changed since the index was built are re-indexed first when
+        they are at most `refresh_max_files` (default: $COARCH_REFRESH_MAX_FILES, else 20);
+        `self.freshness` then says how fresh the answer is (see coarch.freshness)."""
         from coarch.search import Searcher
 
+        if not (self.index_dir / DB_FILE).is_file():
+            raise IndexNotFoundError(f"no index for {self.root}",
+                                     hint=f"run `coarch index {self.root}` first")
+        self.freshness = (ensure_fresh(self, refresh_max_files) if refresh
+                          else Freshness("unknown", reason="not checked"))
         if self._searcher is None:
-            if not (self.index_dir / DB_FILE).is_file():
-                raise IndexNotFoundError(f"no index for {self.root}",
-                                         hint=f"run `coarch index {self.root}` first")
             self._searcher = Searcher(self.index_dir, model=self.options.model)
         return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path)
 
@@ -312,6 +319,15 @@ class Index:
 
     def __repr__(self) -> str:
         return f"Index(root={str(self.root)!r}, index_dir={str(self.index_dir)!r})"
+
+
+def _lent_model(embedder: Embedder | None, plan: RunPlan) -> LoadedModel | None:
+    """A loaded model lent by a long-lived caller (coarch watch, the MCP server), when it is the
+    model and precision the run needs: it saves the model load (about 1 s)."""
+    if embedder is None or embedder.model_id != plan.model_id \
+            or embedder.precision != plan.precision:
+        return None
+    return LoadedModel(embedder, embedder.memory)
 
 
 def memory_readings(options: IndexOptions) -> dict[str, Any] | None:

@@ -67,6 +67,10 @@ DEFAULT_EMBED_POOL = 1024        # texts gathered, then embedded sorted by lengt
 MAX_PENDING_FILES = 2000         # commit early when this many files wait for a checkpoint
 _QUEUE_FILES = 16                # files read and chunked ahead of the embedder
 _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unchanged
+# The discovery settings of the last run, so that a freshness check (coarch.freshness) lists
+# the same files as the run did.
+META_MAX_FILE_SIZE = "discovery_max_file_size"
+META_USE_GIT = "discovery_use_git"
 # Memory a file takes while it is read, chunked and waits for its vectors, per byte of it: peak
 # RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
 # 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
@@ -103,6 +107,7 @@ def check_max_file_size(options: IndexOptions) -> None:
         f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
         f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
         f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)
+
 
 
 def checkpoint_seconds(explicit: float | None) -> float:
@@ -315,7 +320,8 @@ class Indexer:
     def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
                  progress: ProgressCallback | None = None, *, plan: RunPlan | None = None,
                  model: LoadedModel | None = None, exclude: tuple[str, ...] = (),
-                 shown_dir: Path | None = None) -> None:
+                 shown_dir: Path | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.root = root
         self.index_dir = index_dir
         self.store = store
@@ -329,7 +335,9 @@ class Indexer:
         self._embedder: Embedder | None = model.embedder if model else None
         self._memory: Any = model.memory if model else None
         self._main_chunker: Chunker | None = None
-        self._stop_requested = False
+        self._stop_flag = False
+        # Set by another thread to stop the run as Ctrl-C does (a server's cancelled request).
+        self._stop_event = stop
         self._stop_signal: int | None = None   # the signal that asked to stop, if any
         self._t0 = time.monotonic()
         self._peak_rss = 0
@@ -340,6 +348,14 @@ class Indexer:
         self._bytes_done = 0
         self._chunks_seen = 0
         self._in_encode = 0
+
+    @property
+    def _stop_requested(self) -> bool:
+        return self._stop_flag or (self._stop_event is not None and self._stop_event.is_set())
+
+    @_stop_requested.setter
+    def _stop_requested(self, value: bool) -> None:
+        self._stop_flag = value
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -416,6 +432,8 @@ class Indexer:
                 store.forget_file_states()  # durable: an interrupted run still re-chunks all
             store.set_meta("root", str(self.root))
             store.set_meta("chunker", plan.chunker_id)
+            store.set_meta(META_MAX_FILE_SIZE, opts.max_file_size)
+            store.set_meta(META_USE_GIT, int(opts.use_git))
             store.set_meta("last_run_started", f"{time.time():.3f}")
             store.set_meta("last_run_state", "running")
             store.set_meta("last_run_pid", os.getpid())

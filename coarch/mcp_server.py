@@ -1,0 +1,338 @@
+"""`coarch mcp`: a stdio MCP server (the official `mcp` SDK) that searches one repository from a
+warm process.
+
+A coding agent calls search many times per task; a `coarch search` process pays libtorch and
+the model each time (about 1 s idle, several seconds on a busy machine), the server once. Tools:
+
+- `search(query, k, mode, lang, path)`: hits and how fresh the index was (coarch.freshness
+  re-indexes a few changed files first); read-only as far as the files are concerned.
+- `index_status()`: what `coarch status --json --memory` gives; read-only.
+- `index(full)`: an incremental (or full) build in a worker thread, with
+  `notifications/progress` when the client sent a progress token; a cancelled request stops
+  it as Ctrl-C does (the batch in hand is committed). Searches during it read the last
+  committed state.
+
+Every tool has an input and an output schema and answers with `structuredContent` plus its
+JSON as text. Anticipated failures (no index yet, bad arguments, another indexer) are tool
+errors (`isError`, one line with the hint); the server keeps running. Path globs and every path
+returned stay inside the served root. stdout carries only protocol messages: coarch logs go to
+stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from coarch._version import __version__
+from coarch.discovery import check_root
+from coarch.errors import CoarchError, IndexingInterrupted, IndexNotFoundError
+from coarch.index import Index
+from coarch.location import DB_FILE
+from coarch.progress import IndexProgress
+from coarch.search import DEFAULT_K, MAX_K
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "coarch"
+# Progress notifications at most this often: the indexer reports after every model batch.
+PROGRESS_INTERVAL = 0.25
+
+
+# ---- schemas ------------------------------------------------------------------------------------
+
+class HitOut(BaseModel):
+    """One search hit; `path` is relative to the served root, lines are 1-based inclusive."""
+
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    language: str | None
+    symbol: str | None
+    snippet: str
+
+
+class FreshnessOut(BaseModel):
+    """How fresh the index was when the search answered (see coarch.freshness)."""
+
+    state: Literal["fresh", "refreshed", "stale", "unknown"]
+    stale_files: int = Field(description="files changed since the index and not re-indexed")
+    refreshed_files: int = Field(description="changed files re-indexed before this search")
+    reason: str | None = None
+
+
+class SearchOut(BaseModel):
+    root: str
+    query: str
+    mode: str
+    hits: list[HitOut]
+    freshness: FreshnessOut
+
+
+class IndexOut(BaseModel):
+    """What an `index` run did."""
+
+    root: str
+    files_total: int
+    files_indexed: int
+    files_unchanged: int
+    files_removed: int
+    chunks_embedded: int
+    chunks_total: int
+    seconds: float
+    rebuild_reason: str | None
+
+
+# ---- the service: the server's state, callable without MCP --------------------------------------
+
+class CoarchService:
+    """One served root: its index for searching (one Searcher, behind a lock: a Searcher is not
+    thread-safe) and, separately, the runs of `index` (one at a time)."""
+
+    def __init__(self, root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None,
+                 options: dict[str, Any] | None = None,
+                 refresh_max_files: int | None = None) -> None:
+        self.root = check_root(root)
+        self.index_dir_arg = index_dir
+        self.options = options or {}
+        self.refresh_max_files = refresh_max_files
+        self._search_index = Index(self.root, index_dir=index_dir, **self.options)
+        self.index_dir = self._search_index.index_dir
+        self._search_lock = threading.Lock()
+        self._build_lock = threading.Lock()
+
+    # -- search --
+
+    def search(self, query: str, k: int, mode: str, lang: list[str] | None,
+               path: list[str] | None) -> SearchOut:
+        for glob in path or ():
+            check_glob(glob)
+        with self._search_lock:
+            try:
+                hits = self._search_index.search(
+                    query, k=k, mode=mode, lang=lang, path=path,
+                    refresh_max_files=self.refresh_max_files)
+            except IndexNotFoundError as exc:
+                raise ToolError(self._no_index_message(exc)) from None
+            freshness = self._search_index.freshness
+        return SearchOut(
+            root=str(self.root), query=query, mode=mode,
+            hits=[HitOut(**hit.to_dict()) for hit in hits if inside_root(hit.path)],
+            freshness=FreshnessOut(**freshness.as_dict()))
+
+    def warm(self) -> None:
+        """Loads the model and opens the index (a first search pays nothing more)."""
+        if not (self.index_dir / DB_FILE).is_file():
+            return
+        with self._search_lock:
+            self._search_index.search("warm up", k=1, refresh=False)
+
+    def _no_index_message(self, exc: CoarchError) -> str:
+        return (f"{exc.message}; call the `index` tool to build it (progress is reported), or "
+                f"run `coarch index {self.root}`")
+
+    # -- status --
+
+    def status(self) -> dict[str, Any]:
+        with Index(self.root, index_dir=self.index_dir_arg, **self.options) as index:
+            try:
+                status = index.status(memory=True)
+            except IndexNotFoundError as exc:
+                raise ToolError(self._no_index_message(exc)) from None
+        # The JSON `coarch status --json --memory` writes: the same dict, serialised.
+        out: dict[str, Any] = json.loads(json.dumps(status, default=str))
+        return out
+
+    # -- index --
+
+    def build(self, full: bool, progress: Callable[[IndexProgress], None] | None,
+              stop: threading.Event) -> IndexOut:
+        if not self._build_lock.acquire(blocking=False):
+            raise ToolError("an index run of this server is already in progress; wait for it")
+        try:
+            with Index(self.root, index_dir=self.index_dir_arg, **self.options) as index:
+                summary = index.build(progress=progress, full=full, stop=stop)
+        except CoarchError as exc:
+            raise ToolError(one_line(exc)) from None
+        finally:
+            self._build_lock.release()
+        return IndexOut(
+            root=summary.root, files_total=summary.files_total,
+            files_indexed=summary.files_indexed, files_unchanged=summary.files_unchanged,
+            files_removed=summary.files_removed, chunks_embedded=summary.chunks_embedded,
+            chunks_total=summary.chunks_total, seconds=round(summary.seconds, 3),
+            rebuild_reason=summary.rebuild_reason)
+
+
+    def wait_for_build(self) -> None:
+        """Returns once no `index` run of this server is in progress."""
+        with self._build_lock:
+            pass
+
+
+def one_line(exc: CoarchError) -> str:
+    return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+
+
+def check_glob(glob: str) -> None:
+    """Refuses a path glob that names something outside the served root: absolute, `~`, or
+    climbing out with `..`."""
+    text = glob.removeprefix("!")
+    if not text.strip():
+        raise ToolError("empty path glob")
+    pure = PurePosixPath(text.replace("\\", "/"))
+    if text.startswith(("/", "~")) or pure.is_absolute() or ".." in pure.parts:
+        raise ToolError(f"path {glob!r} is outside the served root; give a glob relative to it "
+                        "(e.g. 'src/**', '*.py', '!tests/')")
+
+
+def inside_root(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return not pure.is_absolute() and ".." not in pure.parts
+
+
+# ---- the MCP server ------------------------------------------------------------------------------
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                            open_world_hint=False)
+# `index` writes only coarch's own index (never the user's files) and can be repeated.
+WRITES_INDEX = ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                               idempotent_hint=True, open_world_hint=False)
+
+
+def build_server(service: CoarchService) -> MCPServer[Any]:
+    """The MCP server over `service`, its tools registered."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+        # Warm up in the background: initialisation answers at once, and a first search that
+        # comes early waits on the search lock instead of loading the model itself.
+        warmer = threading.Thread(target=_warm, args=(service,), name="coarch-warm",
+                                  daemon=True)
+        warmer.start()
+        yield
+
+    server: MCPServer[Any] = MCPServer(
+        name=SERVER_NAME, version=__version__, lifespan=lifespan, log_level="WARNING",
+        instructions=(
+            f"Code search over {service.root}: `search` finds code by meaning or identifier "
+            "(path:lines, score, snippet). The index refreshes itself before a search when few "
+            "files changed; call `index` to update it after large changes."))
+
+    @server.tool(annotations=READ_ONLY, description=(
+        "Search the repository's code by meaning (natural language) or by identifier "
+        "(`parse_config`, `HttpClient.send`: its definition comes first). Returns hits with "
+        "path (relative to the repository), start_line, end_line, score, language, symbol and "
+        "snippet, plus how fresh the index was."))
+    async def search(
+        query: Annotated[str, Field(min_length=1, description="words or an identifier")],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="number of hits")] = DEFAULT_K,
+        mode: Annotated[Literal["hybrid", "semantic", "keyword"], Field(
+            description="hybrid (default): meaning and keywords fused; semantic; keyword"
+        )] = "hybrid",
+        lang: Annotated[list[str] | None, Field(
+            description="only these languages (python, py, ts, ...)")] = None,
+        path: Annotated[list[str] | None, Field(
+            description="only paths matching these globs, relative to the repository "
+                        "(.gitignore rules; '!glob' excludes)")] = None,
+    ) -> SearchOut:
+        found: SearchOut = await _in_thread(service.search, query, k, mode, lang, path)
+        return found
+
+    @server.tool(annotations=READ_ONLY, description=(
+        "What the index holds: location, files, chunks, model, precision, last run, files "
+        "pending (new, changed, deleted) and the memory manager's readings; the same JSON as "
+        "`coarch status --json --memory`."))
+    async def index_status() -> dict[str, Any]:
+        out: dict[str, Any] = await _in_thread(service.status)
+        return out
+
+    @server.tool(annotations=WRITES_INDEX, description=(
+        "Build or update the repository's index (incremental: only new and changed files are "
+        "embedded; full=true rebuilds from scratch). Reports progress when the request has a "
+        "progress token; cancelling the request stops it after committing the work in hand. "
+        "Searches during a run answer from the last committed state."))
+    async def index(ctx: Context, full: bool = False) -> IndexOut:
+        return await _run_build(service, ctx, full)
+
+    return server
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs blocking coarch work off the event loop, turning coarch errors into tool errors."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    except ToolError:
+        raise
+    except CoarchError as exc:
+        raise ToolError(one_line(exc)) from None
+
+
+async def _run_build(service: CoarchService, ctx: Context, full: bool) -> IndexOut:
+    """The build in a worker thread; its progress goes to the client from the event loop, and a
+    cancelled request sets the indexer's stop event, then waits for its commit."""
+    stop = threading.Event()
+    reporter = _ProgressReporter(ctx)
+    try:
+        out: IndexOut = await anyio.to_thread.run_sync(
+            functools.partial(service.build, full, reporter, stop), abandon_on_cancel=True)
+        return out
+    except anyio.get_cancelled_exc_class():
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            # The run commits what it has and gives up the index lock before we answer.
+            await anyio.to_thread.run_sync(service.wait_for_build)
+        raise
+    except IndexingInterrupted as exc:
+        raise ToolError(one_line(exc)) from None
+
+
+class _ProgressReporter:
+    """IndexProgress from the indexer's thread -> `notifications/progress` (throttled)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._last = 0.0
+
+    def __call__(self, p: IndexProgress) -> None:
+        now = time.monotonic()
+        if p.phase != "done" and now - self._last < PROGRESS_INTERVAL:
+            return
+        self._last = now
+        total = max(p.chunks_estimate, p.chunks_embedded + p.chunks_reused, 1)
+        done = p.chunks_embedded + p.chunks_reused
+        message = (f"{p.phase}: {p.files_done}/{p.files_to_read} files, {p.chunks_embedded} "
+                   f"chunks embedded")
+        with contextlib.suppress(Exception):  # a client gone away must not stop the run
+            anyio.from_thread.run(self.ctx.report_progress, float(done), float(total), message)
+
+
+def _warm(service: CoarchService) -> None:
+    try:
+        service.warm()
+    except Exception as exc:  # noqa: BLE001  (warming is best effort; searches report errors)
+        log.debug("warm-up failed: %s", exc)
+
+
+def serve(root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None = None,
+          options: dict[str, Any] | None = None, refresh_max_files: int | None = None) -> None:
+    """Serves `root` over stdio until the client closes the connection."""
+    service = CoarchService(Path(root), index_dir, options, refresh_max_files)
+    build_server(service).run("stdio")

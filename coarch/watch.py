@@ -1,0 +1,180 @@
+"""`coarch watch`: keep one index fresh while files change.
+
+File-system notifications (the `watchfiles` library: inotify, FSEvents, ReadDirectoryChangesW)
+are grouped into batches: a batch is yielded once no change came for `step_ms`, or after
+`debounce_ms` at most, so a branch switch that rewrites thousands of files becomes one or a few
+incremental runs instead of thousands. Which changes count is coarch.discovery's decision (git's
+file list or the .gitignore rules, as `coarch index` sees them): after each batch the watcher
+compares sizes and mtimes with the store (coarch.freshness) and runs an incremental build only
+when something the index covers changed; changes to ignored files cost that comparison.
+
+Memory stays bounded over hours: one Embedder (and its MemoryManager) is loaded once and lent
+to every run, and each run opens and closes its own store. When another process holds the
+index lock the batch is kept and retried on the next batch or timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coarch.discovery import check_root
+from coarch.errors import IndexLockedError
+from coarch.freshness import discovery_options, pending_changes
+from coarch.index import Index
+from coarch.location import DB_FILE
+from coarch.store import Store
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+    from coarch.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+# A batch is handed over once no change came for STEP_MS, and after DEBOUNCE_MS at most: git
+# rewrites a branch's files in bursts with short gaps; an editor saves one file at a time.
+DEFAULT_STEP_MS = 200
+DEFAULT_DEBOUNCE_MS = 2000
+# How often (ms) the watcher wakes without changes, to retry a batch the lock held back.
+RETRY_MS = 2000
+
+
+@dataclass(frozen=True)
+class WatchUpdate:
+    """One batch: the notifications it held, the files the index saw change, and what the run
+    did (None when nothing the index covers had changed or the lock was held)."""
+
+    notifications: int
+    files_changed: int
+    files_indexed: int
+    files_removed: int
+    chunks_embedded: int
+    seconds: float
+    locked_by: int | None = None
+
+
+class Watcher:
+    """Watches `root` and keeps its index (`index_dir`, else the default) up to date.
+    `options` are the settings of `coarch index` (IndexOptions' keywords)."""
+
+    def __init__(self, root: str | os.PathLike[str],
+                 index_dir: str | os.PathLike[str] | None = None,
+                 options: dict[str, Any] | None = None,
+                 step_ms: int = DEFAULT_STEP_MS, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+                 on_update: Callable[[WatchUpdate], None] | None = None) -> None:
+        self.root = check_root(root)
+        self.index_dir_arg = index_dir
+        self.options = options or {}
+        self.step_ms = step_ms
+        self.debounce_ms = max(debounce_ms, step_ms)
+        self.on_update = on_update
+        with Index(self.root, index_dir=index_dir, **self.options) as index:
+            self.index_dir = index.index_dir
+        self._embedder: Embedder | None = None
+        self._dirty = False
+
+    def run(self, stop: threading.Event | None = None, ready: threading.Event | None = None
+            ) -> None:
+        """Brings the index up to date, then follows changes until `stop` is set (or Ctrl-C:
+        KeyboardInterrupt, or IndexingInterrupted during a run). `ready` is set once the
+        watch is in place."""
+        import watchfiles
+
+        self.update(notifications=0)
+        watch_filter = _Filter(self.index_dir)
+        changes = watchfiles.watch(
+            self.root, watch_filter=watch_filter, debounce=self.debounce_ms, step=self.step_ms,
+            stop_event=stop, rust_timeout=RETRY_MS, yield_on_timeout=True,
+            raise_interrupt=True)
+        if ready is not None:
+            ready.set()
+        # The notifications start with the first iteration: check once more at the first
+        # batch or timeout, for what changed in between.
+        self._dirty = True
+        for batch in changes:
+            if batch or self._dirty:
+                self.update(notifications=len(batch))
+
+    def update(self, notifications: int) -> WatchUpdate:
+        """One incremental run if the files the index covers changed (see the module
+        docstring)."""
+        t0 = time.monotonic()
+        with Index(self.root, index_dir=self.index_dir_arg, **self.options) as index:
+            changed = self._changed_files(index)
+            if changed == 0:
+                self._dirty = False
+                return self._report(WatchUpdate(notifications, 0, 0, 0, 0,
+                                                time.monotonic() - t0))
+            try:
+                summary = index.build(embedder=self._embedder_for(index))
+            except IndexLockedError as exc:
+                self._dirty = True
+                log.warning("%s; will retry", exc)
+                return self._report(WatchUpdate(notifications, changed, 0, 0, 0,
+                                                time.monotonic() - t0, exc.pid or -1))
+        self._dirty = False
+        update = WatchUpdate(notifications, changed, summary.files_indexed + summary.files_copied,
+                             summary.files_removed, summary.chunks_embedded,
+                             time.monotonic() - t0)
+        log.info("%d files changed: %d indexed, %d removed, %d chunks embedded (%.2fs)",
+                 changed, update.files_indexed, update.files_removed, update.chunks_embedded,
+                 update.seconds)
+        return self._report(update)
+
+    def _changed_files(self, index: Index) -> int:
+        """Files new, changed or deleted by the index's own listing; every file counts as
+        changed while there is no index yet."""
+        if not (index.index_dir / DB_FILE).is_file():
+            return 1
+        with Store(index.index_dir, readonly=True) as store:
+            options = discovery_options(store, index.index_dir, index.options.max_file_size,
+                                        index.options.use_git)
+            pending = pending_changes(self.root, store, options)
+        return 0 if pending is None else pending.total
+
+    def _embedder_for(self, index: Index) -> Embedder | None:
+        """The watcher's one Embedder, loaded on the first run that needs one, in the index's
+        precision and model; under the MemoryManager of the index settings."""
+        if self._embedder is not None:
+            return self._embedder
+        if not (index.index_dir / DB_FILE).is_file():
+            return None  # the first build picks the precision; later runs borrow its model
+        from coarch.embedder import Embedder
+        from coarch.indexer import _memory_manager
+        from coarch.models import resolve_model_path
+
+        with Store(index.index_dir, readonly=True) as store:
+            precision = store.precision()
+        settings = index.options
+        self._embedder = Embedder(resolve_model_path(settings.model), threads=settings.threads,
+                                  memory=_memory_manager(settings),
+                                  precision=settings.precision or precision)
+        return self._embedder
+
+    def _report(self, update: WatchUpdate) -> WatchUpdate:
+        if self.on_update is not None:
+            self.on_update(update)
+        return update
+
+
+class _Filter:
+    """watchfiles' default filter (VCS folders, caches, editors' swap files) plus the index
+    folder, which changes on every run."""
+
+    def __init__(self, index_dir: Path) -> None:
+        import watchfiles
+
+        self._default = watchfiles.DefaultFilter()
+        self._index_prefix = os.path.realpath(index_dir).rstrip("/") + "/"
+
+    def __call__(self, change: Change, path: str) -> bool:
+        if os.path.realpath(path).startswith(self._index_prefix):
+            return False
+        return bool(self._default(change, path))

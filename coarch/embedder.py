@@ -132,6 +132,7 @@ class Embedder:
         Batches are cut by a budget of padded tokens (`batch_tokens`, else the MemoryManager's
         or the default). `progress(done, total)` is called after each batch. Ctrl-C between
         batches raises KeyboardInterrupt. A non-str item raises TypeError naming its index.
+        The texts are copied at the call: changing `texts` meanwhile changes nothing.
         """
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a single str")

@@ -1,10 +1,11 @@
 /* embedder_type.c: coarch._core.Embedder, the Python face of model + tokenizer + encoder + loop.
  *
- * Bridge rules: Python objects are read while holding the GIL (each str's UTF-8 pointer is
- * copied into a cx_text array and the str kept alive), then tokenize + forward + pool run in one
- * released block over engine data only. Between batches the hook re-takes the GIL to run the
- * garbage collector when the MemoryManager asks, check for Ctrl-C and call the progress
- * callback. A lock serialises encode calls on one Embedder, whose scratch buffers are shared. */
+ * Bridge rules: Python objects are read while holding the GIL (the texts are copied into a
+ * tuple of our own, which keeps each str alive, and each str's UTF-8 pointer into a cx_text
+ * array), then tokenize + forward + pool run in one released block over engine data only.
+ * Between batches the hook re-takes the GIL to run the garbage collector when the MemoryManager
+ * asks, check for Ctrl-C and call the progress callback. A lock serialises encode calls on one
+ * Embedder, whose scratch buffers are shared. */
 #include "core.h"
 
 #include "pythread.h"
@@ -321,6 +322,20 @@ static int collect_texts(PyObject **items, Py_ssize_t count, cx_text *texts, PyO
     return 0;
 }
 
+/* A new tuple of the items of `sequence` (the same object when it is a tuple); NULL with
+ * TypeError when it is not iterable. */
+static PyObject *texts_tuple(PyObject *sequence)
+{
+    PyObject *items = PySequence_Tuple(sequence);
+    if (items == NULL && PyErr_ExceptionMatches(PyExc_TypeError) &&
+        !PyObject_HasAttrString(sequence, "__iter__")) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "texts must be a sequence of str, not %.100s",
+                     Py_TYPE(sequence)->tp_name);
+    }
+    return items;
+}
+
 static int check_output(Py_buffer *view, Py_ssize_t count, int64_t dim)
 {
     if (view->itemsize != (Py_ssize_t)sizeof(float) ||
@@ -359,10 +374,13 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     cx_text *texts = NULL;
     Py_buffer view = {0};
     int have_view = 0, locked = 0;
-    PyObject *items = PySequence_Fast(sequence, "texts must be a sequence of str");
+    /* A tuple of its own, not the caller's list: the str objects whose UTF-8 the engine reads
+     * must live until the end, whatever another thread or the progress callback does to the
+     * list while the GIL is released. */
+    PyObject *items = texts_tuple(sequence);
     if (items == NULL)
         return NULL;
-    const Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    const Py_ssize_t count = PyTuple_GET_SIZE(items);
     const int64_t dim = cx_bert_config_of(self->bert)->hidden_size;
 
     if (PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)

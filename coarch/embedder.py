@@ -93,6 +93,7 @@ class Embedder:
 
     @property
     def threads(self) -> int:
+        """libtorch's intra-op threads during this Embedder's encodes (set for each encode)."""
         return int(self._core.threads)
 
     @property

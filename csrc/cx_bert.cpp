@@ -807,7 +807,9 @@ cx_status cx_backend_set_threads(int threads, cx_error *err)
     if (threads < 1)
         return cx_error_set(err, CX_ERR_ARGUMENT, "threads must be at least 1, not %d", threads);
     return guarded(err, "cannot set libtorch's thread count", [&]() {
-        at::set_num_threads(threads);
+        /* Unchanged: skip set_num_threads, which also drops oneDNN's convolution cache. */
+        if (at::get_num_threads() != threads)
+            at::set_num_threads(threads);
         return CX_OK;
     });
 }

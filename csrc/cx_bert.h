@@ -62,7 +62,11 @@ cx_precision cx_bert_precision(const cx_bert *bert);
 /* The configuration the encoder was built with (borrowed). */
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert);
 
-/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads). */
+/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads) for the calling
+ * thread's parallel work. With libtorch's OpenMP backend (the one this build uses) it is the
+ * calling thread's OpenMP setting: two threads that encode at once each run with their own
+ * count. A thread that has not run parallel work yet starts with the count set last. The
+ * bridge sets it at the start of every encode (embedder_type.c). */
 cx_status cx_backend_set_threads(int threads, cx_error *err);
 int cx_backend_threads(void);
 

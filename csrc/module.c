@@ -107,8 +107,8 @@ static PyMethodDef core_functions[] = {
     {"available_cores", available_cores, METH_NOARGS,
      "available_cores() -> int\n\nCores in this process's affinity mask."},
     {"backend_info", backend_info, METH_NOARGS,
-     "backend_info() -> dict\n\nThread counts of libtorch and OpenBLAS, OpenBLAS's core type, "
-     "CUDA availability and the libtorch version built against."},
+     "backend_info() -> dict\n\nThread counts of libtorch (the calling thread's) and OpenBLAS, "
+     "OpenBLAS's core\ntype, CUDA availability and the libtorch version built against."},
     {NULL, NULL, 0, NULL},
 };
 

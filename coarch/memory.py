@@ -117,7 +117,9 @@ class MemoryManager(_core.MemoryManager):
     `adaptive=False` keeps every batch at `max_batch_tokens`. Arguments left as None are read
     from COARCH_MEMORY_LIMIT_MB, COARCH_MEMORY_PROFILE and COARCH_ADAPTIVE_BATCHING; a bad
     value there raises ConfigError, a bad argument ValueError or TypeError.
-    `critical_wait_s` bounds the wait for relief at CRITICAL (0: no wait).
+    `critical_wait_s` bounds the wait for relief at CRITICAL (0: no wait). A manager is
+    initialised once (a second __init__ raises RuntimeError): Embedders and running encodes
+    hold on to it; create a new one for other settings.
     """
 
     def __init__(

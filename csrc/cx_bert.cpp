@@ -28,10 +28,10 @@
 #include <torch/version.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -531,6 +531,100 @@ int64_t held_bytes(const at::Tensor &tensor)
     return tensor.defined() ? (int64_t)tensor.nbytes() : 0;
 }
 
+/* ---- is bf16 native? ---------------------------------------------------------------------
+ * Decided from what the machine has, never from a timing: a timing on a busy machine flipped
+ * the answer, and an index keeps the precision it was built with. */
+
+struct Bf16Verdict {
+    bool native = false;
+    std::string reason; /* says what was found, in /proc/cpuinfo's names */
+};
+
+/* The CPU's bf16 instructions as cpuinfo names them ("avx512_bf16", "amx_bf16"), from cpuid. */
+std::string cpu_bf16_features()
+{
+    __builtin_cpu_init();
+    std::string found;
+    if (__builtin_cpu_supports("avx512bf16"))
+        found = "avx512_bf16";
+    if (__builtin_cpu_supports("amx-bf16"))
+        found += found.empty() ? "amx_bf16" : " and amx_bf16";
+    return found;
+}
+
+/* libtorch 1.13 sends a bf16 product to oneDNN only when oneDNN is built in and enabled and the
+ * CPU has AVX-512 BW, VL and DQ (ATen's mkldnn_bf16_device_check); otherwise it runs a scalar
+ * reference loop. Returns nullptr when all hold, else what is missing. */
+const char *onednn_bf16_missing()
+{
+    if (!AT_MKLDNN_ENABLED() || !at::globalContext().hasMKLDNN())
+        return "this libtorch has no oneDNN";
+    if (!at::globalContext().userEnabledMkldnn())
+        return "oneDNN is disabled in this libtorch (torch.backends.mkldnn)";
+    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
+        !__builtin_cpu_supports("avx512dq"))
+        return "the CPU lacks the AVX-512 BW/VL/DQ that libtorch's oneDNN bf16 path needs";
+    return nullptr;
+}
+
+/* A product of the feed-forward's shape, [64, 384] x [1536, 384]^T, run in bf16 through
+ * dense() as the forward pass runs it, against fp32 on the same inputs. The inputs are
+ * multiples of 1/8 below 1, exact in bf16, so the two differ only by the bf16 rounding of the
+ * result. Checks that the product runs and is right; its speed is not measured. Returns
+ * nullptr when it is right, else what went wrong. */
+const char *bf16_product_wrong()
+{
+    c10::InferenceMode inference;
+    const int64_t rows = 64, inner = 384, outer = 1536;
+    at::Tensor input = at::arange(rows * inner, at::kFloat).view({rows, inner});
+    at::Tensor weight = at::arange(outer * inner, at::kFloat).view({outer, inner});
+    input = (input.remainder(15) - 7) / 8;
+    weight = (weight.remainder(13) - 6) / 8;
+    at::Tensor bias = (at::arange(outer, at::kFloat).remainder(11) - 5) / 8;
+    at::Tensor expected = at::addmm(bias, input, weight.t());
+    at::Tensor out = at::empty({rows, outer}, at::kBFloat16);
+    dense(out, input.to(at::kBFloat16), weight.to(at::kBFloat16), bias.to(at::kBFloat16));
+    /* bf16 keeps 8 significant bits: each result is within 2^-8 of its own magnitude. */
+    const double error = (out.to(at::kFloat) - expected).abs().max().item<double>();
+    const double scale = expected.abs().max().item<double>();
+    return error <= scale / 128 ? nullptr : "a bf16 product gave wrong results";
+}
+
+Bf16Verdict decide_bf16()
+{
+    Bf16Verdict verdict;
+    const std::string features = cpu_bf16_features();
+    if (features.empty()) {
+        verdict.reason = "fp32: the CPU has no native bf16 instructions (no avx512_bf16 or "
+                         "amx_bf16 in cpuid)";
+        return verdict;
+    }
+    const std::string has = "the CPU has " + features;
+    if (const char *missing = onednn_bf16_missing()) {
+        verdict.reason = "fp32: " + has + ", but " + missing;
+        return verdict;
+    }
+    const char *wrong = nullptr;
+    try {
+        wrong = bf16_product_wrong();
+    } catch (const c10::Error &e) {
+        verdict.reason = "fp32: " + has + ", but a bf16 product failed in libtorch: " +
+                         e.what_without_backtrace();
+        return verdict;
+    } catch (...) {
+        verdict.reason = "fp32: " + has + ", but a bf16 product failed in libtorch";
+        return verdict;
+    }
+    if (wrong != nullptr) {
+        verdict.reason = "fp32: " + has + ", but " + wrong;
+        return verdict;
+    }
+    verdict.native = true;
+    verdict.reason = "bf16: " + has + ", libtorch " TORCH_VERSION
+                     " runs bf16 products in oneDNN, and a probe product was right";
+    return verdict;
+}
+
 }  // namespace
 
 extern "C" {
@@ -713,7 +807,9 @@ cx_status cx_backend_set_threads(int threads, cx_error *err)
     if (threads < 1)
         return cx_error_set(err, CX_ERR_ARGUMENT, "threads must be at least 1, not %d", threads);
     return guarded(err, "cannot set libtorch's thread count", [&]() {
-        at::set_num_threads(threads);
+        /* Unchanged: skip set_num_threads, which also drops oneDNN's convolution cache. */
+        if (at::get_num_threads() != threads)
+            at::set_num_threads(threads);
         return CX_OK;
     });
 }
@@ -729,55 +825,18 @@ int cx_backend_threads(void)
 
 int cx_backend_bf16_native(const char **reason)
 {
-    static int answer = -1;
-    static const char *why = "";
-    if (answer >= 0) {
-        *reason = why;
-        return answer;
-    }
-    answer = 0;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bf16") && !__builtin_cpu_supports("amx-bf16")) {
-        why = "the CPU has no native bf16 instructions (avx512_bf16 or AMX-BF16)";
-    } else if (!AT_MKLDNN_ENABLED() || !at::globalContext().userEnabledMkldnn()) {
-        why = "this libtorch has no oneDNN, which runs bf16 products natively";
-    } else {
+    static std::once_flag once;
+    static Bf16Verdict verdict;
+    std::call_once(once, [] {
         try {
-            c10::InferenceMode inference;
-            /* A product of the feed-forward's shape. The best of several runs, so that a busy
-             * machine does not decide the answer. */
-            at::Tensor input = at::randn({512, 384}), weight = at::randn({1536, 384});
-            at::Tensor bias = at::zeros({1536}), out = at::empty({512, 1536});
-            at::Tensor input_low = input.to(at::kBFloat16), weight_low = weight.to(at::kBFloat16);
-            at::Tensor bias_low = bias.to(at::kBFloat16);
-            at::Tensor out_low = at::empty({512, 1536}, at::kBFloat16);
-            auto seconds = [](auto &&run) {
-                run(); /* warm-up: oneDNN builds its kernel on the first call */
-                double best = 1e30;
-                for (int i = 0; i < 7; ++i) {
-                    const auto start = std::chrono::steady_clock::now();
-                    run();
-                    best = std::min(best, std::chrono::duration<double>(
-                                              std::chrono::steady_clock::now() - start)
-                                              .count());
-                }
-                return best;
-            };
-            /* Each through dense(), as the forward pass runs it (fp32 split across the pool). */
-            const double fp32 = seconds([&] { dense(out, input, weight, bias); });
-            const double bf16 = seconds([&] { dense(out_low, input_low, weight_low, bias_low); });
-            if (bf16 * 1.5 < fp32) {
-                answer = 1;
-                why = "the CPU has native bf16 and libtorch's bf16 products ran faster than fp32";
-            } else {
-                why = "libtorch's bf16 products were not faster than fp32 on this machine";
-            }
+            verdict = decide_bf16();
         } catch (...) {
-            why = "a bf16 product failed in this libtorch";
+            verdict = Bf16Verdict();
+            verdict.reason = "fp32: the bf16 check failed";
         }
-    }
-    *reason = why;
-    return answer;
+    });
+    *reason = verdict.reason.c_str();
+    return verdict.native ? 1 : 0;
 }
 
 const char *cx_backend_version(void)

@@ -62,18 +62,24 @@ cx_precision cx_bert_precision(const cx_bert *bert);
 /* The configuration the encoder was built with (borrowed). */
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert);
 
-/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads). */
+/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads) for the calling
+ * thread's parallel work. With libtorch's OpenMP backend (the one this build uses) it is the
+ * calling thread's OpenMP setting: two threads that encode at once each run with their own
+ * count. A thread that has not run parallel work yet starts with the count set last. The
+ * bridge sets it at the start of every encode (embedder_type.c). */
 cx_status cx_backend_set_threads(int threads, cx_error *err);
 int cx_backend_threads(void);
 
 /* The libtorch version built against, e.g. "1.13.0", and whether it was built with CUDA. */
 const char *cx_backend_version(void);
 
-/* Whether bf16 products are native here, checked at run time, not assumed: the CPU has
- * avx512_bf16 or AMX-BF16, this libtorch has oneDNN enabled, and a probe product of the model's
- * shape runs clearly faster in bf16 than in fp32 (a libtorch without a native kernel falls back to
- * a slow reference loop). Returns 1 or 0 and points *reason at a static sentence saying why. The
- * probe runs once per process (tens of milliseconds); later calls return the cached answer. */
+/* Whether bf16 products are native here, decided from the machine and never from a timing (a
+ * timing on a busy machine flips it, and an index keeps its precision): the CPU has avx512_bf16
+ * or AMX-BF16 (cpuid), this libtorch has oneDNN enabled and the AVX-512 BW/VL/DQ its bf16 path
+ * needs, and a probe product in bf16 runs and is right (its speed is not measured). Returns 1
+ * or 0 and points *reason at a sentence, valid for the process's life, that says what was
+ * found, e.g. "bf16: the CPU has avx512_bf16, libtorch 1.13.0 runs bf16 products in oneDNN,
+ * ...". Decided once per process (thread-safe); later calls return the same answer. */
 int cx_backend_bf16_native(const char **reason);
 
 /* 1 when this libtorch was built with CUDA and a device is present, else 0. */

@@ -1,10 +1,11 @@
 /* embedder_type.c: coarch._core.Embedder, the Python face of model + tokenizer + encoder + loop.
  *
- * Bridge rules: Python objects are read while holding the GIL (each str's UTF-8 pointer is
- * copied into a cx_text array and the str kept alive), then tokenize + forward + pool run in one
- * released block over engine data only. Between batches the hook re-takes the GIL to run the
- * garbage collector when the MemoryManager asks, check for Ctrl-C and call the progress
- * callback. A lock serialises encode calls on one Embedder, whose scratch buffers are shared. */
+ * Bridge rules: Python objects are read while holding the GIL (the texts are copied into a
+ * tuple of our own, which keeps each str alive, and each str's UTF-8 pointer into a cx_text
+ * array), then tokenize + forward + pool run in one released block over engine data only.
+ * Between batches the hook re-takes the GIL to run the garbage collector when the MemoryManager
+ * asks, check for Ctrl-C and call the progress callback. A lock serialises encode calls on one
+ * Embedder, whose scratch buffers are shared. */
 #include "core.h"
 
 #include "pythread.h"
@@ -26,7 +27,7 @@ typedef struct {
     PyObject *memory;            /* strong reference to a MemoryManager, or NULL */
     int64_t max_seq_length;      /* ids kept per text, <= the model's */
     const char *precision_reason; /* static sentence: why this precision was chosen */
-    int threads;                 /* intra-op and BLAS threads set at construction */
+    int threads;                 /* libtorch intra-op threads of each encode (run_encode) */
 } Embedder;
 
 /* ---- construction ---------------------------------------------------------------------- */
@@ -120,23 +121,6 @@ static int parse_precision(const char *name, cx_device device, cx_precision *pre
     return -1;
 }
 
-static int set_threads(int threads)
-{
-    cx_error err;
-    cx_error_clear(&err);
-    cx_status status = cx_backend_set_threads(threads, &err);
-    if (status != CX_OK) {
-        cx_raise(status, &err);
-        return -1;
-    }
-    /* One BLAS thread: the bridge splits every fp32 product across libtorch's pool itself and
-     * makes one BLAS call per thread (cx_bert.cpp); BLAS threads under that oversubscribe the
-     * cores (measured: 13.8 instead of 47 texts/s). Returns 0 when this libtorch uses another
-     * BLAS: nothing to set. */
-    cx_threads_set_blas(1);
-    return 0;
-}
-
 static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"model_dir", "threads", "max_seq_length", "memory",
@@ -165,8 +149,6 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
         goto done;
     if (parse_device(device_name, &device) < 0)
         goto done;
-    if (threads > 0 && set_threads(threads) < 0)
-        goto done; /* before the bf16 probe, which runs on libtorch's pool */
     if (parse_precision(precision_name, device, &precision, &precision_reason) < 0)
         goto done;
 
@@ -199,10 +181,11 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
         goto done;
     }
     self->threads = threads > 0 ? threads : cx_threads_available();
-    if (set_threads(self->threads) < 0) {
-        free_parts(&parts);
-        goto done;
-    }
+    /* One BLAS thread: the bridge splits every fp32 product across libtorch's pool itself and
+     * makes one BLAS call per thread (cx_bert.cpp); BLAS threads under that oversubscribe the
+     * cores (measured: 13.8 instead of 47 texts/s). The same for every Embedder, so setting it
+     * process-wide is right. Returns 0 when this libtorch uses another BLAS: nothing to set. */
+    cx_threads_set_blas(1);
     self->model = parts.model;
     self->tokenizer = parts.tokenizer;
     self->bert = parts.bert;
@@ -321,6 +304,20 @@ static int collect_texts(PyObject **items, Py_ssize_t count, cx_text *texts, PyO
     return 0;
 }
 
+/* A new tuple of the items of `sequence` (the same object when it is a tuple); NULL with
+ * TypeError when it is not iterable. */
+static PyObject *texts_tuple(PyObject *sequence)
+{
+    PyObject *items = PySequence_Tuple(sequence);
+    if (items == NULL && PyErr_ExceptionMatches(PyExc_TypeError) &&
+        !PyObject_HasAttrString(sequence, "__iter__")) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "texts must be a sequence of str, not %.100s",
+                     Py_TYPE(sequence)->tp_name);
+    }
+    return items;
+}
+
 static int check_output(Py_buffer *view, Py_ssize_t count, int64_t dim)
 {
     if (view->itemsize != (Py_ssize_t)sizeof(float) ||
@@ -335,6 +332,17 @@ static int check_output(Py_buffer *view, Py_ssize_t count, int64_t dim)
         return -1;
     }
     return 0;
+}
+
+/* The GIL-free part of an encode: this Embedder's thread count, then the batch loop.
+ * libtorch's pool size is set per call because it is the calling thread's setting (OpenMP),
+ * which the last Embedder to run in this thread (or any other code) may have changed. */
+static cx_status run_encode(Embedder *self, const cx_encode_request *request, cx_error *err)
+{
+    cx_status status = cx_backend_set_threads(self->threads, err);
+    if (status != CX_OK)
+        return status;
+    return cx_encode_run(self->tokenizer, self->bert, request, &self->scratch, err);
 }
 
 static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *kwargs)
@@ -359,10 +367,13 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     cx_text *texts = NULL;
     Py_buffer view = {0};
     int have_view = 0, locked = 0;
-    PyObject *items = PySequence_Fast(sequence, "texts must be a sequence of str");
+    /* A tuple of its own, not the caller's list: the str objects whose UTF-8 the engine reads
+     * must live until the end, whatever another thread or the progress callback does to the
+     * list while the GIL is released. */
+    PyObject *items = texts_tuple(sequence);
     if (items == NULL)
         return NULL;
-    const Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    const Py_ssize_t count = PyTuple_GET_SIZE(items);
     const int64_t dim = cx_bert_config_of(self->bert)->hidden_size;
 
     if (PyObject_GetBuffer(out, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
@@ -400,7 +411,7 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     }
     locked = 1;
     hook.thread_state = PyEval_SaveThread();
-    cx_status status = cx_encode_run(self->tokenizer, self->bert, &request, &self->scratch, &err);
+    cx_status status = run_encode(self, &request, &err);
     PyEval_RestoreThread(hook.thread_state);
     if (status != CX_OK) {
         cx_raise(status, &err);
@@ -612,7 +623,8 @@ static PyGetSetDef Embedder_getset[] = {
     {"dim", (getter)Embedder_get_dim, NULL, "Width of the sentence vectors.", NULL},
     {"max_seq_length", (getter)Embedder_get_max_seq_length, NULL,
      "Tokens kept per text, [CLS] and [SEP] included.", NULL},
-    {"threads", (getter)Embedder_get_threads, NULL, "Threads set for libtorch and BLAS.", NULL},
+    {"threads", (getter)Embedder_get_threads, NULL,
+     "Threads of libtorch's intra-op pool during this Embedder's encodes.", NULL},
     {"device", (getter)Embedder_get_device, NULL, "'cpu' or 'cuda'.", NULL},
     {"precision", (getter)Embedder_get_precision, NULL, "'fp32' or 'bf16'.", NULL},
     {"precision_reason", (getter)Embedder_get_precision_reason, NULL,

@@ -68,6 +68,14 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
     int adaptive = 1;
     Py_ssize_t min_tokens = 0, max_tokens = 0;
     double critical_wait = 10.0;
+    if (self->memory != NULL) {
+        /* The engine manager may be borrowed by an encode running without the GIL, and the
+         * Embedders that use it attached their model to it: replacing it would free memory in
+         * use and lose the model. */
+        PyErr_SetString(PyExc_RuntimeError, "MemoryManager is already initialised; create a new "
+                                            "one for other settings");
+        return -1;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Ozp$nndO", keywords, &limit, &profile,
                                      &adaptive, &min_tokens, &max_tokens, &critical_wait, &root))
         return -1;
@@ -105,7 +113,6 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
         cx_raise(status, &err);
         return -1;
     }
-    cx_memory_free(self->memory); /* __init__ called again: the new settings win */
     self->memory = memory;
     return 0;
 }

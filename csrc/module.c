@@ -96,7 +96,6 @@ static PyObject *backend_info(PyObject *module, PyObject *unused)
 static PyObject *bf16_native(PyObject *module, PyObject *unused)
 {
     const char *reason = "";
-    /* The GIL stays held: it guards the probe's cached answer. */
     int native = cx_backend_bf16_native(&reason);
     return Py_BuildValue("(Os)", native ? Py_True : Py_False, reason);
 }
@@ -104,12 +103,12 @@ static PyObject *bf16_native(PyObject *module, PyObject *unused)
 static PyMethodDef core_functions[] = {
     {"bf16_native", bf16_native, METH_NOARGS,
      "bf16_native() -> (bool, str)\n\nWhether bf16 products are native on this machine and "
-     "libtorch (checked at run time by a probe), and why."},
+     "libtorch (from cpuid and\nlibtorch's oneDNN, never from a timing), and what was found."},
     {"available_cores", available_cores, METH_NOARGS,
      "available_cores() -> int\n\nCores in this process's affinity mask."},
     {"backend_info", backend_info, METH_NOARGS,
-     "backend_info() -> dict\n\nThread counts of libtorch and OpenBLAS, OpenBLAS's core type, "
-     "CUDA availability and the libtorch version built against."},
+     "backend_info() -> dict\n\nThread counts of libtorch (the calling thread's) and OpenBLAS, "
+     "OpenBLAS's core\ntype, CUDA availability and the libtorch version built against."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +68,66 @@ def test_the_default_is_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     default = coarch.Embedder()
     assert default.precision == ("bf16" if native else "fp32")
     assert default.precision_reason == reason
+
+
+# The probe in a fresh process each time, as `coarch index` runs it (the answer is cached per
+# process). Each child loads libtorch first, then waits for the go: the load then falls on the
+# probe alone.
+PROBE = """
+import json, sys
+from coarch import _core
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps(_core.bf16_native()), flush=True)
+"""
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _probe_in_processes(count: int, burners: int) -> list[tuple[bool, str]]:
+    probes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(count)
+    ]
+    burning: list[subprocess.Popen[bytes]] = []
+    try:
+        for probe in probes:
+            assert probe.stdout is not None and probe.stdout.readline() == "ready\n"
+        burning = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(burners)
+        ]
+        time.sleep(0.5 if burners else 0)  # the burners have the cores before the probes start
+        answers = []
+        for probe in probes:
+            out, _ = probe.communicate("go\n", timeout=120)
+            assert probe.returncode == 0
+            native, reason = json.loads(out)
+            answers.append((bool(native), str(reason)))
+        return answers
+    finally:
+        for process in [*probes, *burning]:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs /proc/cpuinfo")
+def test_auto_gives_the_same_answer_on_a_busy_machine() -> None:
+    busy = _probe_in_processes(4, burners=2 * (os.cpu_count() or 1))
+    quiet = _probe_in_processes(1, burners=0)
+    assert set(busy) == set(quiet), busy + quiet
+    native, reason = quiet[0]
+    found = sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if not found:
+        assert not native
+        assert "no native bf16" in reason
+    else:
+        # The reason names what was found, so that an answer can be traced to its cause.
+        assert all(flag in reason for flag in found), reason
+        assert native or "libtorch" in reason or "product" in reason, reason

@@ -4,6 +4,7 @@ subprocess whose own ballast pushes it into HIGH and CRITICAL under a limit."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -275,3 +276,72 @@ def test_job_vectors_equal_an_unconstrained_run(
 ) -> None:
     expected = embedder.encode(job_texts())
     np.testing.assert_allclose(ballast_job["vectors"], expected, rtol=0, atol=1e-6)
+
+
+# ---- a second __init__ -------------------------------------------------------------------
+
+
+def test_a_second_init_is_refused_and_keeps_the_settings() -> None:
+    for manager in (
+        MemoryManager(limit_mb=2000, profile="conservative"),
+        _core.MemoryManager(2000, "conservative"),
+    ):
+        with pytest.raises(RuntimeError, match="MemoryManager is already initialised"):
+            manager.__init__(limit_mb=300, profile="development")  # type: ignore[misc]
+        assert manager.profile == "conservative"
+        assert manager.limit_mb <= 2000 and manager.limit_mb != 300
+        assert manager.pressure() in set(MemoryPressure)
+
+
+def test_a_second_init_during_an_encode_is_refused_and_the_encode_finishes() -> None:
+    # In a child process: without the refusal the engine manager the encode borrows is freed
+    # under it, and a crash would take pytest with it.
+    script = """
+import json, sys, threading
+import numpy as np
+from coarch.embedder import Embedder
+from coarch.memory import MemoryManager
+
+texts = json.loads(sys.stdin.read())
+manager = MemoryManager(max_batch_tokens=256, profile="conservative")
+embedder = Embedder(threads=1, memory=manager, precision="fp32")
+in_encode, tried = threading.Event(), threading.Event()
+outcome = {}
+
+def progress(done, total):
+    if not in_encode.is_set():
+        in_encode.set()
+        tried.wait(timeout=60)  # the main thread tries __init__ while this encode is running
+
+def encode():
+    outcome["vectors"] = embedder.encode(texts, progress=progress)
+
+worker = threading.Thread(target=encode)
+worker.start()
+in_encode.wait(timeout=60)
+try:
+    manager.__init__(limit_mb=300, profile="development")
+    outcome["init"] = "accepted"
+except RuntimeError as error:
+    outcome["init"] = str(error)
+tried.set()
+worker.join(timeout=120)
+np.save(sys.stdout.buffer, outcome["vectors"])
+print(json.dumps([outcome["init"], manager.profile, manager.stats()["batches"]]), file=sys.stderr)
+"""
+    texts = job_texts()[:48]
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(texts).encode(),
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    init, profile, batches = json.loads(result.stderr.decode().strip().splitlines()[-1])
+    assert "MemoryManager is already initialised" in init
+    assert profile == "conservative"
+    assert batches >= 2
+    vectors = np.load(io.BytesIO(result.stdout))
+    expected = Embedder(threads=1, precision="fp32").encode(texts)
+    np.testing.assert_allclose(vectors, expected, rtol=0, atol=1e-6)

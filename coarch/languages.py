@@ -208,7 +208,7 @@ def definition_patterns(language: str) -> list[str]:
     """The tree-sitter patterns of coarch/queries/<language>.scm, one string per pattern, those
     of the files named on its `; inherits: a, b` first line first. Empty for no file."""
     try:
-        text = resources.files("coarch").joinpath("queries", f"{language}.scm").read_text()
+        text = resources.files("coarch").joinpath("queries").joinpath(f"{language}.scm").read_text()
     except FileNotFoundError:
         return []
     patterns: list[str] = []

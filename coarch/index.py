@@ -107,7 +107,7 @@ class Index:
             options = IndexOptions(**{**options.__dict__, "full": full})
         self._close_store()
         check_index_folder(self.index_dir)
-        with IndexLock(self.index_dir), corruption_reported(self.index_dir):
+        with corruption_reported(self.index_dir), IndexLock(self.index_dir):
             store = self._open_for_writing(options.full)
             try:
                 plan = plan_run(store, options)

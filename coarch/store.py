@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from coarch.chunking import symbol_text
-from coarch.errors import CorruptIndexError, IndexNotFoundError
+from coarch.errors import CorruptIndexError, IndexNotFoundError, disk_full_error
 from coarch.identifiers import TERMS_VERSION, index_terms
 
 if sys.version_info >= (3, 11):
@@ -565,12 +565,22 @@ def corrupt_error(index_dir: Path, exc: BaseException, hint: str = CORRUPT_HINT
 
 @contextlib.contextmanager
 def corruption_reported(index_dir: Path) -> Iterator[None]:
-    """Turns SQLite's corruption errors raised inside into CorruptIndexError."""
+    """Turns SQLite's corruption errors raised inside into CorruptIndexError, and a full disk
+    (SQLite's or the OS's, e.g. while writing the lock file) into DiskFullError naming the
+    index."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
         if is_corruption(exc):
             raise corrupt_error(index_dir, exc) from exc
+        full = disk_full_error(exc, f"the index in {index_dir}")
+        if full is not None:
+            raise full from exc
+        raise
+    except OSError as exc:
+        full = disk_full_error(exc, f"the index in {index_dir}")
+        if full is not None:
+            raise full from exc
         raise
 
 

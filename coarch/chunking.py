@@ -11,7 +11,10 @@ How a file is cut:
 2. Inside a scope (the file, then a definition too big for one chunk) the lines are partitioned
    into definitions and the gaps between them. A unit that fits is a leaf; adjacent leaves are
    merged while they stay under `target_tokens`; a definition that does not fit is cut along
-   its own sub-definitions, and what still does not fit is cut at line boundaries (preferring
+   its own sub-definitions. What still does not fit (a definition without sub-definitions, or
+   the code between definitions, like a long run of imports) is cut before one of its
+   statements, as the grammar sees them: the latest that keeps the piece within the budget,
+   a statement itself too big cut along its own; without one, at line boundaries (preferring
    blank lines and shallow indentation), a line at word and then character boundaries.
 3. Every chunk's embedded text is its header ("path: ...", "symbol: ...") plus its source, and
    is counted once more exactly; one over the limit is cut again.
@@ -20,6 +23,7 @@ Languages without a grammar, and files a grammar fails on, use step 2 with no de
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +73,16 @@ def chunk_header(path: str, symbol: str | None) -> str:
 
 @dataclass(slots=True)
 class _Def:
-    """A definition found by the grammar: 0-based inclusive rows, children nested inside."""
+    """A definition found by the grammar: 0-based inclusive rows (`start` with its leading
+    comments, `head` where its own node begins), children nested inside, and its node (whose
+    statements are the cut points when it has to be split)."""
 
     start: int
     end: int
     name: str
     children: list[_Def]
+    head: int
+    node: Any
 
 
 @dataclass(slots=True)
@@ -89,6 +97,10 @@ class _Piece:
 
 
 # ---- grammar queries -------------------------------------------------------------------------
+
+# A definition's first row (leading comments included), last row, name, head row (its own
+# first line, wrapper and annotations included) and node.
+_Found = tuple[int, int, str, int, Any]
 
 # The definition queries are data: coarch/queries/<language>.scm (see languages.py). Each
 # pattern captures a definition as @def and its name as @name (several @name nodes are joined
@@ -136,13 +148,16 @@ class _Grammar:
         self._embedded = embedded
         self._ranged: Any = None
 
-    def definitions(self, source: bytes) -> list[_Def]:
-        """Top-level definitions of `source`, each with its nested ones."""
-        return _nest(self._collect(self.parser.parse(source), source))
+    def definitions(self, source: bytes) -> tuple[Any, list[_Def]]:
+        """The root node of `source`'s tree and its top-level definitions, each with its nested
+        ones."""
+        tree = self.parser.parse(source)
+        return tree.root_node, _nest(self._collect(tree, source))
 
-    def _collect(self, tree: Any, source: bytes) -> dict[tuple[int, int], tuple[int, int, str]]:
-        """Every definition of a parse tree by its byte span: (first row, last row, name)."""
-        found: dict[tuple[int, int], tuple[int, int, str]] = {}
+    def _collect(self, tree: Any, source: bytes) -> dict[tuple[int, int], _Found]:
+        """Every definition of a parse tree by its byte span: (first row, last row, name,
+        node)."""
+        found: dict[tuple[int, int], _Found] = {}
         pattern_of: dict[tuple[int, int], int] = {}
         for query in self.queries:
             for pattern, caps in self._cursor(query).matches(tree.root_node):
@@ -153,15 +168,15 @@ class _Grammar:
                 name = _node_name(caps, node)
                 if not name:
                     continue
-                start, end = _rows(node)
-                found[key] = (start, end, name)
+                start, head, end = _rows(node)
+                found[key] = (start, end, name, head, node)
                 pattern_of[key] = pattern
                 for block in caps.get("inject", ()):
                     found.update(self._collect_embedded(node, block, source))
         return found
 
     def _collect_embedded(self, owner: Any, block: Any, source: bytes
-                          ) -> dict[tuple[int, int], tuple[int, int, str]]:
+                          ) -> dict[tuple[int, int], _Found]:
         """Definitions inside `block`, parsed in the language its element's start tag names;
         rows and bytes stay those of the whole file."""
         tag = owner.named_children[0] if owner.named_children else owner
@@ -183,14 +198,14 @@ class _Grammar:
         return self._ranged
 
 
-def _nest(found: dict[tuple[int, int], tuple[int, int, str]]) -> list[_Def]:
+def _nest(found: dict[tuple[int, int], _Found]) -> list[_Def]:
     """Definitions nested by containment: sorted by start, longest first, a stack of open
     definitions."""
     roots: list[_Def] = []
     stack: list[tuple[int, _Def]] = []  # (end_byte, def)
-    for (_, ebyte), (start, end, name) in sorted(found.items(),
-                                                 key=lambda kv: (kv[0][0], -kv[0][1])):
-        d = _Def(start, end, name, [])
+    for (_, ebyte), (start, end, name, head, node) in sorted(
+            found.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        d = _Def(start, end, name, [], head, node)
         while stack and stack[-1][0] < ebyte:
             stack.pop()
         if stack:
@@ -234,12 +249,13 @@ def _declarator_name(node: Any) -> str | None:
     return None
 
 
-def _rows(node: Any) -> tuple[int, int]:
-    """0-based inclusive rows of a definition, widened to its wrapper and leading comments."""
+def _rows(node: Any) -> tuple[int, int, int]:
+    """0-based inclusive rows of a definition: its first row, widened to its wrapper and
+    leading comments; its head row, widened to the wrapper only; its last row."""
     outer = node
     while outer.parent is not None and outer.parent.type in _WRAPPERS:
         outer = outer.parent
-    start = outer.start_point.row
+    start = head = outer.start_point.row
     end = node.end_point.row
     if node.end_point.column == 0 and end > node.start_point.row:
         end -= 1
@@ -249,7 +265,7 @@ def _rows(node: Any) -> tuple[int, int]:
             break
         start = prev.start_point.row
         prev = prev.prev_named_sibling
-    return start, end
+    return start, head, end
 
 
 def _last_row(node: Any) -> int:
@@ -309,11 +325,12 @@ class Chunker:
         self._prefix = [0]
         for n in self._ltok:
             self._prefix.append(self._prefix[-1] + n)
-        defs = self._definitions(language, text)
-        if defs is None:
+        parsed = self._definitions(language, text)
+        if parsed is None:
             pieces = self._split_rows(0, len(lines) - 1, (), self.max_tokens)
         else:
-            pieces = self._scope(0, len(lines) - 1, None, defs)
+            root, defs = parsed
+            pieces = self._scope(0, len(lines) - 1, None, defs, root)
         chunks: list[Chunk] = []
         for piece in pieces:
             for fitted, tokens in self._fit(piece):
@@ -346,7 +363,7 @@ class Chunker:
 
     # ---- structure ---------------------------------------------------------------------------
 
-    def _definitions(self, language: str | None, text: str) -> list[_Def] | None:
+    def _definitions(self, language: str | None, text: str) -> tuple[Any, list[_Def]] | None:
         if language is None:
             return None
         grammar = self._grammar(language)
@@ -368,8 +385,9 @@ class Chunker:
         return self._grammars[language]
 
     def _scope(self, start: int, end: int, symbol: str | None,
-               defs: Sequence[_Def]) -> list[_Piece]:
-        """Pieces covering rows [start, end] of a scope whose nested definitions are `defs`."""
+               defs: Sequence[_Def], node: Any) -> list[_Piece]:
+        """Pieces covering rows [start, end] of a scope (the file's root node, or a definition's
+        node) whose nested definitions are `defs`."""
         units: list[tuple[int, int, str | None, _Def | None]] = []
         cursor = start
         for d in sorted(defs, key=lambda d: d.start):
@@ -383,6 +401,15 @@ class Chunker:
             cursor = d_end + 1
         if cursor <= end:
             units.append((cursor, end, symbol, None))
+        if node.parent is None and units and units[0][3] is None:
+            # The file's preamble is a unit of its own: it stays whole (merged with what
+            # follows only while both fit the target) rather than being cut mid-imports to
+            # fill a chunk with the code after it.
+            first, last = units[0][0], units[0][1]
+            preamble_end = _preamble_end(node)
+            if first <= preamble_end < last:
+                units[0:1] = [(first, preamble_end, symbol, None),
+                              (preamble_end + 1, last, symbol, None)]
 
         out: list[_Piece] = []
         group: list[tuple[int, int, str | None, bool]] = []
@@ -396,13 +423,19 @@ class Chunker:
 
         for u_start, u_end, u_symbol, unit_def in units:
             tokens = self._rows_tokens(u_start, u_end)
-            if tokens > self._budget(_names(u_symbol)):
+            budget = self._budget(_names(u_symbol))
+            if tokens > budget:
                 flush()
                 if unit_def is not None and unit_def.children:
-                    out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children))
-                else:
-                    out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
-                                                self.max_tokens))
+                    out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children,
+                                           unit_def.node))
+                    continue
+                owner = node if unit_def is None else unit_def.node
+                cuts = self._statement_rows(owner, u_start, u_end, budget)
+                if unit_def is not None and u_start < unit_def.head <= u_end:
+                    cuts.add(unit_def.head)  # between its leading comments and itself
+                out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
+                                            self.max_tokens, sorted(cuts)))
                 continue
             candidate = [*group, (u_start, u_end, u_symbol, unit_def is not None)]
             merged = _merged_symbols(candidate, symbol)
@@ -415,10 +448,33 @@ class Chunker:
         flush()
         return out
 
+    def _statement_rows(self, owner: Any, start: int, end: int, budget: int) -> set[int]:
+        """Rows in (start, end] where a statement of `owner` begins (see _statements), or the
+        comments right above it, and, inside a statement too big for `budget`, where one of its
+        own statements begins."""
+        rows: set[int] = set()
+        pending = [(owner, 0)]
+        while pending:
+            node, depth = pending.pop()
+            previous_comment_end = -2
+            for child in _statements(node, self._lines):
+                first, last = child.start_point.row, _last_row(child)
+                attached = first == previous_comment_end + 1  # a comment right above leads it
+                previous_comment_end = last if child.type in _LEADING else -2
+                if last <= start or first > end:
+                    continue
+                if first > start and not attached:
+                    rows.add(first)
+                if depth < _STATEMENT_DEPTH and last > first \
+                        and self._rows_tokens(max(first, start), min(last, end)) > budget:
+                    pending.append((child, depth + 1))
+        return rows
+
     def _split_rows(self, start: int, end: int, symbols: tuple[str, ...],
-                    limit: int) -> list[_Piece]:
-        """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded), at the best
-        line boundary in the second half of what fits: a shallow line after a blank one."""
+                    limit: int, cuts: Sequence[int] = ()) -> list[_Piece]:
+        """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded): before the
+        last row of `cuts` (sorted) that keeps the piece within the limit, else at the best line
+        boundary in the second half of what fits: a shallow line after a blank one."""
         budget = min(limit, self.max_tokens) - self.special - self._header_tokens(symbols)
         out: list[_Piece] = []
         i = start
@@ -434,7 +490,8 @@ class Chunker:
             if j > end:
                 out.append(_Piece(i, end, symbols))
                 break
-            cut = self._best_cut(i, j - 1)
+            k = bisect.bisect_right(cuts, j) - 1
+            cut = cuts[k] - 1 if k >= 0 and cuts[k] > i else self._best_cut(i, j - 1)
             out.append(_Piece(i, cut, symbols))
             i = cut + 1
         return out
@@ -544,6 +601,69 @@ class Chunker:
                 return None
         return Chunk(path=self._path, start_line=start + 1, end_line=end + 1, language=language,
                      symbols=piece.symbols, text=text, embed_text=header + text, tokens=tokens)
+
+
+# How deep _statement_rows looks into statements too big for one chunk: a function's
+# statements, then the branches of an `if` or `when` among them, then theirs.
+_STATEMENT_DEPTH = 2
+# How far below a node _statements looks for the block holding its statements, and over how
+# many nodes at most (a huge literal holds no statements worth the walk).
+_BLOCK_DEPTH = 4
+_BLOCK_NODES = 512
+
+
+def _statements(node: Any, lines: Sequence[str]) -> list[Any]:
+    """The statements of a definition or of the file, grammar-independently: the named children
+    that begin their own line, of the node at or below `node` (within _BLOCK_DEPTH levels)
+    whose two or more such children span the most rows: a function's block, a class's body,
+    the file's root, and not the two annotations above a class or a nested `if`'s block.
+    Empty when there is none."""
+    best: list[Any] = []
+    best_span = 0
+    level = [node]
+    visited = 0
+    for _ in range(_BLOCK_DEPTH + 1):
+        below: list[Any] = []
+        for candidate in level:
+            children = candidate.named_children
+            starting = [c for c in children if _begins_line(c, lines)]
+            if len(starting) >= 2:
+                span = starting[-1].end_point.row - starting[0].start_point.row
+                if span > best_span:
+                    best, best_span = starting, span
+            below.extend(children)
+            visited += len(children)
+        if visited > _BLOCK_NODES:
+            break
+        level = below
+    return best
+
+
+# Top-level nodes of a file's preamble, across grammars: comments (a license), the package or
+# namespace line, imports, includes, `use` and `using` lines, file annotations.
+_PREAMBLE = re.compile(r"comment|package|import|using|include|use_declaration|extern_crate"
+                       r"|namespace_use|file_annotation|shebang")
+
+
+def _preamble_end(root: Any) -> int:
+    """Last row of the file's preamble: its leading comments, package, imports and the like
+    (a Python module's docstring too); -1 when the file does not begin with one."""
+    end = -1
+    for index, child in enumerate(root.named_children):
+        docstring = index == 0 and child.type == "expression_statement" \
+            and child.named_child_count == 1 and child.named_children[0].type == "string"
+        if not (docstring or _PREAMBLE.search(child.type)):
+            break
+        end = _last_row(child)
+    return end
+
+
+def _begins_line(node: Any, lines: Sequence[str]) -> bool:
+    """Whether only whitespace precedes `node` on its first line (columns are bytes, so a
+    non-ASCII indent never matches: such a line is simply not a cut point)."""
+    row, column = node.start_point
+    line = lines[row] if row < len(lines) else ""
+    return column == len(line) - len(line.lstrip())
 
 
 def _names(symbol: str | None) -> tuple[str, ...]:

@@ -132,6 +132,10 @@ class _Grammar:
 
         self.language = language
         self.parser = tree_sitter.Parser(ts_lang)
+        # Only grammars that have a wrapper node pay for looking up each definition's parent
+        # (a node's parent is found by descending from the root).
+        self.wrappers = frozenset(kind for kind in _WRAPPERS
+                                  if ts_lang.id_for_node_kind(kind, True) is not None)
         # Each pattern is compiled alone first: one that this grammar version rejects is
         # dropped, not fatal. The rest run as one query, one pass over the tree (one pass per
         # pattern made TypeScript's 15 patterns chunk at a quarter of Python's speed).
@@ -159,16 +163,18 @@ class _Grammar:
         node)."""
         found: dict[tuple[int, int], _Found] = {}
         pattern_of: dict[tuple[int, int], int] = {}
+        lines = source.split(b"\n")
         for query in self.queries:
             for pattern, caps in self._cursor(query).matches(tree.root_node):
                 node = caps["def"][0]
-                key = (node.start_byte, node.end_byte)
-                if pattern_of.get(key, pattern + 1) <= pattern:
+                key = node.byte_range
+                seen = pattern_of.get(key)
+                if seen is not None and seen <= pattern:
                     continue  # an earlier pattern of the file named this node already
                 name = _node_name(caps, node)
                 if not name:
                     continue
-                start, head, end = _rows(node)
+                start, head, end = _rows(node, lines, self.wrappers)
                 found[key] = (start, end, name, head, node)
                 pattern_of[key] = pattern
                 for block in caps.get("inject", ()):
@@ -224,8 +230,11 @@ def _text(node: Any) -> str:
 def _node_name(caps: dict[str, list[Any]], node: Any) -> str | None:
     names = caps.get("name")
     if names:
-        parts = (_text(n).strip("\"'`") for n in sorted(names, key=lambda n: n.start_byte))
-        name = " ".join(" ".join(parts).split())
+        if len(names) == 1:  # the usual case, without the sort
+            name = " ".join(_text(names[0]).strip("\"'`").split())
+        else:
+            parts = (_text(n).strip("\"'`") for n in sorted(names, key=lambda n: n.start_byte))
+            name = " ".join(" ".join(parts).split())
         recv = caps.get("recv")
         return f"{_text(recv[0])}.{name}" if recv else name
     return _declarator_name(node)
@@ -249,16 +258,23 @@ def _declarator_name(node: Any) -> str | None:
     return None
 
 
-def _rows(node: Any) -> tuple[int, int, int]:
+def _rows(node: Any, lines: Sequence[bytes], wrappers: frozenset[str]
+          ) -> tuple[int, int, int]:
     """0-based inclusive rows of a definition: its first row, widened to its wrapper and
-    leading comments; its head row, widened to the wrapper only; its last row."""
+    leading comments; its head row, widened to the wrapper only; its last row. `lines` are
+    the source's, `wrappers` the grammar's wrapper node types."""
+    # Each attribute read of a node builds a Python object (and a parent or previous sibling
+    # is found by a walk): read each one once, and only when it can change the answer.
     outer = node
-    while outer.parent is not None and outer.parent.type in _WRAPPERS:
-        outer = outer.parent
+    if wrappers:
+        parent = node.parent
+        while parent is not None and parent.type in wrappers:
+            outer, parent = parent, parent.parent
     start = head = outer.start_point.row
-    end = node.end_point.row
-    if node.end_point.column == 0 and end > node.start_point.row:
-        end -= 1
+    end_row, end_column = node.end_point
+    end = end_row - 1 if end_column == 0 and end_row > node.start_point.row else end_row
+    if start == 0 or not lines[start - 1].strip():
+        return start, head, end  # a comment that ends above a blank line is not attached
     prev = outer.prev_named_sibling
     while prev is not None and prev.type in _LEADING and _last_row(prev) >= start - 1:
         if prev.start_point.row == _last_row(prev) and _shares_line_with_code(prev):
@@ -412,20 +428,14 @@ class Chunker:
                               (preamble_end + 1, last, symbol, None)]
 
         out: list[_Piece] = []
-        group: list[tuple[int, int, str | None, bool]] = []
-        group_tokens = 0
-
-        def flush() -> None:
-            nonlocal group, group_tokens
-            if group:
-                out.append(_Piece(group[0][0], group[-1][1], _merged_symbols(group, symbol)))
-            group, group_tokens = [], 0
-
+        group: _Group | None = None
         for u_start, u_end, u_symbol, unit_def in units:
             tokens = self._rows_tokens(u_start, u_end)
             budget = self._budget(_names(u_symbol))
             if tokens > budget:
-                flush()
+                if group is not None:
+                    out.append(group.piece(symbol))
+                    group = None
                 if unit_def is not None and unit_def.children:
                     out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children,
                                            unit_def.node))
@@ -437,15 +447,17 @@ class Chunker:
                 out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
                                             self.max_tokens, sorted(cuts)))
                 continue
-            candidate = [*group, (u_start, u_end, u_symbol, unit_def is not None)]
-            merged = _merged_symbols(candidate, symbol)
-            total = group_tokens + tokens + self.special + self._header_tokens(merged)
-            if group and total > self.target_tokens:
-                flush()
-                candidate = [(u_start, u_end, u_symbol, unit_def is not None)]
-            group = candidate
-            group_tokens += tokens
-        flush()
+            name = (u_symbol,) if unit_def is not None and u_symbol else ()
+            if group is not None:
+                merged = group.names + name or _names(symbol)
+                total = group.tokens + tokens + self.special + self._header_tokens(merged)
+                if total <= self.target_tokens:
+                    group.add(u_end, name, tokens)
+                    continue
+                out.append(group.piece(symbol))
+            group = _Group(u_start, u_end, name, tokens)
+        if group is not None:
+            out.append(group.piece(symbol))
         return out
 
     def _statement_rows(self, owner: Any, start: int, end: int, budget: int) -> set[int]:
@@ -670,8 +682,21 @@ def _names(symbol: str | None) -> tuple[str, ...]:
     return (symbol,) if symbol else ()
 
 
-def _merged_symbols(group: Sequence[tuple[int, int, str | None, bool]],
-                    scope_symbol: str | None) -> tuple[str, ...]:
-    """Symbols of merged units: the definitions' names, else the scope's."""
-    names = tuple(sym for _, _, sym, is_def in group if is_def and sym)
-    return names or _names(scope_symbol)
+@dataclass(slots=True)
+class _Group:
+    """Adjacent units of a scope being merged into one piece: their rows, the names of the
+    definitions among them, their source tokens."""
+
+    start: int
+    end: int
+    names: tuple[str, ...]
+    tokens: int
+
+    def add(self, end: int, names: tuple[str, ...], tokens: int) -> None:
+        self.end = end
+        self.names += names
+        self.tokens += tokens
+
+    def piece(self, scope_symbol: str | None) -> _Piece:
+        """The merged piece; its symbols are the definitions' names, else the scope's."""
+        return _Piece(self.start, self.end, self.names or _names(scope_symbol))

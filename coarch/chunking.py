@@ -156,14 +156,14 @@ class _Grammar:
         """The root node of `source`'s tree and its top-level definitions, each with its nested
         ones."""
         tree = self.parser.parse(source)
-        return tree.root_node, _nest(self._collect(tree, source))
+        return tree.root_node, _nest(self._collect(tree, source, source.split(b"\n")))
 
-    def _collect(self, tree: Any, source: bytes) -> dict[tuple[int, int], _Found]:
+    def _collect(self, tree: Any, source: bytes, lines: Sequence[bytes]
+                 ) -> dict[tuple[int, int], _Found]:
         """Every definition of a parse tree by its byte span: (first row, last row, name,
-        node)."""
+        head row, node). `lines` are the source's."""
         found: dict[tuple[int, int], _Found] = {}
         pattern_of: dict[tuple[int, int], int] = {}
-        lines = source.split(b"\n")
         for query in self.queries:
             for pattern, caps in self._cursor(query).matches(tree.root_node):
                 node = caps["def"][0]
@@ -178,10 +178,10 @@ class _Grammar:
                 found[key] = (start, end, name, head, node)
                 pattern_of[key] = pattern
                 for block in caps.get("inject", ()):
-                    found.update(self._collect_embedded(node, block, source))
+                    found.update(self._collect_embedded(node, block, source, lines))
         return found
 
-    def _collect_embedded(self, owner: Any, block: Any, source: bytes
+    def _collect_embedded(self, owner: Any, block: Any, source: bytes, lines: Sequence[bytes]
                           ) -> dict[tuple[int, int], _Found]:
         """Definitions inside `block`, parsed in the language its element's start tag names;
         rows and bytes stay those of the whole file."""
@@ -192,7 +192,7 @@ class _Grammar:
         parser = grammar._ranged_parser()
         parser.included_ranges = [self._range(block.start_point, block.end_point,
                                               block.start_byte, block.end_byte)]
-        return grammar._collect(parser.parse(source), source)
+        return grammar._collect(parser.parse(source), source, lines)
 
     def _ranged_parser(self) -> Any:
         """A second parser for embedded blocks: its included ranges change per block, while

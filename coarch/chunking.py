@@ -320,6 +320,8 @@ class Chunker:
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
         self._grammars: dict[str, _Grammar | None] = {}
         self._header_cache: dict[tuple[str, ...], int] = {}
+        # Statements by node id, per file: the root's are asked for once per gap to cut.
+        self._statement_cache: dict[int, list[Any]] = {}
 
     def describe(self) -> str:
         """What decides the chunks; stored in the index so that a change re-chunks files."""
@@ -337,6 +339,7 @@ class Chunker:
         self._lines = lines
         self._path = path
         self._header_cache.clear()  # header counts depend on the path: per file
+        self._statement_cache.clear()
         self._ltok = [self._line_tokens(line) for line in lines]
         self._prefix = [0]
         for n in self._ltok:
@@ -354,6 +357,7 @@ class Chunker:
                 if chunk is not None:
                     chunks.append(chunk)
         del self._lines, self._ltok, self._prefix
+        self._statement_cache.clear()  # its nodes hold the tree
         return chunks
 
     # ---- counting ----------------------------------------------------------------------------
@@ -469,7 +473,10 @@ class Chunker:
         while pending:
             node, depth = pending.pop()
             previous_comment_end = -2
-            for child in _statements(node, self._lines):
+            statements = self._statement_cache.get(node.id)
+            if statements is None:
+                statements = self._statement_cache[node.id] = _statements(node, self._lines)
+            for child in statements:
                 first, last = child.start_point.row, _last_row(child)
                 attached = first == previous_comment_end + 1  # a comment right above leads it
                 previous_comment_end = last if child.type in _LEADING else -2
@@ -674,8 +681,8 @@ def _begins_line(node: Any, lines: Sequence[str]) -> bool:
     """Whether only whitespace precedes `node` on its first line (columns are bytes, so a
     non-ASCII indent never matches: such a line is simply not a cut point)."""
     row, column = node.start_point
-    line = lines[row] if row < len(lines) else ""
-    return column == len(line) - len(line.lstrip())
+    line: str = lines[row] if row < len(lines) else ""
+    return bool(column == len(line) - len(line.lstrip()))
 
 
 def _names(symbol: str | None) -> tuple[str, ...]:

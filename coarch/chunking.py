@@ -11,7 +11,10 @@ How a file is cut:
 2. Inside a scope (the file, then a definition too big for one chunk) the lines are partitioned
    into definitions and the gaps between them. A unit that fits is a leaf; adjacent leaves are
    merged while they stay under `target_tokens`; a definition that does not fit is cut along
-   its own sub-definitions, and what still does not fit is cut at line boundaries (preferring
+   its own sub-definitions. What still does not fit (a definition without sub-definitions, or
+   the code between definitions, like a long run of imports) is cut before one of its
+   statements, as the grammar sees them: the latest that keeps the piece within the budget,
+   a statement itself too big cut along its own; without one, at line boundaries (preferring
    blank lines and shallow indentation), a line at word and then character boundaries.
 3. Every chunk's embedded text is its header ("path: ...", "symbol: ...") plus its source, and
    is counted once more exactly; one over the limit is cut again.
@@ -20,6 +23,7 @@ Languages without a grammar, and files a grammar fails on, use step 2 with no de
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
 # Larger texts are cut by lines only: a grammar's syntax tree and query matches take about
 # 22 bytes per byte of source (a 20 MB Python file: 593 MB at peak with the grammar, 160 MB
 # without), and a file this large is almost always generated.
@@ -73,12 +77,16 @@ def chunk_header(path: str, symbol: str | None) -> str:
 
 @dataclass(slots=True)
 class _Def:
-    """A definition found by the grammar: 0-based inclusive rows, children nested inside."""
+    """A definition found by the grammar: 0-based inclusive rows (`start` with its leading
+    comments, `head` where its own node begins), children nested inside, and its node (whose
+    statements are the cut points when it has to be split)."""
 
     start: int
     end: int
     name: str
     children: list[_Def]
+    head: int
+    node: Any
 
 
 @dataclass(slots=True)
@@ -93,6 +101,10 @@ class _Piece:
 
 
 # ---- grammar queries -------------------------------------------------------------------------
+
+# A definition's first row (leading comments included), last row, name, head row (its own
+# first line, wrapper and annotations included) and node.
+_Found = tuple[int, int, str, int, Any]
 
 # The definition queries are data: coarch/queries/<language>.scm (see languages.py). Each
 # pattern captures a definition as @def and its name as @name (several @name nodes are joined
@@ -124,6 +136,10 @@ class _Grammar:
 
         self.language = language
         self.parser = tree_sitter.Parser(ts_lang)
+        # Only grammars that have a wrapper node pay for looking up each definition's parent
+        # (a node's parent is found by descending from the root).
+        self.wrappers = frozenset(kind for kind in _WRAPPERS
+                                  if ts_lang.id_for_node_kind(kind, True) is not None)
         # Each pattern is compiled alone first: one that this grammar version rejects is
         # dropped, not fatal. The rest run as one query, one pass over the tree (one pass per
         # pattern made TypeScript's 15 patterns chunk at a quarter of Python's speed).
@@ -140,32 +156,37 @@ class _Grammar:
         self._embedded = embedded
         self._ranged: Any = None
 
-    def definitions(self, source: bytes) -> list[_Def]:
-        """Top-level definitions of `source`, each with its nested ones."""
-        return _nest(self._collect(self.parser.parse(source), source))
+    def definitions(self, source: bytes) -> tuple[Any, list[_Def]]:
+        """The root node of `source`'s tree and its top-level definitions, each with its nested
+        ones."""
+        tree = self.parser.parse(source)
+        return tree.root_node, _nest(self._collect(tree, source, source.split(b"\n")))
 
-    def _collect(self, tree: Any, source: bytes) -> dict[tuple[int, int], tuple[int, int, str]]:
-        """Every definition of a parse tree by its byte span: (first row, last row, name)."""
-        found: dict[tuple[int, int], tuple[int, int, str]] = {}
+    def _collect(self, tree: Any, source: bytes, lines: Sequence[bytes]
+                 ) -> dict[tuple[int, int], _Found]:
+        """Every definition of a parse tree by its byte span: (first row, last row, name,
+        head row, node). `lines` are the source's."""
+        found: dict[tuple[int, int], _Found] = {}
         pattern_of: dict[tuple[int, int], int] = {}
         for query in self.queries:
             for pattern, caps in self._cursor(query).matches(tree.root_node):
                 node = caps["def"][0]
-                key = (node.start_byte, node.end_byte)
-                if pattern_of.get(key, pattern + 1) <= pattern:
+                key = node.byte_range
+                seen = pattern_of.get(key)
+                if seen is not None and seen <= pattern:
                     continue  # an earlier pattern of the file named this node already
                 name = _node_name(caps, node)
                 if not name:
                     continue
-                start, end = _rows(node)
-                found[key] = (start, end, name)
+                start, head, end = _rows(node, lines, self.wrappers)
+                found[key] = (start, end, name, head, node)
                 pattern_of[key] = pattern
                 for block in caps.get("inject", ()):
-                    found.update(self._collect_embedded(node, block, source))
+                    found.update(self._collect_embedded(node, block, source, lines))
         return found
 
-    def _collect_embedded(self, owner: Any, block: Any, source: bytes
-                          ) -> dict[tuple[int, int], tuple[int, int, str]]:
+    def _collect_embedded(self, owner: Any, block: Any, source: bytes, lines: Sequence[bytes]
+                          ) -> dict[tuple[int, int], _Found]:
         """Definitions inside `block`, parsed in the language its element's start tag names;
         rows and bytes stay those of the whole file."""
         tag = owner.named_children[0] if owner.named_children else owner
@@ -175,7 +196,7 @@ class _Grammar:
         parser = grammar._ranged_parser()
         parser.included_ranges = [self._range(block.start_point, block.end_point,
                                               block.start_byte, block.end_byte)]
-        return grammar._collect(parser.parse(source), source)
+        return grammar._collect(parser.parse(source), source, lines)
 
     def _ranged_parser(self) -> Any:
         """A second parser for embedded blocks: its included ranges change per block, while
@@ -187,14 +208,14 @@ class _Grammar:
         return self._ranged
 
 
-def _nest(found: dict[tuple[int, int], tuple[int, int, str]]) -> list[_Def]:
+def _nest(found: dict[tuple[int, int], _Found]) -> list[_Def]:
     """Definitions nested by containment: sorted by start, longest first, a stack of open
     definitions."""
     roots: list[_Def] = []
     stack: list[tuple[int, _Def]] = []  # (end_byte, def)
-    for (_, ebyte), (start, end, name) in sorted(found.items(),
-                                                 key=lambda kv: (kv[0][0], -kv[0][1])):
-        d = _Def(start, end, name, [])
+    for (_, ebyte), (start, end, name, head, node) in sorted(
+            found.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        d = _Def(start, end, name, [], head, node)
         while stack and stack[-1][0] < ebyte:
             stack.pop()
         if stack:
@@ -213,8 +234,11 @@ def _text(node: Any) -> str:
 def _node_name(caps: dict[str, list[Any]], node: Any) -> str | None:
     names = caps.get("name")
     if names:
-        parts = (_text(n).strip("\"'`") for n in sorted(names, key=lambda n: n.start_byte))
-        name = " ".join(" ".join(parts).split())
+        if len(names) == 1:  # the usual case, without the sort
+            name = " ".join(_text(names[0]).strip("\"'`").split())
+        else:
+            parts = (_text(n).strip("\"'`") for n in sorted(names, key=lambda n: n.start_byte))
+            name = " ".join(" ".join(parts).split())
         recv = caps.get("recv")
         return f"{_text(recv[0])}.{name}" if recv else name
     return _declarator_name(node)
@@ -238,22 +262,30 @@ def _declarator_name(node: Any) -> str | None:
     return None
 
 
-def _rows(node: Any) -> tuple[int, int]:
-    """0-based inclusive rows of a definition, widened to its wrapper and leading comments."""
+def _rows(node: Any, lines: Sequence[bytes], wrappers: frozenset[str]
+          ) -> tuple[int, int, int]:
+    """0-based inclusive rows of a definition: its first row, widened to its wrapper and
+    leading comments; its head row, widened to the wrapper only; its last row. `lines` are
+    the source's, `wrappers` the grammar's wrapper node types."""
+    # Each attribute read of a node builds a Python object (and a parent or previous sibling
+    # is found by a walk): read each one once, and only when it can change the answer.
     outer = node
-    while outer.parent is not None and outer.parent.type in _WRAPPERS:
-        outer = outer.parent
-    start = outer.start_point.row
-    end = node.end_point.row
-    if node.end_point.column == 0 and end > node.start_point.row:
-        end -= 1
+    if wrappers:
+        parent = node.parent
+        while parent is not None and parent.type in wrappers:
+            outer, parent = parent, parent.parent
+    start = head = outer.start_point.row
+    end_row, end_column = node.end_point
+    end = end_row - 1 if end_column == 0 and end_row > node.start_point.row else end_row
+    if start == 0 or not lines[start - 1].strip():
+        return start, head, end  # a comment that ends above a blank line is not attached
     prev = outer.prev_named_sibling
     while prev is not None and prev.type in _LEADING and _last_row(prev) >= start - 1:
         if prev.start_point.row == _last_row(prev) and _shares_line_with_code(prev):
             break
         start = prev.start_point.row
         prev = prev.prev_named_sibling
-    return start, end
+    return start, head, end
 
 
 def _last_row(node: Any) -> int:
@@ -292,6 +324,8 @@ class Chunker:
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
         self._grammars: dict[str, _Grammar | None] = {}
         self._header_cache: dict[tuple[str, ...], int] = {}
+        # Statements by node id, per file: the root's are asked for once per gap to cut.
+        self._statement_cache: dict[int, list[Any]] = {}
 
     def describe(self) -> str:
         """What decides the chunks; stored in the index so that a change re-chunks files."""
@@ -309,15 +343,17 @@ class Chunker:
         self._lines = lines
         self._path = path
         self._header_cache.clear()  # header counts depend on the path: per file
+        self._statement_cache.clear()
         self._ltok = [self._line_tokens(line) for line in lines]
         self._prefix = [0]
         for n in self._ltok:
             self._prefix.append(self._prefix[-1] + n)
-        defs = self._definitions(language, text)
-        if defs is None:
+        parsed = self._definitions(language, text)
+        if parsed is None:
             pieces = self._split_rows(0, len(lines) - 1, (), self.max_tokens)
         else:
-            pieces = self._scope(0, len(lines) - 1, None, defs)
+            root, defs = parsed
+            pieces = self._scope(0, len(lines) - 1, None, defs, root)
         chunks: list[Chunk] = []
         for piece in pieces:
             for fitted, tokens in self._fit(piece):
@@ -325,6 +361,7 @@ class Chunker:
                 if chunk is not None:
                     chunks.append(chunk)
         del self._lines, self._ltok, self._prefix
+        self._statement_cache.clear()  # its nodes hold the tree
         return chunks
 
     # ---- counting ----------------------------------------------------------------------------
@@ -350,7 +387,7 @@ class Chunker:
 
     # ---- structure ---------------------------------------------------------------------------
 
-    def _definitions(self, language: str | None, text: str) -> list[_Def] | None:
+    def _definitions(self, language: str | None, text: str) -> tuple[Any, list[_Def]] | None:
         if language is None:
             return None
         if len(text) > GRAMMAR_MAX_CHARS:
@@ -376,8 +413,9 @@ class Chunker:
         return self._grammars[language]
 
     def _scope(self, start: int, end: int, symbol: str | None,
-               defs: Sequence[_Def]) -> list[_Piece]:
-        """Pieces covering rows [start, end] of a scope whose nested definitions are `defs`."""
+               defs: Sequence[_Def], node: Any) -> list[_Piece]:
+        """Pieces covering rows [start, end] of a scope (the file's root node, or a definition's
+        node) whose nested definitions are `defs`."""
         units: list[tuple[int, int, str | None, _Def | None]] = []
         cursor = start
         for d in sorted(defs, key=lambda d: d.start):
@@ -391,42 +429,79 @@ class Chunker:
             cursor = d_end + 1
         if cursor <= end:
             units.append((cursor, end, symbol, None))
+        if node.parent is None and units and units[0][3] is None:
+            # The file's preamble is a unit of its own: it stays whole (merged with what
+            # follows only while both fit the target) rather than being cut mid-imports to
+            # fill a chunk with the code after it.
+            first, last = units[0][0], units[0][1]
+            preamble_end = _preamble_end(node)
+            if first <= preamble_end < last:
+                units[0:1] = [(first, preamble_end, symbol, None),
+                              (preamble_end + 1, last, symbol, None)]
 
         out: list[_Piece] = []
-        group: list[tuple[int, int, str | None, bool]] = []
-        group_tokens = 0
-
-        def flush() -> None:
-            nonlocal group, group_tokens
-            if group:
-                out.append(_Piece(group[0][0], group[-1][1], _merged_symbols(group, symbol)))
-            group, group_tokens = [], 0
-
+        group: _Group | None = None
         for u_start, u_end, u_symbol, unit_def in units:
             tokens = self._rows_tokens(u_start, u_end)
-            if tokens > self._budget(_names(u_symbol)):
-                flush()
+            budget = self._budget(_names(u_symbol))
+            if tokens > budget:
+                if group is not None:
+                    out.append(group.piece(symbol))
+                    group = None
                 if unit_def is not None and unit_def.children:
-                    out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children))
-                else:
-                    out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
-                                                self.max_tokens))
+                    out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children,
+                                           unit_def.node))
+                    continue
+                owner = node if unit_def is None else unit_def.node
+                cuts = self._statement_rows(owner, u_start, u_end, budget)
+                if unit_def is not None and u_start < unit_def.head <= u_end:
+                    cuts.add(unit_def.head)  # between its leading comments and itself
+                out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
+                                            self.max_tokens, sorted(cuts)))
                 continue
-            candidate = [*group, (u_start, u_end, u_symbol, unit_def is not None)]
-            merged = _merged_symbols(candidate, symbol)
-            total = group_tokens + tokens + self.special + self._header_tokens(merged)
-            if group and total > self.target_tokens:
-                flush()
-                candidate = [(u_start, u_end, u_symbol, unit_def is not None)]
-            group = candidate
-            group_tokens += tokens
-        flush()
+            name = (u_symbol,) if unit_def is not None and u_symbol else ()
+            if group is not None:
+                merged = group.names + name or _names(symbol)
+                total = group.tokens + tokens + self.special + self._header_tokens(merged)
+                if total <= self.target_tokens:
+                    group.add(u_end, name, tokens)
+                    continue
+                out.append(group.piece(symbol))
+            group = _Group(u_start, u_end, name, tokens)
+        if group is not None:
+            out.append(group.piece(symbol))
         return out
 
+    def _statement_rows(self, owner: Any, start: int, end: int, budget: int) -> set[int]:
+        """Rows in (start, end] where a statement of `owner` begins (see _statements), or the
+        comments right above it, and, inside a statement too big for `budget`, where one of its
+        own statements begins."""
+        rows: set[int] = set()
+        pending = [(owner, 0)]
+        while pending:
+            node, depth = pending.pop()
+            previous_comment_end = -2
+            statements = self._statement_cache.get(node.id)
+            if statements is None:
+                statements = self._statement_cache[node.id] = _statements(node, self._lines)
+            for child in statements:
+                first, last = child.start_point.row, _last_row(child)
+                attached = first == previous_comment_end + 1  # a comment right above leads it
+                previous_comment_end = last if child.type in _LEADING else -2
+                if last <= start or first > end:
+                    continue
+                if first > start and not attached:
+                    rows.add(first)
+                if depth < _STATEMENT_DEPTH and last > first \
+                        and self._rows_tokens(max(first, start), min(last, end)) > budget:
+                    pending.append((child, depth + 1))
+        return rows
+
     def _split_rows(self, start: int, end: int, symbols: tuple[str, ...],
-                    limit: int) -> list[_Piece]:
-        """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded), at the best
-        line boundary in the second half of what fits: a shallow line after a blank one."""
+                    limit: int, cuts: Sequence[int] = ()) -> list[_Piece]:
+        """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded): before the
+        last row of `cuts` (sorted) that keeps the piece within the limit, else at the best line
+        boundary in the second half of what fits: a shallow line after a blank one."""
         budget = min(limit, self.max_tokens) - self.special - self._header_tokens(symbols)
         out: list[_Piece] = []
         i = start
@@ -442,7 +517,8 @@ class Chunker:
             if j > end:
                 out.append(_Piece(i, end, symbols))
                 break
-            cut = self._best_cut(i, j - 1)
+            k = bisect.bisect_right(cuts, j) - 1
+            cut = cuts[k] - 1 if k >= 0 and cuts[k] > i else self._best_cut(i, j - 1)
             out.append(_Piece(i, cut, symbols))
             i = cut + 1
         return out
@@ -554,12 +630,88 @@ class Chunker:
                      symbols=piece.symbols, text=text, embed_text=header + text, tokens=tokens)
 
 
+# How deep _statement_rows looks into statements too big for one chunk: a function's
+# statements, then the branches of an `if` or `when` among them, then theirs.
+_STATEMENT_DEPTH = 2
+# How far below a node _statements looks for the block holding its statements, and over how
+# many nodes at most (a huge literal holds no statements worth the walk).
+_BLOCK_DEPTH = 4
+_BLOCK_NODES = 512
+
+
+def _statements(node: Any, lines: Sequence[str]) -> list[Any]:
+    """The statements of a definition or of the file, grammar-independently: the named children
+    that begin their own line, of the node at or below `node` (within _BLOCK_DEPTH levels)
+    whose two or more such children span the most rows: a function's block, a class's body,
+    the file's root, and not the two annotations above a class or a nested `if`'s block.
+    Empty when there is none."""
+    best: list[Any] = []
+    best_span = 0
+    level = [node]
+    visited = 0
+    for _ in range(_BLOCK_DEPTH + 1):
+        below: list[Any] = []
+        for candidate in level:
+            children = candidate.named_children
+            starting = [c for c in children if _begins_line(c, lines)]
+            if len(starting) >= 2:
+                span = starting[-1].end_point.row - starting[0].start_point.row
+                if span > best_span:
+                    best, best_span = starting, span
+            below.extend(children)
+            visited += len(children)
+        if visited > _BLOCK_NODES:
+            break
+        level = below
+    return best
+
+
+# Top-level nodes of a file's preamble, across grammars: comments (a license), the package or
+# namespace line, imports, includes, `use` and `using` lines, file annotations.
+_PREAMBLE = re.compile(r"comment|package|import|using|include|use_declaration|extern_crate"
+                       r"|namespace_use|file_annotation|shebang")
+
+
+def _preamble_end(root: Any) -> int:
+    """Last row of the file's preamble: its leading comments, package, imports and the like
+    (a Python module's docstring too); -1 when the file does not begin with one."""
+    end = -1
+    for index, child in enumerate(root.named_children):
+        docstring = index == 0 and child.type == "expression_statement" \
+            and child.named_child_count == 1 and child.named_children[0].type == "string"
+        if not (docstring or _PREAMBLE.search(child.type)):
+            break
+        end = _last_row(child)
+    return end
+
+
+def _begins_line(node: Any, lines: Sequence[str]) -> bool:
+    """Whether only whitespace precedes `node` on its first line (columns are bytes, so a
+    non-ASCII indent never matches: such a line is simply not a cut point)."""
+    row, column = node.start_point
+    line: str = lines[row] if row < len(lines) else ""
+    return bool(column == len(line) - len(line.lstrip()))
+
+
 def _names(symbol: str | None) -> tuple[str, ...]:
     return (symbol,) if symbol else ()
 
 
-def _merged_symbols(group: Sequence[tuple[int, int, str | None, bool]],
-                    scope_symbol: str | None) -> tuple[str, ...]:
-    """Symbols of merged units: the definitions' names, else the scope's."""
-    names = tuple(sym for _, _, sym, is_def in group if is_def and sym)
-    return names or _names(scope_symbol)
+@dataclass(slots=True)
+class _Group:
+    """Adjacent units of a scope being merged into one piece: their rows, the names of the
+    definitions among them, their source tokens."""
+
+    start: int
+    end: int
+    names: tuple[str, ...]
+    tokens: int
+
+    def add(self, end: int, names: tuple[str, ...], tokens: int) -> None:
+        self.end = end
+        self.names += names
+        self.tokens += tokens
+
+    def piece(self, scope_symbol: str | None) -> _Piece:
+        """The merged piece; its symbols are the definitions' names, else the scope's."""
+        return _Piece(self.start, self.end, self.names or _names(scope_symbol))

@@ -519,3 +519,74 @@ def test_lang_aliases() -> None:
              "Makefile": "make", "tf": "terraform", ".py": "python", "rust": "rust"}
     for name, language in cases.items():
         assert canonical_language(name) == language, name
+
+
+_TRACE_HEADERS = "\n".join(f'        .header("X-Trace-{i}", traceValue({i}))' for i in range(14))
+KOTLIN_BIG_CLASS = f"""\
+package demo.http
+
+class RequestFactory(private val base: String) {{
+  fun get(path: String): Request = Request.Builder().url(base + path).build()
+
+  fun traced(path: String, retries: Int): Request {{
+    val url = base + path
+    check(retries >= 0) {{ "retries: $retries" }}
+    val request =
+      Request
+        .Builder()
+        .url(url)
+{_TRACE_HEADERS}
+        .build()
+    return request.newBuilder().tag(retries).build()
+  }}
+
+  fun delete(path: String): Request = Request.Builder().url(base + path).delete().build()
+}}
+"""
+
+
+def test_kotlin_class_too_big_is_cut_at_its_methods_and_statements(
+        embedder: coarch.Embedder) -> None:
+    chunker = Chunker(embedder.count_tokens, embedder.max_seq_length)
+    text = KOTLIN_BIG_CLASS
+    assert embedder.count_tokens(text) > embedder.max_seq_length  # the class cannot be one chunk
+    chunks = chunker.chunk("demo/RequestFactory.kt", text, "kotlin")
+    assert_well_formed(chunks, text, embedder.count_tokens, embedder.max_seq_length)
+    found = first_lines(chunks)
+    assert (found["RequestFactory.get"], found["RequestFactory.traced"],
+            found["RequestFactory.delete"]) == (3, 6, 31)
+    # `traced` is over one chunk: it is cut before its statement `val request =` (line 9),
+    # not inside that statement's builder chain to fill the first piece.
+    traced = [c for c in chunks if c.symbol == "RequestFactory.traced"]
+    assert len(traced) >= 2 and traced[0].start_line == 6
+    assert traced[1].start_line == 9 and traced[1].text.startswith("    val request =")
+    assert traced[-1].text.endswith("    return request.newBuilder().tag(retries).build()\n  }")
+
+
+_CONSTANTS = "\n".join(f"const val RETRY_{i} = {i}" for i in range(40))
+_IMPORTS = "\n".join(f"import okio.Thing{i}" for i in range(6))
+KOTLIN_PREAMBLE = f"""\
+/*
+ * Copyright (C) 2024 Demo Authors. Licensed under the Apache License, Version 2.0.
+ */
+package demo.http
+
+{_IMPORTS}
+
+{_CONSTANTS}
+
+fun send(path: String): String = path
+"""
+
+
+def test_kotlin_file_preamble_stays_together(embedder: coarch.Embedder) -> None:
+    chunker = Chunker(embedder.count_tokens, embedder.max_seq_length)
+    text = KOTLIN_PREAMBLE
+    chunks = chunker.chunk("demo/Retry.kt", text, "kotlin")
+    assert_well_formed(chunks, text, embedder.count_tokens, embedder.max_seq_length)
+    # License, package and imports are one chunk, not filled up with the constants after
+    # them (which are cut between their own lines).
+    assert (chunks[0].start_line, chunks[0].end_line) == (1, 11)
+    assert chunks[0].text.endswith("import okio.Thing5")
+    assert chunks[1].text.startswith("const val RETRY_0 = 0")
+    assert all(c.text.split("\n")[0].startswith(("const val", "fun send")) for c in chunks[1:])

@@ -323,7 +323,7 @@ class Chunker:
         self.max_tokens = max_tokens
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
         self._grammars: dict[str, _Grammar | None] = {}
-        self._header_cache: dict[tuple[str, ...], int] = {}
+        self._header_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         # Statements by node id, per file: the root's are asked for once per gap to cut.
         self._statement_cache: dict[int, list[Any]] = {}
 
@@ -374,12 +374,29 @@ class Chunker:
     def _rows_tokens(self, start: int, end: int) -> int:
         return self._prefix[end + 1] - self._prefix[start]
 
+    def _header(self, symbols: tuple[str, ...]) -> tuple[str, int]:
+        """The embedded header of a chunk with these symbols and its tokens (special tokens
+        left out). A header never takes more than half the model's input: a very long path or
+        symbol keeps its last parts (the file name, the innermost name), so that every chunk
+        still has room for its source."""
+        cached = self._header_cache.get(symbols)
+        if cached is None:
+            path, symbol = self._path, symbol_text(symbols)
+            limit = max(1, (self.max_tokens - self.special) // 2)
+            header = chunk_header(path, symbol)
+            tokens = self.count_tokens(header) - self.special
+            while tokens > limit and (len(path) > 1 or (symbol and len(symbol) > 1)):
+                if symbol and len(symbol) >= len(path):
+                    symbol = symbol[len(symbol) // 2:]
+                else:
+                    path = path[len(path) // 2:]
+                header = chunk_header(path, symbol)
+                tokens = self.count_tokens(header) - self.special
+            cached = self._header_cache[symbols] = (header, tokens)
+        return cached
+
     def _header_tokens(self, symbols: tuple[str, ...]) -> int:
-        n = self._header_cache.get(symbols)
-        if n is None:
-            n = self.count_tokens(chunk_header(self._path, symbol_text(symbols))) - self.special
-            self._header_cache[symbols] = n
-        return n
+        return self._header(symbols)[1]
 
     def _budget(self, symbols: tuple[str, ...]) -> int:
         """Source tokens a chunk with these symbols may hold."""
@@ -581,7 +598,7 @@ class Chunker:
         are an estimate; this is the check that makes the guarantee), with their exact
         counts."""
         text = self._piece_text(piece)
-        header = chunk_header(self._path, symbol_text(piece.symbols))
+        header = self._header(piece.symbols)[0]
         exact = self.count_tokens(header + text)
         if exact <= self.max_tokens:
             return [(piece, exact)]
@@ -610,7 +627,7 @@ class Chunker:
         """The chunk of a piece, blank edge lines trimmed (whitespace holds no tokens, so
         `tokens` stays exact); None when nothing but whitespace is left."""
         start, end = piece.start, piece.end
-        header = chunk_header(self._path, symbol_text(piece.symbols))
+        header = self._header(piece.symbols)[0]
         if piece.text is None:
             while start <= end and not self._lines[start].strip():
                 start += 1

@@ -337,3 +337,18 @@ def test_chunks_do_not_depend_on_what_was_chunked_before(embedder: coarch.Embedd
     used.chunk("a/long/folder/name/that/makes/a/long/header/for/this/file.py", text, "python")
     assert used.chunk("keyword.py", text, "python") == \
         Chunker(embedder.count_tokens, 64).chunk("keyword.py", text, "python")
+
+
+@pytest.mark.parametrize("limit", [256, 40])
+def test_a_path_longer_than_the_model_input_keeps_its_file_name(
+        embedder: coarch.Embedder, limit: int) -> None:
+    # A header alone over the limit once sent the fitting into endless recursion.
+    text = "".join(f"def handler_{i}(x):\n    return x + {i}\n\n" for i in range(20))
+    path = "deeply/nested/" * 60 + "handlers.py"
+    chunks = Chunker(embedder.count_tokens, limit).chunk(path, text, "python")
+    assert "\n".join(c.text for c in chunks).split() == text.split()  # nothing lost
+    for c in chunks:
+        assert embedder.count_tokens(c.embed_text) == c.tokens <= limit
+        header = c.embed_text[: len(c.embed_text) - len(c.text)]
+        assert header.startswith("path: ") and "handlers.py" in header
+        assert embedder.count_tokens(header) - 2 <= (limit - 2) // 2

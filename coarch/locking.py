@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ if sys.version_info >= (3, 11):
     from typing import Self
 else:
     from typing_extensions import Self
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
 
@@ -42,9 +45,12 @@ class IndexLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:  # the pid is only for the message: a full disk must not keep the lock held
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            log.debug("could not record the pid in %s: %s", self.path, exc)
 
     def release(self) -> None:
         if self._fd is None:

@@ -338,8 +338,8 @@ def test_disk_full_mid_run_keeps_committed_work(capsys: pytest.CaptureFixture[st
     with Store(idx, readonly=True) as store:
         assert store.counts()["files"] == 2  # what the first run committed is intact
     filler.unlink()
-    code, out, _ = run(capsys, *argv)
-    assert code == 0 and "7 files: 5 indexed, 2 unchanged" in out
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "7 files: 5 indexed, 2 unchanged" in out, err
 
 
 def test_disk_full_while_writing_vectors_faiss(capsys: pytest.CaptureFixture[str],

@@ -25,7 +25,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,23 +243,31 @@ def _build_ivf(store: Store, dim: int, count: int) -> Any:
     return index
 
 
-def _atomic_write(target: Path, write: Any) -> str:
-    """Writes through `write(fh)` into a temp file beside `target`, fsyncs it, renames it over
-    `target` and fsyncs the folder. Returns the checksum of the bytes written."""
+@contextlib.contextmanager
+def _replacing(target: Path) -> Iterator[tuple[int, str]]:
+    """(fd, path) of a temp file beside `target`, renamed over `target` when the block ends
+    well (the block writes and fsyncs it; it owns the fd) and removed when it fails; the folder
+    is fsynced after the rename."""
     fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=target.parent)
     _chmod_like_new_file(fd)
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
-            out = _ChecksummedWriter(fh)
-            write(out)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield fd, tmp
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+
+
+def _atomic_write(target: Path, write: Any) -> str:
+    """Writes through `write(fh)` into a temp file beside `target`, fsyncs it and renames it
+    over `target`. Returns the checksum of the bytes written."""
+    with _replacing(target) as (fd, _), os.fdopen(fd, "wb", buffering=1 << 20) as fh:
+        out = _ChecksummedWriter(fh)
+        write(out)
+        fh.flush()
+        os.fsync(fh.fileno())
     return out.checksum
 
 
@@ -268,20 +276,12 @@ def _atomic_write_index(target: Path, index: Any) -> str:
     the temp file before the rename."""
     import faiss
 
-    fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=target.parent)
-    _chmod_like_new_file(fd)
-    os.close(fd)
-    try:
+    with _replacing(target) as (fd, tmp):
+        os.close(fd)
         faiss.write_index(index, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         checksum = file_checksum(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
     return checksum
 
 

@@ -151,6 +151,7 @@ class DiscoveryReport:
 
 
 def content_hash(data: bytes) -> str:
+    """The 128-bit BLAKE2b of `data`, in hex: the key of a file's content and of a vector."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 

@@ -34,6 +34,7 @@ from coarch.indexer import (
 )
 from coarch.location import (
     DB_FILE,
+    INDEX_DIR_ENV,
     check_index_folder,
     exchange_folders,
     find_indexed_root,
@@ -41,7 +42,7 @@ from coarch.location import (
     resolve_index_dir,
 )
 from coarch.locking import IndexLock, holder
-from coarch.progress import ProgressCallback
+from coarch.progress import ProgressCallback, pressure_name
 from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class Index:
             self.root = Path(os.path.realpath(Path(path).expanduser()))
         else:
             found = None
-            if index_dir is None and not os.environ.get("COARCH_INDEX_DIR"):
+            if index_dir is None and not os.environ.get(INDEX_DIR_ENV):
                 found = find_indexed_root(Path.cwd())
             self.root = found or Path(os.path.realpath(Path.cwd()))
         self.index_dir = resolve_index_dir(self.root, index_dir)
@@ -338,9 +339,7 @@ def memory_readings(options: IndexOptions) -> dict[str, Any] | None:
     if manager is None:
         return None
     stats = dict(manager.stats())
-    pressure = stats.get("pressure")
-    if pressure is not None and hasattr(pressure, "name"):
-        stats["pressure"] = pressure.name.lower()
+    stats["pressure"] = pressure_name(stats.get("pressure"))
     return stats
 
 

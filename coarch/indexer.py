@@ -52,7 +52,13 @@ from coarch.errors import (
 )
 from coarch.location import resolve_index_dir
 from coarch.models import model_id, resolve_model_path
-from coarch.progress import IndexProgress, ProgressCallback, current_rss
+from coarch.progress import (
+    IndexProgress,
+    ProgressCallback,
+    current_rss,
+    peak_rss,
+    pressure_name,
+)
 from coarch.store import FileState, NewChunk, Store, text_hash
 
 if TYPE_CHECKING:
@@ -805,7 +811,7 @@ class Indexer:
         s.skipped = self.report.lines()
         s.invalid_utf8 = self.report.invalid_utf8
         s.discovery_mode = self.report.mode
-        self._peak_rss = max(self._peak_rss, current_rss(), _peak_rss())
+        self._peak_rss = max(self._peak_rss, current_rss(), peak_rss())
         s.peak_rss = self._peak_rss
         self._progress("done")
 
@@ -818,7 +824,7 @@ class Indexer:
         if self._memory is not None:
             with contextlib.suppress(Exception):
                 stats = self._memory.stats()
-                pressure = _pressure_name(stats.get("pressure"))
+                pressure = pressure_name(stats.get("pressure"))
                 batch = stats.get("batch_tokens")
         embedded = self.summary.chunks_embedded if embedded_override is None \
             else embedded_override
@@ -856,22 +862,3 @@ def _memory_manager(options: IndexOptions) -> Any:
         return MemoryManager(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-
-
-def _pressure_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    name = getattr(value, "name", None)
-    return str(name).lower() if name else str(value)
-
-
-def _peak_rss() -> int:
-    """Peak RSS of this process (VmHWM) in bytes."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0

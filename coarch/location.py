@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 INDEX_DIR_ENV = "COARCH_INDEX_DIR"
 DB_FILE = "index.sqlite"
+FAISS_FILE = "vectors.faiss"
 REBUILD_SUFFIX = ".rebuild"
 # Names coarch writes into an index folder (anything else makes a folder without a coarch
 # database someone else's).
 _OWN_NAMES = ("lock", DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal",
-              "vectors.faiss", ".vectors-*.tmp", f"{DB_FILE}.corrupt-*")
+              FAISS_FILE, ".vectors-*.tmp", f"{DB_FILE}.corrupt-*")
 _FAISS_MAGICS = (b"IxM2", b"IwFl")  # the FAISS layouts coarch writes (flat, IVF)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -85,9 +86,9 @@ def check_index_folder(index_dir: Path) -> None:
                        if not any(fnmatch.fnmatchcase(n, own) for own in _OWN_NAMES))
     if strangers:
         _refuse(index_dir, f"it holds files coarch did not create ({', '.join(strangers[:3])})")
-    faiss = index_dir / "vectors.faiss"
+    faiss = index_dir / FAISS_FILE
     if faiss.is_file() and not _starts_with(faiss, _FAISS_MAGICS):
-        _refuse(index_dir, "vectors.faiss is not a FAISS file coarch wrote")
+        _refuse(index_dir, f"{FAISS_FILE} is not a FAISS file coarch wrote")
 
 
 def _refuse(index_dir: Path, why: str) -> None:

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,26 @@ def current_rss() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def peak_rss() -> int:
+    """Peak RSS of this process (VmHWM) in bytes."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def pressure_name(value: Any) -> str | None:
+    """A MemoryManager pressure (enum member or value) as people read it: "low" ... "critical"."""
+    if value is None:
+        return None
+    name = getattr(value, "name", None)
+    return str(name).lower() if name else str(value)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -29,7 +29,6 @@ recorded under other rules rebuilds chunks_fts from the chunks before touching i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -45,8 +44,10 @@ from typing import Any
 import numpy as np
 
 from coarch.chunking import symbol_text
+from coarch.discovery import content_hash
 from coarch.errors import CorruptIndexError, IndexNotFoundError, disk_full_error
 from coarch.identifiers import TERMS_VERSION, index_terms
+from coarch.location import DB_FILE, FAISS_FILE
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -56,7 +57,6 @@ else:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
-DB_FILE = "index.sqlite"
 VECTOR_DTYPE = np.dtype("<f4")
 APP_MARKER = "coarch"  # meta.app of every index coarch creates
 CORRUPT_HINT = "`coarch index --full PATH` rebuilds it"
@@ -105,8 +105,7 @@ def fts_rules() -> str:
 
 def text_hash(embed_text: str) -> str:
     """Key of the vector cache: a hash of exactly what the model embeds."""
-    return hashlib.blake2b(embed_text.encode("utf-8", errors="surrogatepass"),
-                           digest_size=16).hexdigest()
+    return content_hash(embed_text.encode("utf-8", errors="surrogatepass"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,7 +624,7 @@ def move_aside(index_dir: Path) -> Path:
     os.replace(index_dir / DB_FILE, kept)
     with contextlib.suppress(FileNotFoundError):
         os.replace(index_dir / (DB_FILE + "-wal"), index_dir / f"{kept.name}-wal")
-    for name in (DB_FILE + "-shm", DB_FILE + "-journal", "vectors.faiss"):
+    for name in (DB_FILE + "-shm", DB_FILE + "-journal", FAISS_FILE):
         with contextlib.suppress(FileNotFoundError):
             (index_dir / name).unlink()
     return kept
@@ -635,6 +634,6 @@ def remove_index_files(index_dir: Path) -> None:
     """Deletes the SQLite file and its WAL/SHM companions and the FAISS file (a corrupt index
     being rebuilt from scratch)."""
     for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal",
-                 "vectors.faiss"):
+                 FAISS_FILE):
         with contextlib.suppress(FileNotFoundError):
             (index_dir / name).unlink()

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from coarch.location import FAISS_FILE
 from coarch.store import Store
 
 log = logging.getLogger(__name__)
 
-FAISS_FILE = "vectors.faiss"
 DEFAULT_IVF_THRESHOLD = 200_000
 IVF_THRESHOLD_ENV = "COARCH_IVF_THRESHOLD"
 

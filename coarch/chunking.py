@@ -327,10 +327,6 @@ class Chunker:
         # Statements by node id, per file: the root's are asked for once per gap to cut.
         self._statement_cache: dict[int, list[Any]] = {}
 
-    def describe(self) -> str:
-        """What decides the chunks; stored in the index so that a change re-chunks files."""
-        return f"v{CHUNKER_VERSION} max={self.max_tokens} target={self.target_tokens}"
-
     # ---- public ------------------------------------------------------------------------------
 
     def chunk(self, path: str, text: str, language: str | None) -> list[Chunk]:

@@ -39,8 +39,7 @@ exit codes:
 output stops quietly when its reader goes away (`| head`: exit 0) or stdout is closed (exit 2)
 """
 
-# Subcommands: name -> (function adding its parser, function running it). Other modules'
-# commands (search) register here too.
+# What runs a subcommand; COMMANDS (below) maps each name to (function adding its parser, Runner).
 Runner = Callable[[argparse.Namespace], int]
 
 

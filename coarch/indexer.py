@@ -442,7 +442,6 @@ class Indexer:
             store.set_meta(META_USE_GIT, int(opts.use_git))
             store.set_meta("last_run_started", f"{time.time():.3f}")
             store.set_meta("last_run_state", "running")
-            store.set_meta("last_run_pid", os.getpid())
 
         if to_read:
             assert embedder is not None
@@ -574,7 +573,6 @@ class Indexer:
                     store.put_vectors(new_vectors.items())
                     for op, payload in ready:
                         self._apply(op, payload)
-                    store.set_meta("last_run_checkpoint", f"{time.time():.3f}")
                 self._files_done += len(ready)
                 new_vectors.clear()
                 ready.clear()
@@ -798,7 +796,6 @@ class Indexer:
 
     def _record_run(self, state: str) -> None:
         with self.store.transaction():
-            self.store.set_meta("last_run_finished", f"{time.time():.3f}")
             self.store.set_meta("last_run_state", state)
             self.store.set_meta("last_run_seconds", f"{time.monotonic() - self._t0:.2f}")
             self.store.set_meta("last_run_files_indexed", self.summary.files_indexed)

@@ -18,7 +18,7 @@ class IndexProgress:
     phase: str                 # "scanning", "indexing", "writing vectors", "done"
     files_total: int           # files found
     files_to_read: int         # new or changed (by size and mtime) among them
-    files_done: int            # of files_to_read, committed or found unchanged
+    files_done: int            # of files_to_read, committed
     chunks_embedded: int       # chunks whose vector was computed in this run
     chunks_reused: int         # chunks whose vector came from the cache
     chunks_estimate: int       # estimate of all chunks this run will produce

@@ -889,17 +889,3 @@ def _hit(row: ChunkRow, score: float) -> Hit:
         symbol=row.symbol,
         snippet=row.text,
     )
-
-
-def search(
-    index_dir: str | os.PathLike[str],
-    query: str,
-    k: int = DEFAULT_K,
-    mode: str = "hybrid",
-    lang: str | Sequence[str] | None = None,
-    path: str | Sequence[str] | None = None,
-    model: str | os.PathLike[str] | None = None,
-) -> list[Hit]:
-    """One search on an index folder (opens and closes it; the model stays loaded)."""
-    with Searcher(index_dir, model=model) as searcher:
-        return searcher.search(query, k=k, mode=mode, lang=lang, path=path)

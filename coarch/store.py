@@ -5,7 +5,7 @@ vectors are written in the same transaction, so after any crash a file is either
 or not at all. Readers open the file read-only and see the last committed state while an
 indexer runs. The FAISS file (coarch.vectors) is derived from this one.
 
-Schema (shared with coarch.search; see the store contract):
+Schema (coarch.search reads it too):
   meta(key, value)
   files(id, path UNIQUE, size, mtime_ns, content_hash, language, skipped)
       skipped: NULL for an indexed file, else why discovery skipped it (so an unchanged skipped

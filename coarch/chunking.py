@@ -14,7 +14,9 @@ How a file is cut:
    its own sub-definitions, and what still does not fit is cut at line boundaries (preferring
    blank lines and shallow indentation), a line at word and then character boundaries.
 3. Every chunk's embedded text is its header ("path: ...", "symbol: ...") plus its source, and
-   is counted once more exactly; one over the limit is cut again.
+   is counted once more exactly; one over the limit is cut again. The indexer gives the model
+   that text with identifiers split into words (coarch.identifiers.model_text) and counts
+   tokens on that form, so the guarantee holds for what the model reads.
 Languages without a grammar, and files a grammar fails on, use step 2 with no definitions.
 """
 
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
 # 2: a chunk's symbols are a list (names may hold commas: `Map<K, V>`), stored as such.
-CHUNKER_VERSION = "2"
+# 3: the model reads embed_text with identifiers split into words (coarch.identifiers
+#    .model_text, applied by the indexer): token counts and vectors change.
+CHUNKER_VERSION = "3"
 
 
 @dataclass(frozen=True, slots=True)

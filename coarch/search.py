@@ -34,7 +34,7 @@ import numpy as np
 import pathspec
 
 from coarch.errors import CoarchError, IndexNotFoundError, ModelMismatchError, UsageError
-from coarch.identifiers import parse_identifier, query_terms
+from coarch.identifiers import model_text, parse_identifier, query_terms
 from coarch.store import VECTOR_DTYPE, ChunkRow, Store, corruption_reported
 
 if TYPE_CHECKING:
@@ -699,7 +699,8 @@ class Searcher:
 
     def _embed(self, query: str) -> np.ndarray:
         embedder = self._embedder()
-        vector = embedder.encode([query])  # shape: (1, dim) float32, L2-normalised
+        # The query in the form chunks were embedded in (identifiers split into words).
+        vector = embedder.encode([model_text(query)])  # shape: (1, dim) float32, L2-normalised
         if vector.shape[1] != self.dim:
             raise ModelMismatchError(
                 f"the model gives {vector.shape[1]}-wide vectors, the index holds {self.dim}",

@@ -28,6 +28,7 @@ from coarch import _core
 from coarch import vectors as faiss_file
 from coarch.chunking import chunk_header
 from coarch.errors import IndexLockedError
+from coarch.identifiers import model_text
 from coarch.index import Index
 from coarch.indexer import IndexSummary
 from coarch.locking import IndexLock
@@ -193,11 +194,11 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
     with Store(idx, readonly=True) as store:
         rows = store.chunks_of("legacy/attic/old_stuff.py")
         cached = store.get_vectors([r.text_hash for r in rows])
-        new_keys = [text_hash(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
-                    for r in rows]
+        new_keys = [text_hash(model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol)
+                                         + r.text)) for r in rows]
         assert rows and not store.cached_hashes(new_keys)  # no vector filed under a lie
     for r in rows:
-        embedded = chunk_header("net/upload.py", r.symbol) + r.text
+        embedded = model_text(chunk_header("net/upload.py", r.symbol) + r.text)
         assert r.text_hash == text_hash(embedded)
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
         assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
@@ -211,7 +212,7 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
         cached = store.get_vectors([r.text_hash for r in rows])
     assert len(rows) >= 3 and summary.chunks_embedded == len(rows)
     for r in rows:
-        embedded = chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text
+        embedded = model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
         assert r.text_hash == text_hash(embedded)
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
         assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999

@@ -277,11 +277,12 @@ class Index:
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
                lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None) -> list[Hit]:
+               path: str | Sequence[str] | None = None, explain: bool = False) -> list[Hit]:
         """The `k` best chunks for `query`, best first, as `coarch.Hit`s. `mode` is "hybrid"
         (default), "semantic" or "keyword"; `lang` keeps those languages, `path` keeps paths
-        matching its globs (.gitignore rules, "!glob" excludes). Reads the last committed state,
-        so it works while another process indexes. See coarch.search."""
+        matching its globs (.gitignore rules, "!glob" excludes); `explain` fills Hit.explain.
+        Reads the last committed state, so it works while another process indexes. See
+        coarch.search."""
         from coarch.search import Searcher
 
         if self._searcher is None:
@@ -289,7 +290,8 @@ class Index:
                 raise IndexNotFoundError(f"no index for {self.root}",
                                          hint=f"run `coarch index {self.root}` first")
             self._searcher = Searcher(self.index_dir, model=self.options.model)
-        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path)
+        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path,
+                                     explain=explain)
 
     # ---- lifetime ----------------------------------------------------------------------------
 

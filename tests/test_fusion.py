@@ -57,7 +57,7 @@ def test_score_fusion_normalises_each_list() -> None:
 
 
 def test_every_kind_has_a_fusion() -> None:
-    for kind in ("sentence", "mix", "identifier"):
-        assert hasattr(fusion_for(kind), "fuse")
+    assert fusion_for("sentence") == ScoreFusion(0.5) == fusion_for("mix")
+    assert fusion_for("identifier") == RRF()
     with pytest.raises(KeyError):
         fusion_for("poem")

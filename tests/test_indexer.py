@@ -92,12 +92,13 @@ def test_indexes_a_real_tree(built: tuple[Path, Path, IndexSummary],
     assert {r[0] for r in rows} == {f"lib/{f}" for f in STDLIB_FILES}
     assert any(r[0] == "lib/json/decoder.py" and r[3] == "py_scanstring" for r in rows)
     with Store(idx, readonly=True) as store:
-        # Stored vectors are the model's vectors of the stored text (header included).
+        # Stored vectors are the model's vectors of the stored text (header included), as the
+        # model reads it: identifiers split into words.
         chunk_id, digest = store.conn.execute(
             "SELECT c.id, c.text_hash FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE f.path = 'lib/bisect.py' ORDER BY c.id LIMIT 1").fetchone()
         (row,) = store.chunks_by_ids([chunk_id])
-        expected = embedder.encode([chunk_header(row.path, row.symbol) + row.text])[0]
+        expected = embedder.encode([model_text(chunk_header(row.path, row.symbol) + row.text)])[0]
         stored = index_vectors(idx)[digest]
         assert float(np.dot(expected, stored)) > 0.999
         # The nearest chunks of a question are the right file's.

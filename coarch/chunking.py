@@ -17,7 +17,9 @@ How a file is cut:
    a statement itself too big cut along its own; without one, at line boundaries (preferring
    blank lines and shallow indentation), a line at word and then character boundaries.
 3. Every chunk's embedded text is its header ("path: ...", "symbol: ...") plus its source, and
-   is counted once more exactly; one over the limit is cut again.
+   is counted once more exactly; one over the limit is cut again. The indexer gives the model
+   that text with identifiers split into words (coarch.identifiers.model_text) and counts
+   tokens on that form, so the guarantee holds for what the model reads.
 Languages without a grammar, and files a grammar fails on, use step 2 with no definitions.
 """
 

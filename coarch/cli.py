@@ -328,6 +328,10 @@ def add_search_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="JSON Lines on stdout: one object per hit with path, start_line, "
                         "end_line, score, language, symbol, snippet")
+    p.add_argument("--explain", action="store_true",
+                   help="show why each hit is there: its rank and score in each retriever, "
+                        "its fused score and each re-rank rule's change (with --json: an "
+                        "`explain` object)")
     _add_common(p, quiet_help="no warnings or notes on stderr, only errors (the hits are "
                               "still printed)")
     p.set_defaults(quiet_means_errors_only=True)
@@ -343,14 +347,18 @@ def run_search(args: argparse.Namespace) -> int:
         if not (index.index_dir / "index.sqlite").is_file():
             _raise_no_index(index.root if args.index is None else None, args.index)
         hits = index.search(query, k=args.k, mode=args.mode, lang=args.lang, path=args.path,
-                            refresh=not args.no_refresh)
+                            refresh=not args.no_refresh, explain=args.explain)
     if args.json:
         for hit in hits:
             _write(sys.stdout, json.dumps(hit.to_dict(), ensure_ascii=False) + "\n")
     else:
         color = _use_color(args.color, sys.stdout)
         for hit in hits:
-            _write(sys.stdout, format_hit(hit, query, color, args.lines))
+            text = format_hit(hit, query, color, args.lines)
+            if hit.explain is not None:
+                gap = "\n" if text.endswith("\n\n") else ""
+                text = text.rstrip("\n") + "\n" + format_explain(hit.explain, color) + gap
+            _write(sys.stdout, text)
     return EXIT_OK if hits else EXIT_NO_HITS
 
 
@@ -403,6 +411,24 @@ def snippet_lines(hit: Any, query: str, count: int) -> list[tuple[int, str]]:
     picked = [(hit.start_line + i, lines[i]) for i in range(start, len(lines))
               if lines[i].strip()]
     return picked[:count]
+
+
+def format_explain(explain: dict[str, Any], color: bool) -> str:
+    """The `--explain` lines of a hit: each retriever's rank and score, then the fused score,
+    the re-rank rules' changes and the definition tier when there are any."""
+    parts: list[str] = []
+    for retriever in ("semantic", "keyword"):
+        if retriever in explain:
+            got = explain[retriever]
+            parts.append(f"{retriever} #{got['rank']} {got['score']:.4f}" if got
+                         else f"{retriever} -")
+    if "fused" in explain:
+        parts.append(f"fused {explain['fused']:.4f}")
+    for rule, change in explain.get("rules", {}).items():
+        parts.append(f"{rule} {change:+.4f}")
+    if explain.get("definition_tier") is not None:
+        parts.append(f"definition tier {explain['definition_tier']}")
+    return "    " + _paint("why: " + ", ".join(parts), "score", color) + "\n"
 
 
 def format_hit(hit: Any, query: str, color: bool, lines: int) -> str:

@@ -18,6 +18,7 @@ from functools import lru_cache
 __all__ = [
     "TERMS_VERSION",
     "index_terms",
+    "model_text",
     "parse_identifier",
     "query_terms",
     "query_words",
@@ -136,6 +137,28 @@ def _cjk_bigrams(word: str) -> list[str]:
         else:
             out.extend(run[i : i + 2] for i in range(len(run) - 1))
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _model_word(word: str) -> str:
+    """One word as the model should read it: an ASCII identifier with more than one part
+    becomes its parts separated by spaces (`getConnectionPool` -> `get Connection Pool`,
+    `parse_config` -> `parse config`); anything else stays as it is."""
+    if not word.isascii() or (word.isalpha() and (word.islower() or word.isupper())):
+        return word
+    parts = split_identifier(word)
+    return " ".join(parts) if len(parts) > 1 else word
+
+
+def model_text(text: str) -> str:
+    """Text with its identifiers split into words, for the embedding model.
+
+    all-MiniLM-L6-v2 learnt English sentences: its word pieces for `getConnectionPool` or
+    `parse_config` (`get`, `##con`, `##ne`..., `_`) carry little of what it knows of "get",
+    "connection" and "pool". Chunks and queries go through this same function, so both sides
+    of the cosine agree. Punctuation, spacing and line breaks are kept.
+    """
+    return _WORD.sub(lambda m: _model_word(m.group(0)), text)
 
 
 def index_terms(text: str) -> str:

@@ -278,12 +278,13 @@ class Index:
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid",
                lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None, *, refresh: bool = True,
-               refresh_max_files: int | None = None) -> list[Hit]:
+               path: str | Sequence[str] | None = None, explain: bool = False, *,
+               refresh: bool = True, refresh_max_files: int | None = None) -> list[Hit]:
         """The `k` best chunks for `query`, best first, as `coarch.Hit`s. `mode` is "hybrid"
         (default), "semantic" or "keyword"; `lang` keeps those languages, `path` keeps paths
-        matching its globs (.gitignore rules, "!glob" excludes). Reads the last committed state,
-        so it works while another process indexes. See coarch.search.
+        matching its globs (.gitignore rules, "!glob" excludes); `explain` fills Hit.explain.
+        Reads the last committed state, so it works while another process indexes. See
+        coarch.search.
 
         With `refresh`, files changed since the index was built are re-indexed first when
         they are at most `refresh_max_files` (default: $COARCH_REFRESH_MAX_FILES, else 20);
@@ -297,7 +298,8 @@ class Index:
                           else Freshness("unknown", reason="not checked"))
         if self._searcher is None:
             self._searcher = Searcher(self.index_dir, model=self.options.model)
-        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path)
+        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path,
+                                     explain=explain)
 
     # ---- lifetime ----------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from coarch.errors import (
     IndexingTerminated,
     disk_full_error,
 )
+from coarch.identifiers import model_text
 from coarch.location import resolve_index_dir
 from coarch.models import model_id, resolve_model_path
 from coarch.progress import (
@@ -479,7 +480,11 @@ class Indexer:
         store.set_meta("precision_reason", plan.precision_reason or embedder.precision_reason)
 
     def _new_chunker(self, embedder: Embedder) -> Chunker:
-        return Chunker(embedder.count_tokens, embedder.max_seq_length,
+        # Chunks are sized in tokens of the form the model reads (identifiers split).
+        def count_model_tokens(text: str) -> int:
+            return embedder.count_tokens(model_text(text))
+
+        return Chunker(count_model_tokens, embedder.max_seq_length,
                        target_tokens=self.options.target_tokens)
 
     # ---- the pipeline ------------------------------------------------------------------------
@@ -685,11 +690,12 @@ class Indexer:
         self._bytes_done += got.size
         self._chunks_seen += len(got.chunks)
         self.summary.files_indexed += 1
+        inputs = [model_text(c.embed_text) for c in got.chunks]  # what the model reads
         rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
-                         text_hash(c.embed_text)) for c in got.chunks]
+                         text_hash(text)) for c, text in zip(got.chunks, inputs)]
         hashes = [r.text_hash for r in rows]
         cached = self.store.cached_hashes(h for h in hashes if h not in new_vectors)
-        need = [(r.text_hash, c.tokens, c.embed_text) for r, c in zip(rows, got.chunks)
+        need = [(r.text_hash, c.tokens, text) for r, c, text in zip(rows, got.chunks, inputs)
                 if r.text_hash not in cached and r.text_hash not in new_vectors]
         self.summary.chunks_reused += len(rows) - len({h for h, _, _ in need})
         got.chunks = []  # the rows and `need` hold what is still wanted

@@ -3,9 +3,12 @@
 Three modes. `semantic` ranks chunks by cosine similarity between the query's vector and the
 chunk vectors (FAISS, inner product on L2-normalised rows). `keyword` ranks them by BM25 over the
 FTS5 table, with the query's identifiers split exactly as at indexing time (coarch.identifiers).
-`hybrid` (the default) fuses the two rankings by reciprocal rank fusion (RRF: a chunk scores
-sum(1 / (60 + rank)) over the lists it appears in), and when the query is a bare identifier
-(`parse_config`, `HttpClient.send`) puts the chunks that *define* it first.
+`hybrid` (the default) fuses the two rankings by reciprocal rank fusion chosen by kind of
+query (coarch.fusion), re-ranks the fused top by code-aware rules (coarch.rerank: tests, docs and
+vendored code below source, a file with several strong chunks lifted, one long definition shown
+once), and when the query is a bare identifier (`parse_config`, `HttpClient.send`) puts the
+chunks that *define* it first. Queries are embedded in the form chunks were: identifiers split
+into words (coarch.identifiers.model_text). `explain=True` says, per hit, why it is there.
 
 Reading never writes and never blocks an indexer: SQLite is opened read-only and every search
 runs in one read transaction (it sees the last committed state); the FAISS file is
@@ -34,7 +37,9 @@ import numpy as np
 import pathspec
 
 from coarch.errors import CoarchError, IndexNotFoundError, ModelMismatchError, UsageError
-from coarch.identifiers import parse_identifier, query_terms
+from coarch.fusion import Ranked, fusion_for, query_kind
+from coarch.identifiers import model_text, parse_identifier, query_terms
+from coarch.rerank import RERANK_DEPTH, Candidate, rerank
 from coarch.store import VECTOR_DTYPE, ChunkRow, Store, corruption_reported
 
 if TYPE_CHECKING:
@@ -46,8 +51,6 @@ MODES: tuple[str, ...] = ("hybrid", "semantic", "keyword")
 DEFAULT_K = 10
 MAX_K = 1000
 
-# Reciprocal rank fusion constant (Cormack et al. 2009): damps the weight of the very top ranks.
-RRF_K = 60
 # Depth of each ranked list fused in hybrid mode: deep enough that a chunk ranked well by one
 # retriever and moderately by the other is found, shallow enough to stay cheap.
 FUSION_DEPTH = 100
@@ -72,8 +75,8 @@ class Hit:
 
     `path` is relative to the indexed root (POSIX separators); lines are 1-based and inclusive.
     `score` is higher-is-better and only comparable within one search: cosine similarity in
-    `semantic` mode, BM25 (sign flipped) in `keyword` mode, and in `hybrid` mode the fused
-    score scaled to (0, 1], plus 1 to 5 for a definition of the identifier queried (so
+    `semantic` mode, BM25 (sign flipped) in `keyword` mode, and in `hybrid` mode the fused and
+    re-ranked score scaled to (0, 1], plus 1 to 5 for a definition of the identifier queried (so
     definitions come first, surest first). `snippet` is the chunk's source text.
     """
 
@@ -84,10 +87,18 @@ class Hit:
     language: str | None
     symbol: str | None
     snippet: str
+    # Only when asked (search(..., explain=True)): the hit's rank and score in each retriever
+    # ("semantic", "keyword": None when that list missed it), its fused score, the re-rank
+    # rules that changed its score and by how much, and its definition tier (identifier
+    # queries; None when it defines nothing queried).
+    explain: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of `--json`: exactly the fields above."""
-        return asdict(self)
+        """The JSON object of `--json`: the fields above, `explain` only when asked."""
+        fields = asdict(self)
+        if self.explain is None:
+            del fields["explain"]
+        return fields
 
 
 # ---- filters ------------------------------------------------------------------------------------
@@ -452,14 +463,6 @@ class _DefinitionMatcher:
 # ---- the searcher ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Ranked:
-    """A ranked list from one retriever: chunk ids best first, with that retriever's scores."""
-
-    ids: list[int]
-    scores: list[float]
-
-
 class Searcher:
     """Searches one index folder. Opens SQLite read-only and the FAISS file memory-mapped; the
     model is loaded on the first semantic query and shared by every Searcher of the process.
@@ -505,8 +508,10 @@ class Searcher:
         mode: str = "hybrid",
         lang: str | Sequence[str] | None = None,
         path: str | Sequence[str] | None = None,
+        explain: bool = False,
     ) -> list[Hit]:
-        """The best `k` chunks for `query`, best first (see the module docstring)."""
+        """The best `k` chunks for `query`, best first (see the module docstring). With
+        `explain`, each hit carries why it is there (Hit.explain)."""
         if mode not in MODES:
             raise UsageError(f"unknown search mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         if not isinstance(k, int) or k < 1:
@@ -519,7 +524,7 @@ class Searcher:
             return []
         self._follow_swap()
         with corruption_reported(self.index_dir):
-            return self._search(query, k, mode, filters)
+            return self._search(query, k, mode, filters, explain)
 
     def _follow_swap(self) -> None:
         """Reopens the index when another file now sits at its path (a rebuild was swapped in,
@@ -533,57 +538,90 @@ class Searcher:
         self.store, self._db_identity = fresh, _identity(fresh.path)
         self._faiss, self._faiss_key = None, None
 
-    def _search(self, query: str, k: int, mode: str, filters: Filters) -> list[Hit]:
+    def _search(self, query: str, k: int, mode: str, filters: Filters,
+                explain: bool) -> list[Hit]:
         # One read transaction: FTS5, chunks and vectors all show the same committed state.
         with self.store.read_snapshot():
             self._register_filter(filters)
-            if mode == "keyword":
-                ranked = self._keyword(query, k, filters)
-                return self._hits(ranked.ids, ranked.scores)
-            if mode == "semantic":
-                ranked = self._semantic(query, k, filters)
-                return self._hits(ranked.ids, ranked.scores)
-            return self._hybrid(query, k, filters)
+            if mode in ("keyword", "semantic"):
+                retrieve = self._keyword if mode == "keyword" else self._semantic
+                ranked = retrieve(query, k, filters)
+                return self._hits(ranked.ids, ranked.scores, mode if explain else None)
+            return self._hybrid(query, k, filters, explain)
 
     # -- retrieval --
 
-    def _hybrid(self, query: str, k: int, filters: Filters) -> list[Hit]:
+    def rankings(self, query: str, depth: int = FUSION_DEPTH,
+                 filters: Filters | None = None) -> tuple[Ranked, Ranked]:
+        """The (semantic, keyword) rankings hybrid mode fuses, `depth` deep, read in one
+        snapshot (for the evaluation's fusion sweep; a search needs none of this)."""
+        filters = filters or Filters()
+        self._follow_swap()
+        with corruption_reported(self.index_dir), self.store.read_snapshot():
+            self._register_filter(filters)
+            return self._semantic(query, depth, filters), self._keyword(query, depth, filters)
+
+    def _hybrid(self, query: str, k: int, filters: Filters, explain: bool) -> list[Hit]:
         depth = max(FUSION_DEPTH, k)
         keyword = self._keyword(query, depth, filters)
         semantic = self._semantic(query, depth, filters)
-        fused: dict[int, float] = {}
-        for ranked in (semantic, keyword):
-            for rank, chunk_id in enumerate(ranked.ids):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        best_possible = 2.0 / (RRF_K + 1)
-        scores = {cid: s / best_possible for cid, s in fused.items()}
-        order = sorted(scores, key=lambda cid: (-scores[cid], cid))
+        fused = fusion_for(query_kind(query)).fuse(semantic, keyword)
+        order = sorted(fused, key=lambda cid: (-fused[cid], cid))
+        order, scores, rules = self._rerank(query, order, fused, k)
 
         ident = parse_identifier(query)
         definitions = self._definitions(ident, order, filters) if ident else []
-        if not definitions:
-            return self._hits(order[:k], [scores[c] for c in order[:k]])
         rows: list[ChunkRow] = []
         final_scores: list[float] = []
-        taken: set[int] = set()
+        tiers: dict[int, int] = {}
         for row, tier in definitions:
             if len(rows) == k:
                 break
             rows.append(row)
             final_scores.append(float(DEFINITION_TIERS - tier[0]) + scores.get(row.id, 0.0))
-            taken.add(row.id)
-        rest = [cid for cid in order if cid not in taken][: k - len(rows)]
+            tiers[row.id] = tier[0]
+        rest = [cid for cid in order if cid not in tiers][: k - len(rows)]
         by_id = {row.id: row for row in self.store.chunks_by_ids(rest)}
         for cid in rest:
             if cid in by_id:
                 rows.append(by_id[cid])
                 final_scores.append(scores[cid])
-        return [_hit(row, score) for row, score in zip(rows, final_scores)]
+        if not explain:
+            return [_hit(row, score) for row, score in zip(rows, final_scores)]
+        ranks = {"semantic": _rank_table(semantic), "keyword": _rank_table(keyword)}
+        return [
+            _hit(row, score, {
+                **{name: table.get(row.id) for name, table in ranks.items()},
+                "fused": round(fused.get(row.id, 0.0), 6),
+                "rules": rules.get(row.id, {}),
+                "definition_tier": tiers.get(row.id),
+            })
+            for row, score in zip(rows, final_scores)
+        ]
 
-    def _keyword(self, query: str, n: int, filters: Filters) -> _Ranked:
+    def _rerank(self, query: str, order: list[int], fused: dict[int, float],
+                k: int) -> tuple[list[int], dict[int, float], dict[int, dict[str, float]]]:
+        """The fused order after coarch.rerank's rules over its top: (order, scores, the
+        rules' score changes per chunk). Scores stay in (0, 1]."""
+        top = order[: max(RERANK_DEPTH, k)]
+        candidates = [
+            Candidate(row.id, row.path, row.start_line, row.end_line, row.symbols, fused[row.id])
+            for row in self.store.chunks_by_ids(top)
+        ]
+        reranked = rerank(query, candidates)
+        scale = max([1.0, *(c.score for c in reranked)])
+        scores = {c.id: c.score / scale for c in reranked}
+        lowest = min(scores.values(), default=1.0)
+        rest = order[len(top):]
+        for cid in rest:  # below every re-ranked candidate, in fused order
+            scores[cid] = min(fused[cid], lowest)
+        rules = {c.id: c.rules for c in reranked if c.rules}
+        return [c.id for c in reranked] + rest, scores, rules
+
+    def _keyword(self, query: str, n: int, filters: Filters) -> Ranked:
         expr = query_terms(query)
         if not expr:
-            return _Ranked([], [])
+            return Ranked([], [])
         weights = ", ".join(str(w) for w in BM25_WEIGHTS)
         join, where = self._filter_sql(filters, "chunks_fts.rowid")
         sql = (
@@ -591,11 +629,11 @@ class Searcher:
             f" WHERE chunks_fts MATCH ?{where} ORDER BY s LIMIT ?"
         )
         rows = self.store.conn.execute(sql, (expr, n)).fetchall()
-        return _Ranked([int(r[0]) for r in rows], [-float(r[1]) for r in rows])
+        return Ranked([int(r[0]) for r in rows], [-float(r[1]) for r in rows])
 
-    def _semantic(self, query: str, n: int, filters: Filters) -> _Ranked:
+    def _semantic(self, query: str, n: int, filters: Filters) -> Ranked:
         if self.dim <= 0 or not self._has_chunks():
-            return _Ranked([], [])
+            return Ranked([], [])
         vector = self._embed(query)
         found: dict[int, float] = {}
         index, covered_max = self._vector_index()
@@ -604,7 +642,7 @@ class Searcher:
             # Only allowed ids are scored, so the top n are all hits that pass the filters.
             allowed = self._allowed_ids(filters)
             if allowed.size == 0:
-                return _Ranked([], [])
+                return Ranked([], [])
         if index is not None and index.ntotal > 0:
             found.update(self._faiss_search(index, vector, n, allowed, covered_max is not None))
         if covered_max is not None:
@@ -612,7 +650,7 @@ class Searcher:
                 if score > found.get(cid, -np.inf):
                     found[cid] = score
         order = sorted(found, key=lambda cid: (-found[cid], cid))[:n]
-        return _Ranked(order, [found[c] for c in order])
+        return Ranked(order, [found[c] for c in order])
 
     def _faiss_search(
         self, index: Any, vector: np.ndarray, n: int, allowed: np.ndarray | None, stale: bool
@@ -726,7 +764,8 @@ class Searcher:
 
     def _embed(self, query: str) -> np.ndarray:
         embedder = self._embedder()
-        vector = embedder.encode([query])  # shape: (1, dim) float32, L2-normalised
+        # The query in the form chunks were embedded in (identifiers split into words).
+        vector = embedder.encode([model_text(query)])  # shape: (1, dim) float32, L2-normalised
         if vector.shape[1] != self.dim:
             raise ModelMismatchError(
                 f"the model gives {vector.shape[1]}-wide vectors, the index holds {self.dim}",
@@ -860,10 +899,17 @@ class Searcher:
             where += " AND coarch_path_ok(ff.path)"
         return join, where
 
-    def _hits(self, ids: list[int], scores: list[float]) -> list[Hit]:
+    def _hits(self, ids: list[int], scores: list[float],
+              explained_mode: str | None = None) -> list[Hit]:
+        """Hits of one retriever's ranking; with `explained_mode`, each tells its rank and
+        score in it."""
         rows = self.store.chunks_by_ids(ids)
         score_of = dict(zip(ids, scores))
-        return [_hit(row, score_of[row.id]) for row in rows]
+        if explained_mode is None:
+            return [_hit(row, score_of[row.id]) for row in rows]
+        table = _rank_table(Ranked(ids, scores))
+        return [_hit(row, score_of[row.id], {explained_mode: table.get(row.id)})
+                for row in rows]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -879,7 +925,13 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _hit(row: ChunkRow, score: float) -> Hit:
+def _rank_table(ranked: Ranked) -> dict[int, dict[str, float]]:
+    """{chunk id: {"rank": 1-based rank, "score": the retriever's score}} of one ranking."""
+    return {cid: {"rank": rank, "score": round(score, 6)}
+            for rank, (cid, score) in enumerate(zip(ranked.ids, ranked.scores), 1)}
+
+
+def _hit(row: ChunkRow, score: float, explain: dict[str, Any] | None = None) -> Hit:
     return Hit(
         path=row.path,
         start_line=row.start_line,
@@ -888,4 +940,5 @@ def _hit(row: ChunkRow, score: float) -> Hit:
         language=row.language,
         symbol=row.symbol,
         snippet=row.text,
+        explain=explain,
     )

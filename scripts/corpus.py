@@ -10,6 +10,11 @@ imported from both venvs.
 - golden_texts(): the parity set, >= 500 texts of every shape the embedder must get right: code
   and prose, short and past the 256-token window, non-ASCII (accents, CJK, emoji, RTL, combining
   marks), whitespace-only and empty strings, control characters.
+- eval_sources(cache): the search evaluation's trees in several languages, each a pinned
+  release of a package installable here: Python (this standard library), C (the lz4, Brotli
+  and pycryptodome sdists on PyPI), JavaScript (lodash's per-method modules from npm) and Java (java.util.concurrent from Debian's openjdk-17-source). Fetched once into the
+  cache folder with pip, npm or apt's files; a language whose source cannot be had is left out
+  with its reason.
 
 Run as a script to print a summary: `python scripts/corpus.py --help`.
 """
@@ -20,8 +25,12 @@ import argparse
 import ast
 import json
 import re
+import shutil
+import subprocess
 import sys
 import sysconfig
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +317,146 @@ def golden_texts(root: Path | None = None) -> list[dict[str, str]]:
     for kind, text in _EDGE_TEXTS:
         entries.append({"kind": kind, "text": text})
     return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# The search evaluation's trees.
+
+# Python packages of the standard library the evaluation takes (tests left out).
+EVAL_PYTHON_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html",
+                        "wsgiref")
+# Pinned releases, so that every run (and every machine) measures the same code.
+EVAL_C_SDISTS = ("lz4==4.4.5", "Brotli==1.1.0", "pycryptodome==3.21.0")
+# Files of those sdists: the libraries' own C (lz4, lz4hc, lz4frame and xxhash; brotli's
+# encoder, decoder and common code; pycryptodome's ciphers, hashes and bignum code), without the
+# generated data tables, which hold no functions worth a query.
+EVAL_C_GLOBS = ("lz4-*/lz4libs/*.c", "Brotli-*/c/common/*.c", "Brotli-*/c/enc/*.c",
+                "Brotli-*/c/dec/*.c", "pycryptodome-*/src/*.c")
+EVAL_C_EXCLUDE = re.compile(r"(?:_table|/dictionary|/make_\w+)\.c$")
+EVAL_JS_PACKAGES = ("lodash@4.17.21",)
+# lodash's per-method modules, one function (and its helpers) a file; the bundles (lodash.js,
+# core.js, fp/) repeat the same functions and comments, which would give one query several
+# right answers.
+EVAL_JS_GLOBS = ("lodash/*.js",)
+EVAL_JS_EXCLUDE = re.compile(r"^lodash/(?:lodash|core)(?:\.min)?\.js$")
+EVAL_JAVA_ZIPS = ("/usr/lib/jvm/openjdk-17/lib/src.zip",)
+EVAL_JAVA_PREFIX = "java.base/java/util/concurrent/"
+
+
+@dataclass(frozen=True)
+class EvalSource:
+    """One language's tree for the search evaluation: files relative to `root`."""
+
+    language: str
+    root: Path
+    files: tuple[str, ...]
+    origin: str
+
+
+def _matching(root: Path, globs: tuple[str, ...],
+              exclude: re.Pattern[str] | None = None) -> tuple[str, ...]:
+    found = {p.relative_to(root).as_posix() for g in globs for p in root.glob(g) if p.is_file()}
+    return tuple(sorted(f for f in found if exclude is None or not exclude.search(f)))
+
+
+def python_eval_source(stdlib: Path | None = None,
+                       packages: tuple[str, ...] = EVAL_PYTHON_PACKAGES) -> EvalSource:
+    root = stdlib or stdlib_root()
+    files: list[str] = []
+    for package in packages:
+        base = root / package
+        paths = sorted(base.rglob("*.py")) if base.is_dir() else [root / f"{package}.py"]
+        for path in paths:
+            rel = path.relative_to(root)
+            if "test" in rel.parts[:-1] or "__pycache__" in rel.parts or not path.is_file():
+                continue
+            files.append(rel.as_posix())
+    return EvalSource("python", root, tuple(files), f"Python {sys.version.split()[0]} stdlib: "
+                      + ",".join(packages))
+
+
+def _run(argv: list[str], cwd: Path) -> None:
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=600)
+
+
+def c_eval_source(cache: Path) -> EvalSource:
+    """The pinned C sdists from PyPI, downloaded and unpacked once."""
+    root = cache / "c"
+    if not _matching(root, EVAL_C_GLOBS):
+        download = cache / "downloads"
+        download.mkdir(parents=True, exist_ok=True)
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+              "-d", str(download), *EVAL_C_SDISTS], cache)
+        root.mkdir(parents=True, exist_ok=True)
+        for spec in EVAL_C_SDISTS:
+            name, version = spec.split("==")
+            with tarfile.open(download / f"{name}-{version}.tar.gz") as archive:
+                archive.extractall(root, filter="data")
+    return EvalSource("c", root, _matching(root, EVAL_C_GLOBS, EVAL_C_EXCLUDE), "PyPI sdists " +
+                      ", ".join(EVAL_C_SDISTS))
+
+
+def javascript_eval_source(cache: Path) -> EvalSource:
+    """The pinned npm packages, fetched with `npm pack` and unpacked once."""
+    root = cache / "javascript"
+    if not _matching(root, EVAL_JS_GLOBS):
+        download = cache / "downloads"
+        download.mkdir(parents=True, exist_ok=True)
+        for spec in EVAL_JS_PACKAGES:
+            name, version = spec.rsplit("@", 1)
+            _run(["npm", "pack", "--silent", spec], download)
+            target = root / name
+            with tarfile.open(download / f"{name}-{version}.tgz") as archive:
+                archive.extractall(root / ".unpack", filter="data")
+            shutil.rmtree(target, ignore_errors=True)
+            (root / ".unpack" / "package").rename(target)
+            shutil.rmtree(root / ".unpack")
+    return EvalSource("javascript", root, _matching(root, EVAL_JS_GLOBS, EVAL_JS_EXCLUDE),
+                      "npm " +
+                      ", ".join(EVAL_JS_PACKAGES))
+
+
+def java_eval_source(cache: Path) -> EvalSource:
+    """java.util.concurrent (and its atomic and locks packages) from the JDK's src.zip, which
+    Debian's openjdk-17-source installs."""
+    root = cache / "java"
+    zips = [Path(z) for z in EVAL_JAVA_ZIPS if Path(z).is_file()]
+    if not zips:
+        raise FileNotFoundError("no JDK src.zip (apt-get install openjdk-17-source)")
+    globs = ("java.base/java/util/concurrent/**/*.java",)
+    if not _matching(root, globs):
+        with zipfile.ZipFile(zips[0]) as archive:
+            for name in archive.namelist():
+                if name.startswith(EVAL_JAVA_PREFIX) and name.endswith(".java"):
+                    archive.extract(name, root)
+    return EvalSource("java", root, _matching(root, globs), f"{zips[0]} {EVAL_JAVA_PREFIX}")
+
+
+EVAL_LANGUAGES = ("python", "c", "javascript", "java")
+
+
+def eval_sources(cache: Path, languages: tuple[str, ...] = EVAL_LANGUAGES,
+                 stdlib: Path | None = None) -> tuple[list[EvalSource], dict[str, str]]:
+    """The evaluation's trees, and for each language that could not be had, why."""
+    makers = {
+        "python": lambda: python_eval_source(stdlib),
+        "c": lambda: c_eval_source(cache),
+        "javascript": lambda: javascript_eval_source(cache),
+        "java": lambda: java_eval_source(cache),
+    }
+    sources: list[EvalSource] = []
+    missing: dict[str, str] = {}
+    for language in languages:
+        try:
+            source = makers[language]()
+        except (OSError, subprocess.SubprocessError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            missing[language] = f"{type(exc).__name__}: {exc}"
+            continue
+        if source.files:
+            sources.append(source)
+        else:
+            missing[language] = "no files matched"
+    return sources, missing
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,31 +1,34 @@
-"""eval_search.py: how good coarch's search answers are, measured on real code.
+"""eval_search.py: how good coarch's search answers are, measured on real code in several languages.
 
-The evaluation is built from a real Python tree (by default a few packages of the standard
-library on this machine, so it needs no download):
+The evaluation is built from real trees (scripts/corpus.py eval_sources: Python's standard
+library, C from the lz4, Brotli and pycryptodome sdists, JavaScript from
+lodash's modules, Java from
+java.util.concurrent; pinned releases fetched once with pip, npm or from the JDK's src.zip):
 
-1. Every function and class whose docstring's first sentence is a usable description (4 to 40
-   words, not a signature, no doctest, not naming the definition itself, not shared with
-   another definition) is a query: the sentence, and the definition's location as the answer.
-2. The tree is copied and those docstrings are blanked in the copy (their lines become blank
-   lines, or `pass` where the docstring was the whole body), so the answer cannot simply be
-   read off the text and every line number stays the same.
-3. The copy is indexed with coarch and searched with each sentence in keyword, semantic and
-   hybrid modes (k=10). A hit is a result chunk in the right file that overlaps the
-   definition's lines.
+1. Every definition whose doc is a usable description is a query: the first sentence of a Python
+   docstring, or of the comment block right above a C, JavaScript or Java function (tree-sitter
+   finds it; JSDoc/Javadoc tags, `{@code x}` markup and a leading `name() :` are dropped). Usable:
+   4 to 40 words, not a signature, no doctest, not naming the definition itself, not shared with
+   another definition.
+2. Each tree is copied and those docs are blanked in the copy (their lines become blank lines, or
+   `pass` where a docstring was the whole body), so the answer cannot be read off the text and
+   every line number stays the same.
+3. Each copy is indexed with coarch (its own index, reused incrementally) and searched with each
+   sentence in keyword, semantic and hybrid modes (k=10). A chunk hit is a result in the right
+   file that overlaps the definition's lines; a file hit is the right file among the distinct
+   files of the results, in order. Description queries are of two kinds: "sentence" (plain
+   words) and "mix" (a sentence that also names code: a snake_case, camelCase or dotted word).
 4. Identifier queries: the definition's name (`Class.method` for methods) as the query, for
-   names unique in the tree; a success is the first result being the chunk holding the
-   definition's `def`/`class` line.
+   names unique in the tree; a success is the first result holding the definition's line.
 
-Reports MRR@10, recall@1 and recall@10 per mode, the identifier success rate, query latency and
-the environment, as JSON on stdout and in --out. --precisions (fp32, bf16, auto; default fp32)
-indexes and searches the same tree once per precision, each in its own index (--work/index-fp32,
-...) updated incrementally, so a second run costs little. The report's top level describes the
-first precision, as it always did; "by_precision" holds every precision's figures with the
-precision recorded in the index and the one queries were embedded in, and "bf16_vs_fp32" (when
-both ran) the MRR@10 deltas per mode and whether hybrid loses at most 0.005.
+Per language and overall (the mean over languages, each weighing the same), per mode: file
+MRR@10, chunk MRR@10, recall@1/@10 (chunk), lines read to the first hit (p50, p75: the lines of
+every result down to the first overlapping one; a query with no hit in the top 10 counts every
+line shown), identifier success; as a table on stderr and JSON on stdout and in --out. Queries
+are sampled with a fixed seed (--seed). --precisions indexes each tree once per precision.
 
-    .venv/bin/python scripts/eval_search.py --limit 300
-    .venv/bin/python scripts/eval_search.py --precisions fp32,bf16
+    .venv/bin/python scripts/eval_search.py                    # all languages, default sizes
+    .venv/bin/python scripts/eval_search.py --languages python,c --limit 100
 """
 
 from __future__ import annotations
@@ -33,29 +36,31 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import random
 import re
-import shutil
 import sys
-import sysconfig
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from coarch.embedder import PRECISIONS
+from coarch.fusion import query_kind as fusion_query_kind
 from coarch.index import Index
 from coarch.search import Hit, Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus
 from benchenv import search_environment
 
-DEFAULT_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html", "wsgiref")
 MODES = ("keyword", "semantic", "hybrid")
 K = 10
 # The issue's bound: bf16 may lose at most this much hybrid MRR@10 against fp32.
 MAX_BF16_LOSS = 0.005
+DEFAULT_LIMIT = 200
+DEFAULT_SEED = 13
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,14 @@ class Definition:
     path: str  # relative to the tree, POSIX
     name: str  # qualified: Class.method
     kind: str  # function or class
-    def_line: int  # the `def` / `class` line (1-based)
-    start_line: int  # first decorator, else def_line
+    def_line: int  # the line that names the definition (1-based)
+    start_line: int  # first decorator or annotation, else def_line
     end_line: int
     doc_start: int
     doc_end: int
-    sentence: str | None  # usable first sentence of the docstring, else None
-    body_is_doc: bool  # the docstring is the whole body
+    sentence: str | None  # usable first sentence of the doc, else None
+    body_is_doc: bool  # the docstring is the whole body (Python)
+    language: str = "python"
 
 
 # ---- building the evaluation ----------------------------------------------------------------------
@@ -94,8 +100,7 @@ def usable(sentence: str, name: str) -> bool:
     return not (bare and bare in sentence.lower())
 
 
-def definitions_of(path: Path, rel: str) -> list[Definition]:
-    source = path.read_text(encoding="utf-8")
+def python_definitions(source: str, rel: str) -> list[Definition]:
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -151,9 +156,130 @@ def describe(node: Any, name: str, lines: list[str], rel: str) -> Definition:
     )
 
 
-def blank_docstrings(source: str, defs: list[Definition]) -> str:
-    """The source with those docstrings replaced by blank lines (`pass` where the docstring
-    was the whole body), every other line unchanged."""
+# ---- comments above functions (C, JavaScript, Java) ----------------------------------------
+
+# Definition nodes per language, and the scopes whose names qualify a method.
+_TS_DEFINITIONS: dict[str, frozenset[str]] = {
+    "c": frozenset({"function_definition"}),
+    "javascript": frozenset({"function_declaration", "generator_function_declaration",
+                             "method_definition", "class_declaration"}),
+    "java": frozenset({"method_declaration", "constructor_declaration", "class_declaration",
+                       "interface_declaration", "enum_declaration", "record_declaration"}),
+}
+_TS_SCOPES = frozenset({"class_declaration", "interface_declaration", "enum_declaration",
+                        "record_declaration"})
+_TS_COMMENTS = frozenset({"comment", "block_comment", "line_comment"})
+_COMMENT_MARKS = re.compile(r"^(?:/\*+!?|\*+/?|//+!?<?)\s?")
+_INLINE_TAG = re.compile(r"\{@\w+\s+([^}]*)\}")
+_HTML_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+# "LZ4_compress_fast() :", "name:", "name -": a comment that starts by naming its function.
+_NAME_PREFIX = re.compile(r"^[\w.:]+(?:\(\))?\s*[:-]\s+")
+
+
+def comment_text(raw: str) -> str:
+    """A comment block as prose: markers, Javadoc/JSDoc tags (from the first `@tag` line),
+    inline `{@code x}` markup and HTML tags removed; paragraphs kept apart by blank lines."""
+    lines: list[str] = []
+    for line in raw.splitlines():
+        text = _COMMENT_MARKS.sub("", line.strip())
+        text = re.sub(r"\*+/$", "", text).strip()
+        if text.startswith("@"):
+            break
+        lines.append(text)
+    text = "\n".join(lines)
+    text = _INLINE_TAG.sub(r"\1", text)
+    return _HTML_TAG.sub(" ", text)
+
+
+def _node_text(node: Any) -> str:
+    return (node.text or b"").decode("utf-8", errors="replace")
+
+
+def _ts_name(node: Any) -> str | None:
+    name = node.child_by_field_name("name")
+    if name is not None:
+        return _node_text(name)
+    from coarch.chunking import _declarator_name  # the chunker's C declarator walk
+
+    return _declarator_name(node)
+
+
+def _leading_comment(node: Any) -> tuple[Any, Any] | None:
+    """(first, last) comment node of the block right above `node` (no blank line between),
+    or None. A comment that shares its line with code before it does not count."""
+    first = last = None
+    above = node.start_point.row
+    prev = node.prev_named_sibling
+    while prev is not None and prev.type in _TS_COMMENTS and prev.end_point.row == above - 1:
+        before = prev.prev_sibling
+        if before is not None and before.end_point.row == prev.start_point.row:
+            return None
+        first = prev
+        last = last or prev
+        above = prev.start_point.row
+        if _node_text(prev).startswith("/*"):
+            break  # one block comment is the doc; comments above it are something else
+        prev = prev.prev_named_sibling
+    return (first, last) if first is not None else None
+
+
+def commented_definitions(source: str, rel: str, language: str) -> list[Definition]:
+    """Definitions of a C, JavaScript or Java file; the ones with a usable comment right above
+    carry its first sentence."""
+    import tree_sitter
+
+    from coarch.languages import ts_language
+
+    ts_lang = ts_language(language)
+    if ts_lang is None:
+        raise SystemExit(f"eval_search: no tree-sitter grammar for {language}")
+    tree = tree_sitter.Parser(ts_lang).parse(source.encode("utf-8"))
+    wanted = _TS_DEFINITIONS[language]
+    lines = source.split("\n")
+    out: list[Definition] = []
+
+    def visit(node: Any, scope: str) -> None:
+        for child in node.named_children:
+            if child.type in wanted and (name := _ts_name(child)):
+                qualified = f"{scope}.{name}" if scope else name
+                out.append(describe_commented(child, qualified, lines, rel, language))
+                inner = name if child.type in _TS_SCOPES else scope
+                visit(child, inner)
+            else:
+                visit(child, scope)
+
+    visit(tree.root_node, "")
+    return out
+
+
+def describe_commented(node: Any, name: str, lines: list[str], rel: str,
+                       language: str) -> Definition:
+    name_node = node.child_by_field_name("name") or node.child_by_field_name("declarator")
+    def_line = (name_node or node).start_point.row + 1
+    start, end = node.start_point.row + 1, node.end_point.row + 1
+    sentence: str | None = None
+    doc_start = doc_end = 0
+    block = _leading_comment(node)
+    if block is not None:
+        first, last = block
+        lo, hi = first.start_point.row, last.end_point.row
+        text = first_sentence(_NAME_PREFIX.sub("", comment_text("\n".join(lines[lo:hi + 1]))))
+        if usable(text, name) and not lines[hi][last.end_point.column:].strip():
+            sentence, doc_start, doc_end = text, lo + 1, hi + 1
+    kind = "class" if node.type in _TS_SCOPES else "function"
+    return Definition(rel, name, kind, def_line, start, end, doc_start, doc_end, sentence, False,
+                      language)
+
+
+def definitions_in(source: str, rel: str, language: str) -> list[Definition]:
+    if language == "python":
+        return python_definitions(source, rel)
+    return commented_definitions(source, rel, language)
+
+
+def blank_docs(source: str, defs: list[Definition]) -> str:
+    """The source with those docs replaced by blank lines (`pass` where a Python docstring was
+    the whole body), every other line unchanged."""
     lines = source.split("\n")
     for d in defs:
         indent = re.match(r"\s*", lines[d.doc_start - 1]).group(0)  # type: ignore[union-attr]
@@ -164,47 +290,55 @@ def blank_docstrings(source: str, defs: list[Definition]) -> str:
     return "\n".join(lines)
 
 
-def build_tree(stdlib: Path, packages: list[str], dest: Path) -> list[Definition]:
-    """Copies the packages into dest with the usable docstrings blanked; returns every
+def still_parses(source: str, language: str) -> bool:
+    if language != "python":
+        return True  # blanking whole comment lines leaves C, JavaScript and Java valid
+    try:
+        ast.parse(source)
+    except SyntaxError:
+        return False
+    return True
+
+
+def build_tree(source: corpus.EvalSource, dest: Path) -> list[Definition]:
+    """Copies the source's files into dest with the usable docs blanked; returns every
     definition (sentence None for those that are not description queries)."""
-    if dest.exists():
-        shutil.rmtree(dest)
     everything: list[Definition] = []
-    for package in packages:
-        base = stdlib / package
-        files = sorted(base.rglob("*.py")) if base.is_dir() else [stdlib / f"{package}.py"]
-        for path in files:
-            if "test" in path.relative_to(stdlib).parts[:-1] or not path.is_file():
-                continue
-            rel = path.relative_to(stdlib).as_posix()
-            defs = definitions_of(path, rel)
-            source = path.read_text(encoding="utf-8")
-            blanked = blank_docstrings(source, [d for d in defs if d.sentence])
-            try:
-                ast.parse(blanked)
-            except SyntaxError:  # keep the file as it is, and query none of it
-                blanked = source
-                defs = [Definition(**{**asdict(d), "sentence": None}) for d in defs]
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
+    written: set[Path] = set()
+    for rel in source.files:
+        text = (source.root / rel).read_text(encoding="utf-8", errors="replace")
+        defs = definitions_in(text, rel, source.language)
+        blanked = blank_docs(text, [d for d in defs if d.sentence])
+        if not still_parses(blanked, source.language):  # keep the file, query none of it
+            blanked = text
+            defs = [replace(d, sentence=None) for d in defs]
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Unchanged files keep their mtime: the index update stays incremental.
+        if not target.is_file() or target.read_text(encoding="utf-8") != blanked:
             target.write_text(blanked, encoding="utf-8")
-            everything.extend(defs)
+        written.add(target)
+        everything.extend(defs)
+    for stale in [p for p in dest.rglob("*") if p.is_file() and p not in written]:
+        stale.unlink()
     # A sentence shared by several definitions has no single answer.
     counts = Counter(d.sentence for d in everything if d.sentence)
-    return [
-        d
-        if not d.sentence or counts[d.sentence] == 1
-        else Definition(**{**asdict(d), "sentence": None})
-        for d in everything
-    ]
+    return [d if not d.sentence or counts[d.sentence] == 1 else replace(d, sentence=None)
+            for d in everything]
 
 
-def sample(items: list[Any], limit: int | None) -> list[Any]:
-    """An evenly spaced, deterministic sample of at most `limit` items."""
+def sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """At most `limit` items drawn with a fixed seed, in their original order."""
     if limit is None or len(items) <= limit:
         return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
+    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in chosen]
+
+
+def query_kind(sentence: str) -> str:
+    """The kind of a description query as hybrid search sees it: "mix" when it names code,
+    else "sentence" (coarch.fusion.query_kind)."""
+    return fusion_query_kind(sentence)
 
 
 # ---- scoring --------------------------------------------------------------------------------------
@@ -218,43 +352,74 @@ def holds_def_line(hit: Hit, d: Definition) -> bool:
     return hit.path == d.path and hit.start_line <= d.def_line <= hit.end_line
 
 
-def rank_of(hits: list[Hit], d: Definition) -> int | None:
-    return next((i for i, h in enumerate(hits, 1) if overlaps(h, d)), None)
+@dataclass(frozen=True)
+class Outcome:
+    """One description query's result in one mode."""
+
+    chunk_rank: int | None
+    file_rank: int | None
+    lines_read: int
+    seconds: float
 
 
-def summarise(ranks: list[int | None], seconds: list[float]) -> dict[str, float]:
-    n = len(ranks) or 1
-    seconds = sorted(seconds) or [0.0]
+def outcome(hits: list[Hit], d: Definition, seconds: float) -> Outcome:
+    chunk_rank = next((i for i, h in enumerate(hits, 1) if overlaps(h, d)), None)
+    files = list(dict.fromkeys(h.path for h in hits))
+    file_rank = files.index(d.path) + 1 if d.path in files else None
+    shown = hits if chunk_rank is None else hits[:chunk_rank]
+    lines_read = sum(h.end_line - h.start_line + 1 for h in shown)
+    return Outcome(chunk_rank, file_rank, lines_read, seconds)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values) or [0.0]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _mrr(ranks: list[int | None]) -> float:
+    return sum(1 / r for r in ranks if r is not None and r <= K) / (len(ranks) or 1)
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, float]:
+    n = len(outcomes) or 1
+    chunk = [o.chunk_rank for o in outcomes]
+    lines = [float(o.lines_read) for o in outcomes]
+    seconds = [o.seconds for o in outcomes]
     return {
-        "mrr@10": round(sum(1 / r for r in ranks if r is not None and r <= K) / n, 4),
-        "recall@1": round(sum(1 for r in ranks if r == 1) / n, 4),
-        "recall@10": round(sum(1 for r in ranks if r is not None and r <= K) / n, 4),
-        "median_ms": round(1000 * seconds[len(seconds) // 2], 2),
-        "p95_ms": round(1000 * seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))], 2),
+        "queries": len(outcomes),
+        "file_mrr@10": round(_mrr([o.file_rank for o in outcomes]), 4),
+        "chunk_mrr@10": round(_mrr(chunk), 4),
+        "recall@1": round(sum(1 for r in chunk if r == 1) / n, 4),
+        "recall@10": round(sum(1 for r in chunk if r is not None and r <= K) / n, 4),
+        "lines_p50": _percentile(lines, 0.5),
+        "lines_p75": _percentile(lines, 0.75),
+        "median_ms": round(1000 * _percentile(seconds, 0.5), 2),
+        "p95_ms": round(1000 * _percentile(seconds, 0.95), 2),
     }
 
 
 def run_descriptions(searcher: Searcher, queries: list[Definition]) -> dict[str, Any]:
+    """Per mode: the summary over all queries and per query kind, and a few misses."""
     results: dict[str, Any] = {}
     misses: dict[str, list[dict[str, Any]]] = {}
     for mode in MODES:
-        ranks: list[int | None] = []
-        seconds: list[float] = []
+        by_kind: dict[str, list[Outcome]] = {}
+        every: list[Outcome] = []
         for d in queries:
             assert d.sentence is not None
             t0 = time.perf_counter()
             hits = searcher.search(d.sentence, k=K, mode=mode)
-            seconds.append(time.perf_counter() - t0)
-            ranks.append(rank_of(hits, d))
-            if ranks[-1] is None and len(misses.setdefault(mode, [])) < 5:
-                misses[mode].append(
-                    {
-                        "query": d.sentence,
-                        "want": f"{d.path}:{d.def_line}",
-                        "got": [f"{h.path}:{h.start_line}" for h in hits[:3]],
-                    }
-                )
-        results[mode] = summarise(ranks, seconds)
+            result = outcome(hits, d, time.perf_counter() - t0)
+            every.append(result)
+            by_kind.setdefault(query_kind(d.sentence), []).append(result)
+            if result.chunk_rank is None and len(misses.setdefault(mode, [])) < 5:
+                misses[mode].append({
+                    "query": d.sentence,
+                    "want": f"{d.path}:{d.def_line}",
+                    "got": [f"{h.path}:{h.start_line}" for h in hits[:3]],
+                })
+        results[mode] = summarise(every)
+        results[mode]["by_kind"] = {kind: summarise(v) for kind, v in sorted(by_kind.items())}
     results["examples_missed"] = misses
     return results
 
@@ -270,265 +435,264 @@ def run_identifiers(searcher: Searcher, queries: list[Definition]) -> dict[str, 
         if hits and holds_def_line(hits[0], d):
             first += 1
         elif len(failures) < 10:
-            failures.append(
-                {
-                    "query": d.name,
-                    "want": f"{d.path}:{d.def_line}",
-                    "got": [f"{h.path}:{h.start_line}-{h.end_line} {h.symbol}" for h in hits[:2]],
-                }
-            )
+            failures.append({
+                "query": d.name,
+                "want": f"{d.path}:{d.def_line}",
+                "got": [f"{h.path}:{h.start_line}-{h.end_line} {h.symbol}" for h in hits[:2]],
+            })
         if any(holds_def_line(h, d) for h in hits):
             top10 += 1
     n = len(queries) or 1
-    seconds = sorted(seconds) or [0.0]
     return {
         "queries": len(queries),
         "first": round(first / n, 4),
         "in_top10": round(top10 / n, 4),
-        "median_ms": round(1000 * seconds[len(seconds) // 2], 2),
+        "median_ms": round(1000 * _percentile(seconds, 0.5), 2),
         "examples_failed": failures,
     }
 
 
-def parse_precisions(text: str) -> list[str]:
-    """The --precisions list, validated, duplicates dropped, order kept (the first is the one
-    the report's top level describes)."""
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated option, validated, duplicates dropped, order kept."""
     chosen: list[str] = []
     for name in (p.strip() for p in text.split(",")):
         if not name:
             continue
-        if name not in PRECISIONS:
-            raise SystemExit(
-                f"eval_search: unknown precision {name!r} (use {', '.join(PRECISIONS)})"
-            )
+        if name not in allowed:
+            raise SystemExit(f"eval_search: unknown {what} {name!r} (use {', '.join(allowed)})")
         if name not in chosen:
             chosen.append(name)
     if not chosen:
-        raise SystemExit("eval_search: --precisions names no precision")
+        raise SystemExit(f"eval_search: --{what}s names no {what}")
     return chosen
 
 
 @dataclass(frozen=True)
 class Built:
-    """One precision's index after `coarch index`: what the evaluation reports about it."""
+    """One index after `coarch index`: what the evaluation reports about it."""
 
     index_dir: Path
     chunks: int
     seconds: float
     precision: str | None  # as recorded in the index, not as asked ("auto" resolves)
-    precision_reason: str | None
     rebuild_reason: str | None
 
 
 def build_index(tree: Path, index_dir: Path, precision: str, threads: int | None) -> Built:
     """Indexes the blanked tree into index_dir in that precision (incremental: an index of the
-    same precision is reused; one of another precision is rebuilt by coarch itself)."""
+    same precision and chunker is reused; anything else is rebuilt by coarch itself)."""
     t0 = time.perf_counter()
     with Index(tree, index_dir=index_dir, threads=threads, precision=precision) as index:
         summary = index.build()
         status = index.status(pending=False)
     if summary.chunks_total == 0:
         raise SystemExit(f"eval_search: nothing was indexed in {tree} (ignored by git?)")
-    return Built(
-        index_dir,
-        summary.chunks_total,
-        time.perf_counter() - t0,
-        status.get("precision"),
-        status.get("precision_reason"),
-        summary.rebuild_reason,
-    )
+    return Built(index_dir, summary.chunks_total, time.perf_counter() - t0,
+                 status.get("precision"), summary.rebuild_reason)
 
 
-def query_precision(searcher: Searcher) -> str:
-    """The precision the searcher embeds queries in. Recorded because it need not be the
-    index's: the report must say which pair of precisions was actually compared."""
-    return searcher._embedder().precision
+@dataclass(frozen=True)
+class LanguageSet:
+    """One language's tree and queries."""
+
+    source: corpus.EvalSource
+    tree: Path
+    definitions: list[Definition]
+    queries: list[Definition]
+    identifiers: list[Definition]
 
 
-def evaluate(
-    built: Built, queries: list[Definition], ident_queries: list[Definition]
-) -> dict[str, Any]:
-    """The description and identifier runs against one index."""
+def prepare(source: corpus.EvalSource, work: Path, limit: int | None, seed: int) -> LanguageSet:
+    tree = work / f"tree-{source.language}"
+    definitions = build_tree(source, tree)
+    described = [d for d in definitions if d.sentence]
+    names = Counter(d.name for d in definitions)
+    unique = [d for d in definitions if names[d.name] == 1]
+    return LanguageSet(source, tree, definitions, sample(described, limit, seed),
+                       sample(unique, limit, seed + 1))
+
+
+def evaluate(built: Built, lang_set: LanguageSet) -> dict[str, Any]:
+    """The description and identifier runs against one language's index."""
     with Searcher(built.index_dir) as searcher:
         searcher.search("warm up", k=K)  # load the model and map the index first
-        descriptions = run_descriptions(searcher, queries)
-        ident = run_identifiers(searcher, ident_queries)
-        query_side = query_precision(searcher)
-    return {"descriptions": descriptions, "identifiers": ident, "query_precision": query_side}
-
-
-def precision_record(built: Built, result: dict[str, Any]) -> dict[str, Any]:
-    """The by_precision entry: metrics and latency per mode, identifier success, and the
-    precisions really used (index and query), without the example lists."""
-    ident = {k: v for k, v in result["identifiers"].items() if k != "examples_failed"}
+        descriptions = run_descriptions(searcher, lang_set.queries)
+        ident = run_identifiers(searcher, lang_set.identifiers)
+        query_side = searcher._embedder().precision
     return {
-        "precision": built.precision,
-        "precision_reason": built.precision_reason,
-        "query_precision": result["query_precision"],
-        "index_dir": str(built.index_dir),
+        "origin": lang_set.source.origin,
+        "files": len(lang_set.source.files),
+        "definitions": len(lang_set.definitions),
         "chunks": built.chunks,
         "index_seconds": round(built.seconds, 2),
+        "index_precision": built.precision,
+        "query_precision": query_side,
         "rebuild_reason": built.rebuild_reason,
-        "modes": {m: result["descriptions"][m] for m in MODES},
+        "description_queries": len(lang_set.queries),
+        "modes": {m: descriptions[m] for m in MODES},
         "identifier_queries": ident,
+        "examples_missed": descriptions["examples_missed"],
     }
 
 
+_AVERAGED = ("file_mrr@10", "chunk_mrr@10", "recall@1", "recall@10", "lines_p50", "lines_p75",
+             "median_ms")
+
+
+def overall(by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The mean over languages of each figure (each language weighs the same), per mode and
+    per query kind, and of the identifier success."""
+    langs = list(by_language.values())
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / (len(values) or 1), 4)
+
+    modes: dict[str, Any] = {}
+    for mode in MODES:
+        figures = {key: mean([lang["modes"][mode][key] for lang in langs]) for key in _AVERAGED}
+        kinds = sorted({kind for lang in langs for kind in lang["modes"][mode]["by_kind"]})
+        figures["by_kind"] = {
+            kind: {key: mean([lang["modes"][mode]["by_kind"][kind][key] for lang in langs
+                              if kind in lang["modes"][mode]["by_kind"]]) for key in _AVERAGED}
+            for kind in kinds
+        }
+        modes[mode] = figures
+    ident = {"first": mean([lang["identifier_queries"]["first"] for lang in langs]),
+             "in_top10": mean([lang["identifier_queries"]["in_top10"] for lang in langs])}
+    return {"modes": modes, "identifier_queries": ident}
+
+
+def table(by_language: dict[str, dict[str, Any]], total: dict[str, Any]) -> str:
+    """The figures side by side: a row per language and mode."""
+    head = (f"{'language':<11} {'mode':<9} {'queries':>7} {'fileMRR':>8} {'chunkMRR':>8} "
+            f"{'R@1':>6} {'R@10':>6} {'lines50':>7} {'lines75':>7} {'ms':>6} {'ident1':>7}")
+    rows = [head, "-" * len(head)]
+    entries = [*by_language.items(), ("overall", total)]
+    for name, entry in entries:
+        for mode in MODES:
+            m = entry["modes"][mode]
+            ident = f"{entry['identifier_queries']['first']:.1%}" if mode == "hybrid" else ""
+            queries = entry.get("description_queries", "")
+            rows.append(
+                f"{name:<11} {mode:<9} {queries!s:>7} {m['file_mrr@10']:>8.4f} "
+                f"{m['chunk_mrr@10']:>8.4f} {m['recall@1']:>6.3f} {m['recall@10']:>6.3f} "
+                f"{m['lines_p50']:>7.0f} {m['lines_p75']:>7.0f} {m['median_ms']:>6.1f} "
+                f"{ident:>7}"
+            )
+    for kind in sorted(total["modes"]["hybrid"]["by_kind"]):
+        line = f"overall {kind}: file MRR@10 " + ", ".join(
+            f"{mode} {total['modes'][mode]['by_kind'][kind]['file_mrr@10']:.4f}" for mode in MODES)
+        rows.append(line)
+    return "\n".join(rows)
+
+
 def compare_bf16(by_precision: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """bf16 minus fp32 MRR@10 per mode, and whether hybrid stays within 0.005 of fp32 (a gain
-    passes too); None unless both ran."""
+    """bf16 minus fp32 overall chunk MRR@10 per mode, and whether hybrid stays within 0.005 of
+    fp32 (a gain passes too); None unless both ran."""
     if "fp32" not in by_precision or "bf16" not in by_precision:
         return None
-    fp32, bf16 = by_precision["fp32"]["modes"], by_precision["bf16"]["modes"]
-    delta = {m: round(bf16[m]["mrr@10"] - fp32[m]["mrr@10"], 4) for m in MODES}
+    fp32 = by_precision["fp32"]["overall"]["modes"]
+    bf16 = by_precision["bf16"]["overall"]["modes"]
+    delta = {m: round(bf16[m]["chunk_mrr@10"] - fp32[m]["chunk_mrr@10"], 4) for m in MODES}
+    return {"chunk_mrr10_delta": delta, "within_0_005": delta["hybrid"] >= -MAX_BF16_LOSS}
+
+
+def targets(total: dict[str, Any], by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's quality targets that one run can check on its own (the "+0.08 over today"
+    and "30 % fewer lines" targets compare two runs: see README)."""
+    def hybrid_ahead(entry: dict[str, Any]) -> bool:
+        modes = entry["modes"]
+        return modes["hybrid"]["file_mrr@10"] >= modes["keyword"]["file_mrr@10"] + 0.10
+
+    sentence = total["modes"]["semantic"]["by_kind"].get("sentence")
+    keyword_sentence = total["modes"]["keyword"]["by_kind"].get("sentence")
     return {
-        "mrr10_delta": delta,
-        "within_0_005": delta["hybrid"] >= -MAX_BF16_LOSS,
-        "query_precisions": {
-            "fp32": by_precision["fp32"]["query_precision"],
-            "bf16": by_precision["bf16"]["query_precision"],
-        },
+        "hybrid_file_mrr_keyword_plus_0.10_overall": hybrid_ahead(total),
+        "hybrid_file_mrr_keyword_plus_0.10_every_language": all(
+            hybrid_ahead(e) for e in by_language.values()),
+        "semantic_at_least_keyword_on_sentences": bool(
+            sentence and keyword_sentence
+            and sentence["file_mrr@10"] >= keyword_sentence["file_mrr@10"]),
+        "identifier_first_at_least_95pct": all(
+            e["identifier_queries"]["first"] >= 0.95 for e in by_language.values()),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Measure coarch search quality on a real Python tree with its docstrings "
-        "blanked (MRR@10, recall@1/@10 per mode; identifier queries).",
+        description="Measure coarch search quality on real trees in several languages with "
+        "their docs blanked (file and chunk MRR@10, recall@1/@10, lines read to the first hit "
+        "per mode; identifier queries).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--languages", default=",".join(corpus.EVAL_LANGUAGES),
+                        help="comma-separated languages (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                        help="at most N description and N identifier queries per language, "
+                        "sampled with --seed (default: %(default)s; 0: all)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="seed of the query sample (default: %(default)s)")
     parser.add_argument(
-        "--stdlib",
-        type=Path,
-        default=Path(sysconfig.get_paths()["stdlib"]),
-        help="the Python tree to take packages from (default: this Python's standard library)",
-    )
-    parser.add_argument(
-        "--packages",
-        default=",".join(DEFAULT_PACKAGES),
-        help="comma-separated packages or modules of that tree "
-        f"(default: {','.join(DEFAULT_PACKAGES)})",
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        metavar="N",
-        help="at most N description queries and N identifier queries (an "
-        "evenly spaced sample; default: all)",
-    )
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "coarch-eval-search",
-        help="folder for the blanked copy and its indexes (index-PRECISION), outside any git "
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "coarch-eval-search",
+        help="folder for the sources, the blanked copies and their indexes, outside any git "
         "repository that ignores it (reused: each index is updated incrementally; default: "
-        "%(default)s)",
-    )
+        "%(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/eval_search.json"),
+                        help="where to write the JSON report")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="model threads for indexing (default: coarch's default)")
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("bench-results/eval_search.json"),
-        help="where to write the JSON report",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="model threads for indexing (default: coarch's default, the cores available)",
-    )
-    parser.add_argument(
-        "--precisions",
-        default="fp32",
+        "--precisions", default="auto",
         help="comma-separated precisions to index and search in, each fp32, bf16 or auto, each "
-        "with its own index; the report's top level describes the first, by_precision all "
-        "(default: %(default)s)",
-    )
+        "with its own indexes; the report's top level describes the first (default: "
+        "%(default)s)")
     args = parser.parse_args(argv)
 
-    precisions = parse_precisions(args.precisions)
-    packages = [p.strip() for p in args.packages.split(",") if p.strip()]
-    tree = args.work / "tree"
+    precisions = parse_list(args.precisions, PRECISIONS, "precision")
+    languages = parse_list(args.languages, corpus.EVAL_LANGUAGES, "language")
+    limit = args.limit or None
     t0 = time.perf_counter()
-    definitions = build_tree(args.stdlib, packages, tree)
-    described = [d for d in definitions if d.sentence]
-    names = Counter(d.name for d in definitions)
-    identifiers = [d for d in definitions if names[d.name] == 1]
-    print(
-        f"eval_search: {len(definitions)} definitions, {len(described)} with a usable "
-        f"description, {len(identifiers)} with a unique name",
-        file=sys.stderr,
-    )
+    sources, missing = corpus.eval_sources(args.work / "sources", tuple(languages))
+    for language, why in missing.items():
+        print(f"eval_search: {language} left out: {why}", file=sys.stderr)
+    sets = [prepare(source, args.work, limit, args.seed) for source in sources]
+    for s in sets:
+        print(f"eval_search [{s.source.language}]: {len(s.definitions)} definitions, "
+              f"{len(s.queries)} description queries, {len(s.identifiers)} identifier queries",
+              file=sys.stderr)
     prepare_seconds = time.perf_counter() - t0
 
-    queries = sample(described, args.limit)
-    ident_queries = sample(identifiers, args.limit)
     by_precision: dict[str, dict[str, Any]] = {}
-    first: tuple[Built, dict[str, Any]] | None = None
     for precision in precisions:
-        built = build_index(tree, args.work / f"index-{precision}", precision, args.threads)
-        print(
-            f"eval_search [{precision}]: indexed {built.chunks} chunks in {built.seconds:.1f}s "
-            f"(index precision {built.precision})",
-            file=sys.stderr,
-        )
-        result = evaluate(built, queries, ident_queries)
-        by_precision[precision] = precision_record(built, result)
-        modes = by_precision[precision]["modes"]
-        print(
-            f"eval_search [{precision}]: MRR@10 "
-            + " ".join(f"{m} {modes[m]['mrr@10']:.4f}" for m in MODES)
-            + f", identifiers first {result['identifiers']['first']:.1%}, "
-            f"hybrid median {modes['hybrid']['median_ms']:.1f} ms, "
-            f"query precision {result['query_precision']}",
-            file=sys.stderr,
-        )
-        if built.precision and result["query_precision"] != built.precision:
-            print(
-                f"eval_search [{precision}]: warning: queries embedded in "
-                f"{result['query_precision']}, the index in {built.precision}",
-                file=sys.stderr,
-            )
-        if first is None:
-            first = (built, result)
-    assert first is not None
-    built, result = first
-    descriptions, ident = result["descriptions"], result["identifiers"]
+        by_language: dict[str, dict[str, Any]] = {}
+        for s in sets:
+            language = s.source.language
+            index_dir = args.work / f"index-{language}-{precision}"
+            built = build_index(s.tree, index_dir, precision, args.threads)
+            print(f"eval_search [{language} {precision}]: indexed {built.chunks} chunks in "
+                  f"{built.seconds:.1f}s", file=sys.stderr)
+            by_language[language] = evaluate(built, s)
+        total = overall(by_language)
+        by_precision[precision] = {"languages": by_language, "overall": total,
+                                   "targets": targets(total, by_language)}
+        print(f"eval_search [{precision}]:\n{table(by_language, total)}", file=sys.stderr)
 
-    modes = {m: descriptions[m] for m in MODES}
-    best_other = max(modes["keyword"]["mrr@10"], modes["semantic"]["mrr@10"])
+    first = by_precision[precisions[0]]
     report: dict[str, Any] = {
-        "tree": {
-            "source": str(args.stdlib),
-            "packages": packages,
-            "files": len({d.path for d in definitions}),
-            "definitions": len(definitions),
-            "chunks": built.chunks,
-            "prepare_seconds": round(prepare_seconds, 2),
-            "index_seconds": round(built.seconds, 2),
-        },
-        "description_queries": len(queries),
         "k": K,
-        "precision": built.precision,
-        "modes": modes,
-        "identifier_queries": ident,
-        "targets": {
-            "hybrid_beats_keyword_and_semantic_mrr": modes["hybrid"]["mrr@10"] > best_other,
-            "identifier_first_at_least_90pct": ident["first"] >= 0.9,
-        },
-        "examples_missed": descriptions["examples_missed"],
+        "seed": args.seed,
+        "limit": limit,
+        "prepare_seconds": round(prepare_seconds, 2),
+        "left_out": missing,
+        "precision": precisions[0],
+        "overall": first["overall"],
+        "languages": first["languages"],
+        "targets": first["targets"],
         "by_precision": by_precision,
     }
     comparison = compare_bf16(by_precision)
     if comparison is not None:
         report["bf16_vs_fp32"] = comparison
-        print(
-            "eval_search: bf16 - fp32 MRR@10 "
-            + " ".join(f"{m} {comparison['mrr10_delta'][m]:+.4f}" for m in MODES)
-            + f"; hybrid within {MAX_BF16_LOSS}: {comparison['within_0_005']}",
-            file=sys.stderr,
-        )
     report["environment"] = search_environment()
     text = json.dumps(report, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from coarch.identifiers import (
     MAX_QUERY_TERMS,
     index_terms,
+    model_text,
     parse_identifier,
     query_terms,
     query_words,
@@ -253,3 +254,33 @@ def test_indexed_word_is_found_by_its_query(prefix: str, word: str) -> None:
 )
 def test_parse_identifier(query: str, expected: str | None) -> None:
     assert parse_identifier(query) == expected
+
+
+# ---- model_text: what the embedding model reads ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("getConnectionPool", "get Connection Pool"),
+        ("parse_config(path)", "parse config(path)"),
+        ("HTTPServer.serve_forever()", "HTTP Server.serve forever()"),
+        ("utf8Decode", "utf 8 Decode"),
+        ("self.timeout = NULL", "self.timeout = NULL"),
+        ("path: net/http_client.py\nsymbol: HttpClient.send\n",
+         "path: net/http client.py\nsymbol: Http Client.send\n"),
+        ("retry a failed upload", "retry a failed upload"),
+        ("café_crème", "café_crème"),  # non-ASCII words are left alone
+        ("", ""),
+    ],
+)
+def test_model_text_splits_identifiers_into_words(text: str, expected: str) -> None:
+    assert model_text(text) == expected
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_model_text_keeps_lines_and_is_idempotent(text: str) -> None:
+    once = model_text(text)
+    assert once.count("\n") == text.count("\n")
+    assert model_text(once) == once

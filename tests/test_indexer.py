@@ -30,6 +30,7 @@ from coarch import vectors as faiss_file
 from coarch.chunking import chunk_header
 from coarch.cli import main
 from coarch.errors import ConfigError, IndexLockedError
+from coarch.identifiers import model_text
 from coarch.index import Index
 from coarch.indexer import IndexSummary, max_file_size_ceiling
 from coarch.locking import IndexLock
@@ -93,12 +94,13 @@ def test_indexes_a_real_tree(built: tuple[Path, Path, IndexSummary],
     assert {r[0] for r in rows} == {f"lib/{f}" for f in STDLIB_FILES}
     assert any(r[0] == "lib/json/decoder.py" and r[3] == "py_scanstring" for r in rows)
     with Store(idx, readonly=True) as store:
-        # Stored vectors are the model's vectors of the stored text (header included).
+        # Stored vectors are the model's vectors of the stored text (header included), as the
+        # model reads it: identifiers split into words.
         chunk_id, digest = store.conn.execute(
             "SELECT c.id, c.text_hash FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE f.path = 'lib/bisect.py' ORDER BY c.id LIMIT 1").fetchone()
         (row,) = store.chunks_by_ids([chunk_id])
-        expected = embedder.encode([chunk_header(row.path, row.symbol) + row.text])[0]
+        expected = embedder.encode([model_text(chunk_header(row.path, row.symbol) + row.text)])[0]
         stored = index_vectors(idx)[digest]
         assert float(np.dot(expected, stored)) > 0.999
         # The nearest chunks of a question are the right file's.
@@ -195,11 +197,11 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
     with Store(idx, readonly=True) as store:
         rows = store.chunks_of("legacy/attic/old_stuff.py")
         cached = store.get_vectors([r.text_hash for r in rows])
-        new_keys = [text_hash(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
-                    for r in rows]
+        new_keys = [text_hash(model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol)
+                                         + r.text)) for r in rows]
         assert rows and not store.cached_hashes(new_keys)  # no vector filed under a lie
     for r in rows:
-        embedded = chunk_header("net/upload.py", r.symbol) + r.text
+        embedded = model_text(chunk_header("net/upload.py", r.symbol) + r.text)
         assert r.text_hash == text_hash(embedded)
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
         assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
@@ -213,7 +215,7 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
         cached = store.get_vectors([r.text_hash for r in rows])
     assert len(rows) >= 3 and summary.chunks_embedded == len(rows)
     for r in rows:
-        embedded = chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text
+        embedded = model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
         assert r.text_hash == text_hash(embedded)
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
         assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999

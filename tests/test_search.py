@@ -961,3 +961,73 @@ def test_hit_is_frozen_dataclass() -> None:
     with pytest.raises(AttributeError):
         hit.score = 1.0  # type: ignore[misc]
     assert np.isfinite(hit.score)
+
+
+# ---- what the model reads, and --explain -----------------------------------------------------
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_chunks_and_queries_are_embedded_with_identifiers_as_words(index: Index) -> None:
+    from coarch.chunking import chunk_header
+    from coarch.identifiers import model_text
+
+    with Searcher(index.index_dir) as searcher:
+        embedder = searcher._embedder()
+        row = next(r for r in searcher.store.chunks_by_ids(range(1, 200))
+                   if r.symbols and "HttpClient" in r.symbols[0])
+        stored = searcher.store.get_vectors([searcher.store.conn.execute(
+            "SELECT text_hash FROM chunks WHERE id = ?", (row.id,)).fetchone()[0]])
+        vector = np.frombuffer(next(iter(stored.values())), dtype="<f4")
+        raw = chunk_header(row.path, row.symbol) + row.text
+        as_words, as_written = embedder.encode([model_text(raw), raw])
+        assert _cosine(vector, as_words) > 0.999
+        assert _cosine(vector, as_words) - _cosine(vector, as_written) > 0.005
+        # The query goes through the same form: its score is the cosine with that form.
+        query = "HttpClient followRedirects"
+        hit = next(h for h in searcher.search(query, k=50, mode="semantic")
+                   if (h.path, h.start_line) == (row.path, row.start_line))
+        q_words, q_written = embedder.encode([model_text(query), query])
+        assert hit.score == pytest.approx(float(vector @ q_words), abs=1e-4)
+        assert abs(hit.score - float(vector @ q_written)) > 1e-3
+
+
+def test_explain_tells_ranks_scores_and_rules(index: Index) -> None:
+    plain = index.search("where are HTTP redirects followed", k=5)
+    hits = index.search("where are HTTP redirects followed", k=5, explain=True)
+    assert [(h.path, h.start_line, h.score) for h in hits] == \
+        [(h.path, h.start_line, h.score) for h in plain]
+    assert all(h.explain is None for h in plain)
+    for hit in hits:
+        assert hit.explain is not None
+        assert set(hit.explain) == {"semantic", "keyword", "fused", "rules", "definition_tier"}
+        for retriever in ("semantic", "keyword"):
+            got = hit.explain[retriever]
+            assert got is None or (got["rank"] >= 1 and isinstance(got["score"], float))
+        assert 0 < hit.explain["fused"] <= 1
+        assert hit.explain["definition_tier"] is None
+    top = hits[0].explain
+    assert top is not None and top["semantic"]["rank"] <= 3
+    semantic = index.search("where are HTTP redirects followed", k=3, mode="semantic",
+                            explain=True)
+    assert [h.explain for h in semantic] == [
+        {"semantic": {"rank": i, "score": pytest.approx(h.score, abs=1e-5)}}
+        for i, h in enumerate(semantic, 1)]
+    ident = index.search("parse_config", k=2, explain=True)
+    assert ident[0].explain is not None and ident[0].explain["definition_tier"] == 0
+
+
+def test_cli_explain(indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, index_dir = indexed
+    code, out, err = run_cli(["search", "--index", str(index_dir), "-k", "2", "--explain",
+                              "where", "are", "redirects", "followed"], capsys)
+    assert code == 0 and err == ""
+    why = [line for line in out.splitlines() if line.startswith("    why: ")]
+    assert len(why) == 2 and "semantic #" in why[0] and "fused " in why[0]
+    code, out, _ = run_cli(["search", "--index", str(index_dir), "-k", "2", "--explain",
+                            "--json", "redirects"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and all(set(r) == HIT_FIELDS | {"explain"} for r in rows)
+    assert {"semantic", "keyword", "fused", "rules"} <= set(rows[0]["explain"])

@@ -424,12 +424,22 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
 
 /* oneDNN builds (JIT-compiles) a kernel per product shape and caches it. Packed batches have a
  * new token count almost every time, so bf16 products run over the tokens rounded up to a
- * multiple of kProductRows: a few dozen shapes in all, each built once. The extra rows hold
- * whatever the scratch held; their outputs are never read (every product is row-wise). */
+ * multiple of kProductRows: a few dozen shapes in all, each built once. Fewer tokens than that
+ * (a search query: a dozen) round up to a power of two from kMinProductRows, four shapes more:
+ * rounding a 12-token query up to 256 rows made its products 8x the work they need. The extra
+ * rows hold whatever the scratch held; their outputs are never read (every product is
+ * row-wise). */
 constexpr int64_t kProductRows = 256;
+constexpr int64_t kMinProductRows = 32;
 
 int64_t product_rows(const Packing &packing)
 {
+    if (packing.tokens < kProductRows) {
+        int64_t rows = kMinProductRows;
+        while (rows < packing.tokens)
+            rows *= 2;
+        return rows;
+    }
     return (packing.tokens + kProductRows - 1) / kProductRows * kProductRows;
 }
 

@@ -35,6 +35,24 @@ def test_bf16_vectors_stay_close_to_the_fp32_golden(bf16_embedder: coarch.Embedd
     assert cosines.min() >= 0.995, f"worst cosine {cosines.min():.5f} on text {worst}"
 
 
+def test_bf16_texts_alone_match_the_golden_at_every_padding(
+        bf16_embedder: coarch.Embedder) -> None:
+    # A text alone runs its products over its tokens rounded up to 32, 64, 128 or 256 rows (a
+    # query is a dozen tokens): each size gives the golden vector as a batch does.
+    document = json.loads((DATA / "golden_texts.json").read_text(encoding="utf-8"))
+    texts = [entry["text"] for entry in document["entries"]]
+    golden = np.load(DATA / "golden_vectors.npy")
+    by_rows: dict[int, int] = {}
+    for i, text in enumerate(texts):
+        tokens = len(bf16_embedder.tokenize(text))
+        rows = next(r for r in (32, 64, 128, 256) if tokens <= r)
+        by_rows.setdefault(rows, i)
+    assert sorted(by_rows) == [32, 64, 128, 256]
+    for rows, i in by_rows.items():
+        vector = bf16_embedder.encode([texts[i]])[0]
+        assert float(vector @ golden[i]) >= 0.995, (rows, i)
+
+
 def test_precision_is_reported_with_a_reason(bf16_embedder: coarch.Embedder) -> None:
     assert bf16_embedder.precision == "bf16"
     assert bf16_embedder.precision_reason == "bf16 was asked for"

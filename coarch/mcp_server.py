@@ -5,7 +5,8 @@ A coding agent calls search many times per task; a `coarch search` process pays 
 the model each time (about 1 s idle, several seconds on a busy machine), the server once. Tools:
 
 - `search(query, k, mode, lang, path)`: hits and how fresh the index was (coarch.freshness
-  re-indexes a few changed files first); read-only as far as the files are concerned.
+  re-indexes a few changed files first; the server's index follows file notifications, so a
+  search with nothing changed lists no files); read-only as far as the files are concerned.
 - `index_status()`: what `coarch status --json --memory` gives; read-only.
 - `index(full)`: an incremental (or full) build in a worker thread, with
   `notifications/progress` when the client sent a progress token; a cancelled request stops

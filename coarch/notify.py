@@ -7,9 +7,10 @@ made before the question is asked is always seen: a poll of the queue, unlike a 
 that batches notifications, has no window in which a fresh write goes unnoticed.
 
 Every folder under the root is watched except the excluded ones (the index folder, whose files
-change on every search's read, and `.git`); folders created later are added when the events are
-drained. Where inotify is missing (not Linux) or runs out of watches, `start` returns False and
-the caller lists the files as before.
+change on every search's read) and those discovery never enters (`.git` and the other VCS
+folders); folders created later are added when the events are drained. Where inotify is
+missing (not Linux) or runs out of watches, `start` returns False and the caller lists the
+files every time.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import ctypes.util
 import errno
 import logging
 import os
-import select
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+
+from coarch.discovery import VCS_DIRS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,8 @@ IN_CLOEXEC = os.O_CLOEXEC
 WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
               | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then `len` bytes of name
-SKIPPED_NAMES = frozenset({b".git"})
+# Folders discovery never enters, tracked or not: nothing in them is indexed.
+SKIPPED_NAMES = frozenset(os.fsencode(name) for name in VCS_DIRS)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -81,7 +84,7 @@ class ChangeNotifier:
     def start(self) -> bool:
         """Sets the watches up; False (and nothing held) where inotify cannot watch the tree."""
         self._libc = _libc()
-        if self._libc is None or not hasattr(self._libc, "inotify_init1"):
+        if self._libc is None:
             return False
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
@@ -102,12 +105,10 @@ class ChangeNotifier:
         if self._fd < 0:
             return True
         changed = False
-        while select.select([self._fd], [], [], 0)[0]:
+        while True:
             try:
-                data = os.read(self._fd, 64 * 1024)
+                data = os.read(self._fd, 64 * 1024)  # non-blocking: the queued events
             except BlockingIOError:
-                break
-            if not data:
                 break
             changed = True
             if not self._handle(data):

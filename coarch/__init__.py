@@ -22,8 +22,9 @@ from coarch.cpu import choose_openblas_core
 # SSE3 ones, 3x slower. See coarch/cpu.py.
 choose_openblas_core()
 
+from typing import TYPE_CHECKING, Any
+
 from coarch._version import __version__
-from coarch.embedder import Embedder
 from coarch.errors import (
     CoarchError,
     ConfigError,
@@ -39,12 +40,46 @@ from coarch.errors import (
     ModelNotFoundError,
     UsageError,
 )
-from coarch.index import Index
-from coarch.indexer import IndexOptions, IndexSummary
-from coarch.memory import MemoryManager, MemoryPressure
-from coarch.models import default_model_path
-from coarch.progress import IndexProgress
-from coarch.search import Hit
+
+if TYPE_CHECKING:
+    from coarch.embedder import Embedder
+    from coarch.index import Index
+    from coarch.indexer import IndexOptions, IndexSummary
+    from coarch.memory import MemoryManager, MemoryPressure
+    from coarch.models import default_model_path
+    from coarch.progress import IndexProgress
+    from coarch.search import Hit
+
+# The rest of the API is imported on first use: `coarch._core` loads libtorch (0.6 s idle,
+# seconds on a busy machine), which `coarch mcp` must not pay before it answers `initialize`,
+# nor the CLI's commands that never embed.
+_LAZY = {
+    "Embedder": "coarch.embedder",
+    "Hit": "coarch.search",
+    "Index": "coarch.index",
+    "IndexOptions": "coarch.indexer",
+    "IndexProgress": "coarch.progress",
+    "IndexSummary": "coarch.indexer",
+    "MemoryManager": "coarch.memory",
+    "MemoryPressure": "coarch.memory",
+    "default_model_path": "coarch.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coarch' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CoarchError",

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 from coarch import vectors as faiss_file
 from coarch.discovery import check_root
 from coarch.errors import CoarchError, CorruptIndexError, IndexNotFoundError
-from coarch.freshness import Freshness, discovery_options, ensure_fresh, pending_changes
+from coarch.freshness import (
+    ChangeGate,
+    Freshness,
+    discovery_options,
+    ensure_fresh,
+    pending_changes,
+)
 from coarch.indexer import (
     Indexer,
     IndexOptions,
@@ -87,6 +93,8 @@ class Index:
         self._searcher: Searcher | None = None
         # How fresh the index was at the last search (set by search).
         self.freshness = Freshness("unknown", reason="no search yet")
+        self._gate: ChangeGate | None = None  # set by follow_changes
+        self._follow_failed = False
 
     # ---- building ----------------------------------------------------------------------------
 
@@ -294,12 +302,27 @@ class Index:
         if not (self.index_dir / DB_FILE).is_file():
             raise IndexNotFoundError(f"no index for {self.root}",
                                      hint=f"run `coarch index {self.root}` first")
-        self.freshness = (ensure_fresh(self, refresh_max_files) if refresh
+        self.freshness = (ensure_fresh(self, refresh_max_files, self._gate) if refresh
                           else Freshness("unknown", reason="not checked"))
         if self._searcher is None:
             self._searcher = Searcher(self.index_dir, model=self.options.model)
         return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path,
                                      explain=explain)
+
+    def follow_changes(self) -> bool:
+        """Lets later searches of this (long-lived) Index skip listing the files while file
+        notifications show nothing changed since a check found the index fresh (see
+        coarch.freshness). False where notifications are unavailable: searches then list the
+        files every time, as without it. Watches are held until close()."""
+        if self._gate is None and not self._follow_failed:
+            from coarch.notify import ChangeNotifier
+
+            notifier = ChangeNotifier(self.root, self._excluded())
+            if notifier.start():
+                self._gate = ChangeGate(notifier)
+            else:
+                self._follow_failed = True
+        return self._gate is not None
 
     # ---- lifetime ----------------------------------------------------------------------------
 
@@ -313,6 +336,9 @@ class Index:
 
     def close(self) -> None:
         self._close_store()
+        if self._gate is not None:
+            self._gate.close()
+            self._gate = None
 
     def __enter__(self) -> Self:
         return self

@@ -5,7 +5,8 @@ A coding agent calls search many times per task; a `coarch search` process pays 
 the model each time (about 1 s idle, several seconds on a busy machine), the server once. Tools:
 
 - `search(query, k, mode, lang, path)`: hits and how fresh the index was (coarch.freshness
-  re-indexes a few changed files first); read-only as far as the files are concerned.
+  re-indexes a few changed files first; the server's index follows file notifications, so a
+  search with nothing changed lists no files); read-only as far as the files are concerned.
 - `index_status()`: what `coarch status --json --memory` gives; read-only.
 - `index(full)`: an incremental (or full) build in a worker thread, with
   `notifications/progress` when the client sent a progress token; a cancelled request stops
@@ -30,11 +31,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -43,16 +45,23 @@ from pydantic import BaseModel, Field
 from coarch._version import __version__
 from coarch.discovery import check_root
 from coarch.errors import CoarchError, IndexingInterrupted, IndexNotFoundError
-from coarch.index import Index
-from coarch.location import DB_FILE
-from coarch.progress import IndexProgress
-from coarch.search import DEFAULT_K, MAX_K
+from coarch.location import DB_FILE, resolve_index_dir
+
+if TYPE_CHECKING:
+    from coarch.index import Index
+    from coarch.progress import IndexProgress
 
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "coarch"
 # Progress notifications at most this often: the indexer reports after every model batch.
 PROGRESS_INTERVAL = 0.25
+# Seconds after the handshake at which the model loads when the client has not listed tools.
+HANDSHAKE_GRACE = 1.0
+# coarch.search's DEFAULT_K and MAX_K (checked by the tests): importing coarch.search here would
+# put numpy and the store before the server's first answer.
+DEFAULT_K = 10
+MAX_K = 1000
 
 
 # ---- schemas ------------------------------------------------------------------------------------
@@ -76,6 +85,9 @@ class FreshnessOut(BaseModel):
     stale_files: int = Field(description="files changed since the index and not re-indexed")
     refreshed_files: int = Field(description="changed files re-indexed before this search")
     reason: str | None = None
+    listed: bool = Field(default=False, description=(
+        "whether the files were listed for this search (false: file notifications showed "
+        "nothing changed since the last listing found the index fresh)"))
 
 
 class SearchOut(BaseModel):
@@ -104,7 +116,9 @@ class IndexOut(BaseModel):
 
 class CoarchService:
     """One served root: its index for searching (one Searcher, behind a lock: a Searcher is not
-    thread-safe) and, separately, the runs of `index` (one at a time)."""
+    thread-safe; it follows file changes, so that a search with nothing changed lists no
+    files) and, separately, the runs of `index` (one at a time). Nothing that loads libtorch
+    is imported before the first search or `warm`."""
 
     def __init__(self, root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None,
                  options: dict[str, Any] | None = None,
@@ -113,10 +127,26 @@ class CoarchService:
         self.index_dir_arg = index_dir
         self.options = options or {}
         self.refresh_max_files = refresh_max_files
-        self._search_index = Index(self.root, index_dir=index_dir, **self.options)
-        self.index_dir = self._search_index.index_dir
+        self.index_dir = resolve_index_dir(self.root, index_dir)
+        self._search_index: Index | None = None  # made under the search lock
         self._search_lock = threading.Lock()
         self._build_lock = threading.Lock()
+
+    def _searching_index(self) -> Index:
+        """The Index searches use (the caller holds the search lock), following changes once
+        it has an index to check against."""
+        if self._search_index is None:
+            from coarch.index import Index
+
+            self._search_index = Index(self.root, index_dir=self.index_dir_arg, **self.options)
+        if (self.index_dir / DB_FILE).is_file():
+            self._search_index.follow_changes()
+        return self._search_index
+
+    def close(self) -> None:
+        with self._search_lock:
+            if self._search_index is not None:
+                self._search_index.close()
 
     # -- search --
 
@@ -125,13 +155,13 @@ class CoarchService:
         for glob in path or ():
             check_glob(glob)
         with self._search_lock:
+            index = self._searching_index()
             try:
-                hits = self._search_index.search(
-                    query, k=k, mode=mode, lang=lang, path=path,
-                    refresh_max_files=self.refresh_max_files)
+                hits = index.search(query, k=k, mode=mode, lang=lang, path=path,
+                                    refresh_max_files=self.refresh_max_files)
             except IndexNotFoundError as exc:
                 raise ToolError(self._no_index_message(exc)) from None
-            freshness = self._search_index.freshness
+            freshness = index.freshness
         return SearchOut(
             root=str(self.root), query=query, mode=mode,
             hits=[HitOut(**hit.to_dict()) for hit in hits if inside_root(hit.path)],
@@ -142,7 +172,7 @@ class CoarchService:
         if not (self.index_dir / DB_FILE).is_file():
             return
         with self._search_lock:
-            self._search_index.search("warm up", k=1, refresh=False)
+            self._searching_index().search("warm up", k=1, refresh=False)
 
     def _no_index_message(self, exc: CoarchError) -> str:
         return (f"{exc.message}; call the `index` tool to build it (progress is reported), or "
@@ -151,6 +181,8 @@ class CoarchService:
     # -- status --
 
     def status(self) -> dict[str, Any]:
+        from coarch.index import Index
+
         with Index(self.root, index_dir=self.index_dir_arg, **self.options) as index:
             try:
                 status = index.status(memory=True)
@@ -166,6 +198,8 @@ class CoarchService:
               stop: threading.Event) -> IndexOut:
         if not self._build_lock.acquire(blocking=False):
             raise ToolError("an index run of this server is already in progress; wait for it")
+        from coarch.index import Index
+
         try:
             with Index(self.root, index_dir=self.index_dir_arg, **self.options) as index:
                 summary = index.build(progress=progress, full=full, stop=stop)
@@ -220,14 +254,14 @@ WRITES_INDEX = ToolAnnotations(read_only_hint=False, destructive_hint=False,
 def build_server(service: CoarchService) -> MCPServer[Any]:
     """The MCP server over `service`, its tools registered."""
 
+    warmer = _Warmer(service)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
-        # Warm up in the background: initialisation answers at once, and a first search that
-        # comes early waits on the search lock instead of loading the model itself.
-        warmer = threading.Thread(target=_warm, args=(service,), name="coarch-warm",
-                                  daemon=True)
-        warmer.start()
-        yield
+        try:
+            yield
+        finally:
+            service.close()
 
     server: MCPServer[Any] = MCPServer(
         name=SERVER_NAME, version=__version__, lifespan=lifespan, log_level="WARNING",
@@ -235,6 +269,7 @@ def build_server(service: CoarchService) -> MCPServer[Any]:
             f"Code search over {service.root}: `search` finds code by meaning or identifier "
             "(path:lines, score, snippet). The index refreshes itself before a search when few "
             "files changed; call `index` to update it after large changes."))
+    server.middleware.append(warmer.after_handshake)
 
     @server.tool(annotations=READ_ONLY, description=(
         "Search the repository's code by meaning (natural language) or by identifier "
@@ -324,11 +359,42 @@ class _ProgressReporter:
             anyio.from_thread.run(self.ctx.report_progress, float(done), float(total), message)
 
 
-def _warm(service: CoarchService) -> None:
-    try:
-        service.warm()
-    except Exception as exc:  # noqa: BLE001  (warming is best effort; searches report errors)
-        log.debug("warm-up failed: %s", exc)
+class _Warmer:
+    """Loads the model and opens the index in a background thread once the client has its
+    tool list: loading libtorch holds the interpreter for a second or more, and neither
+    `initialize` nor `tools/list` (what a client waits for at start-up, with a timeout) should
+    wait for it. A client that lists no tools gets the warm-up HANDSHAKE_GRACE seconds after
+    the handshake; a search that comes first loads the model itself (a search during the
+    warm-up waits on the search lock)."""
+
+    def __init__(self, service: CoarchService) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._started = False
+
+    async def after_handshake(self, ctx: ServerRequestContext[Any, Any],
+                              call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method == "tools/list":
+            self.start()
+        elif ctx.method == "notifications/initialized":
+            timer = threading.Timer(HANDSHAKE_GRACE, self.start)
+            timer.daemon = True
+            timer.start()
+        return result
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        threading.Thread(target=self._warm, name="coarch-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self.service.warm()
+        except Exception as exc:  # noqa: BLE001  (best effort; searches report errors)
+            log.debug("warm-up failed: %s", exc)
 
 
 def serve(root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None = None,

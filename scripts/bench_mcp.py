@@ -3,7 +3,11 @@
 - first call: a `coarch mcp` server spawned through the SDK's stdio client, initialised, and
   its first `search` answered (the issue's target: within 5 s);
 - warm `search` latency through MCP over --queries queries (p50, p95; target on a 50,000-chunk
-  index: p50 under 30 ms, p95 under 80 ms), each one including the server's freshness check;
+  index: p50 under 30 ms, p95 under 80 ms), each one including the server's freshness check
+  (a listing of the files only when notifications showed a change: the count is recorded),
+  with the load average before and after;
+- the same searches in-process, per mode, and the freshness listing alone: where the time
+  goes;
 - under `coarch watch`: --edits edits, one at a time, each a new function in a file, timed
   from the write until a search finds it (p50, p95; target p95 under 2 s);
 - RSS of the `coarch watch` process over --watch-seconds with an edit every second (target:
@@ -84,24 +88,59 @@ async def mcp_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]
                     ClientSession(rd, wr, read_timeout_seconds=60) as session):
             await session.initialize()
             t_init = time.perf_counter() - t0
+            await session.list_tools()
+            t_list = time.perf_counter() - t0
             first = await session.call_tool("search", {"query": texts[0]})
             t_first = time.perf_counter() - t0
             assert not first.is_error, first.content
             latencies: list[float] = []
             states: dict[str, int] = {}
+            listed = 0
             for i in range(queries):
                 t = time.perf_counter()
                 got = await session.call_tool("search", {"query": texts[i % len(texts)]})
                 latencies.append(time.perf_counter() - t)
                 assert not got.is_error, got.content
-                state = got.structured_content["freshness"]["state"]
-                states[state] = states.get(state, 0) + 1
+                freshness = got.structured_content["freshness"]
+                states[freshness["state"]] = states.get(freshness["state"], 0) + 1
+                listed += bool(freshness.get("listed", True))
     return {
         "initialize_s": round(t_init, 3),
+        "tools_listed_s": round(t_list, 3),
         "first_search_answered_s": round(t_first, 3),
         "warm_search": stats(latencies),
         "freshness_states": states,
+        "searches_that_listed_files": listed,
     }
+
+
+def inprocess_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]:
+    """Where a warm search's time goes, in this process: the freshness listing (what every
+    search paid before file notifications), and the search per mode (keyword: FTS5 and
+    definitions only; semantic: the query's embedding and FAISS; hybrid: both, fused)."""
+    from coarch.freshness import discovery_options, pending_changes
+
+    texts = QUERIES + IDENTIFIERS
+    out: dict[str, Any] = {}
+    with coarch.Index(root, index_dir=index_dir) as index:
+        index.search("warm up", k=1, refresh=False)
+        store = index.open_store()
+        options = discovery_options(store, index.index_dir, index.options.max_file_size,
+                                    index.options.use_git)
+
+        def timed(fn: Any) -> dict[str, float]:
+            seconds = []
+            for i in range(queries):
+                t = time.perf_counter()
+                fn(texts[i % len(texts)])
+                seconds.append(time.perf_counter() - t)
+            return stats(seconds)
+
+        out["freshness_listing"] = timed(lambda _q: pending_changes(root, store, options))
+        for mode in ("keyword", "semantic", "hybrid"):
+            out[f"search_{mode}"] = timed(
+                lambda q, mode=mode: index.search(q, k=10, mode=mode, refresh=False))
+    return out
 
 
 def rss_kib(pid: int) -> int:
@@ -202,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="edits timed until searchable under watch (default 50)")
     parser.add_argument("--watch-seconds", type=float, default=3600,
                         help="RSS run of coarch watch, an edit a second (default 3600)")
+    parser.add_argument("--no-watch", action="store_true",
+                        help="measure the MCP server only (no `coarch watch` phases)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a "
                         "temporary one, removed afterwards)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench_mcp.json"))
@@ -218,18 +259,25 @@ def main(argv: list[str] | None = None) -> int:
         built = {"files": summary.files_total, "bytes": size, "chunks": summary.chunks_total,
                  "index_seconds": round(time.perf_counter() - t, 1)}
         print(f"bench_mcp: indexed {built}", file=sys.stderr)
+        load_before = os.getloadavg()
         mcp = anyio.run(mcp_phase, root, index_dir, args.queries)
+        mcp["load_average"] = {"before": [round(x, 2) for x in load_before],
+                               "after": [round(x, 2) for x in os.getloadavg()]}
         print(f"bench_mcp: mcp {mcp}", file=sys.stderr)
-        watch = watch_phase(root, index_dir, args.edits, args.watch_seconds)
+        inprocess = inprocess_phase(root, index_dir, min(args.queries, 100))
+        print(f"bench_mcp: in-process {inprocess}", file=sys.stderr)
+        watch = (None if args.no_watch
+                 else watch_phase(root, index_dir, args.edits, args.watch_seconds))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     warm = mcp["warm_search"]
-    ets = watch["edit_to_searchable"]
-    drift = watch["rss"].get("drift_percent")
+    ets = watch["edit_to_searchable"] if watch else None
+    drift = watch["rss"].get("drift_percent") if watch else None
     report = {
         "index": built,
         "mcp": mcp,
+        "in_process": inprocess,
         "watch": watch,
         "targets": {
             "first_call_within_5s": mcp["first_search_answered_s"] < 5,

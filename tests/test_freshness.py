@@ -134,3 +134,58 @@ def test_search_dash_c_searches_another_folder(
     assert capsys.readouterr().out.startswith("src/db.py:1-3")
     assert main(["search", "-C", str(tmp_path / "missing"), "x"]) == 2
     assert "coarch: error: no such folder" in capsys.readouterr().err
+
+
+# ---- a followed index (Index.follow_changes: the MCP server's) -----------------------------------
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_followed_index_lists_nothing_until_a_file_changes(repo: tuple[Path, Path]) -> None:
+    root, index_dir = repo
+    with coarch.Index(root, index_dir=index_dir) as index:
+        assert index.follow_changes()
+        index.search("open_socket", k=1)
+        assert (index.freshness.state, index.freshness.listed) == ("fresh", True)
+        index.search("run_migrations", k=1)
+        assert (index.freshness.state, index.freshness.listed) == ("fresh", False)
+        # Written, then searched at once: the notification is already queued.
+        (root / "src" / "net.py").write_text(
+            "def open_socket(host, port):\n    return host\n\n"
+            "def close_socket_gracefully(sock):\n    return sock\n")
+        hits = index.search("close_socket_gracefully", k=1)
+        assert (index.freshness.state, index.freshness.listed) == ("refreshed", True)
+        assert "close_socket_gracefully" in hits[0].snippet
+        # The refresh wrote only the index folder: the next search lists nothing.
+        index.search("open_socket", k=1)
+        assert (index.freshness.state, index.freshness.listed) == ("fresh", False)
+        (root / "src" / "new_pkg").mkdir()
+        (root / "src" / "new_pkg" / "queue.py").write_text(
+            "def drain_the_queue(q):\n    return list(q)\n")
+        assert index.search("drain_the_queue", k=1)[0].path == "src/new_pkg/queue.py"
+        assert index.freshness.state == "refreshed"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_followed_index_still_lists_now_and_then(repo: tuple[Path, Path],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from coarch import freshness
+
+    root, index_dir = repo
+    with coarch.Index(root, index_dir=index_dir) as index:
+        assert index.follow_changes()
+        index.search("open_socket", k=1)
+        monkeypatch.setattr(freshness, "FULL_CHECK_SECONDS", 0.0)
+        index.search("open_socket", k=1)
+        assert (index.freshness.state, index.freshness.listed) == ("fresh", True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_followed_index_keeps_listing_while_stale(repo: tuple[Path, Path]) -> None:
+    root, index_dir = repo
+    for i in range(3):
+        (root / "src" / f"gen_{i}.py").write_text(f"def generated_{i}():\n    return {i}\n")
+    with coarch.Index(root, index_dir=index_dir) as index:
+        assert index.follow_changes()
+        for _ in range(2):
+            index.search("generated_1", k=1, refresh_max_files=2)
+            assert (index.freshness.state, index.freshness.listed) == ("stale", True)
+            assert index.freshness.stale_files == 3

@@ -142,6 +142,40 @@ def test_search_refreshes_a_changed_file_first(indexed: tuple[Path, Path]) -> No
     run(server_params(root, index_dir), scenario)
 
 
+def test_warm_searches_list_no_files_until_one_changes(indexed: tuple[Path, Path]) -> None:
+    root, index_dir = indexed
+
+    async def scenario(session: ClientSession) -> None:
+        first = structured(await session.call_tool("search", {"query": "parse_config"}))
+        assert first["freshness"] == {"state": "fresh", "stale_files": 0, "refreshed_files": 0,
+                                      "reason": None, "listed": True}
+        for query in ("retry_upload", "tiny project"):
+            got = structured(await session.call_tool("search", {"query": query}))
+            assert (got["freshness"]["state"], got["freshness"]["listed"]) == ("fresh", False)
+        (root / "src" / "config.py").write_text(
+            "def parse_config(text):\n    return {}\n\n"
+            "def merge_config_layers(base, override):\n    return {**base, **override}\n")
+        got = structured(await session.call_tool("search", {"query": "merge_config_layers"}))
+        assert (got["freshness"]["state"], got["freshness"]["listed"]) == ("refreshed", True)
+        assert "merge_config_layers" in got["hits"][0]["snippet"]
+
+    run(server_params(root, index_dir), scenario)
+
+
+def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
+    import subprocess
+
+    from coarch import mcp_server, search
+
+    probe = ("import sys, coarch.mcp_server, coarch.cli; "
+             "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.index') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO)}, check=True).stdout
+    assert out.strip() == "[]"
+    assert (mcp_server.DEFAULT_K, mcp_server.MAX_K) == (search.DEFAULT_K, search.MAX_K)
+
+
 def test_many_changes_answer_at_once_and_count_stale_files(indexed: tuple[Path, Path]) -> None:
     root, index_dir = indexed
     for i in range(3):

@@ -25,6 +25,7 @@ choose_openblas_core()
 from coarch._version import __version__
 from coarch.embedder import Embedder
 from coarch.errors import (
+    ClusterError,
     CoarchError,
     ConfigError,
     CorruptIndexError,
@@ -44,9 +45,11 @@ from coarch.indexer import IndexOptions, IndexSummary
 from coarch.memory import MemoryManager, MemoryPressure
 from coarch.models import default_model_path
 from coarch.progress import IndexProgress
+from coarch.registry import known_indexes, search_all
 from coarch.search import Hit
 
 __all__ = [
+    "ClusterError",
     "CoarchError",
     "ConfigError",
     "CorruptIndexError",
@@ -70,4 +73,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "default_model_path",
+    "known_indexes",
+    "search_all",
 ]

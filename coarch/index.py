@@ -40,6 +40,7 @@ from coarch.location import (
 )
 from coarch.locking import IndexLock, holder
 from coarch.progress import ProgressCallback
+from coarch.registry import remember
 from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
@@ -92,7 +93,13 @@ class Index:
         `full` rebuilds), IndexingInterrupted (exit code 130) after Ctrl-C, having committed the
         work in hand. Model, memory and precision settings are checked before anything is
         written; a rebuild is built beside the index and swapped in when complete, so a failed
-        or killed rebuild leaves the index as it was."""
+        or killed rebuild leaves the index as it was. A completed build is recorded in the
+        list of indexes `coarch.search_all` searches (coarch.registry)."""
+        summary = self._build(progress, full)
+        remember(self.index_dir)
+        return summary
+
+    def _build(self, progress: ProgressCallback | None, full: bool | None) -> IndexSummary:
         root = check_root(self.root)
         options = self.options if full is None else IndexOptions(
             **{**self.options.__dict__, "full": full})

@@ -55,6 +55,7 @@ from coarch.progress import IndexProgress, ProgressCallback, current_rss
 from coarch.store import FileState, NewChunk, Store, text_hash
 
 if TYPE_CHECKING:
+    from coarch.distributed import RayOptions
     from coarch.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class IndexOptions:
     use_git: bool = True
     # fp32, bf16 or auto; None: $COARCH_PRECISION, else the index's own, else auto
     precision: str | None = None
+    # read, chunk and embed on a Ray cluster (coarch.distributed); None: in this process
+    ray: RayOptions | None = None
 
 
 @dataclass
@@ -131,6 +134,7 @@ class IndexSummary:
     skipped: list[str] = field(default_factory=list)
     invalid_utf8: int = 0
     discovery_mode: str = ""
+    workers: list[dict[str, Any]] = field(default_factory=list)  # Ray actors: peak RSS, limit
 
     @property
     def chunks_per_second(self) -> float:
@@ -157,6 +161,10 @@ class IndexSummary:
         if self.invalid_utf8:
             out.append(f"{self.invalid_utf8} files not valid UTF-8 (bad bytes replaced)")
         out.append(f"took {self.seconds:.1f}s, peak RSS {self.peak_rss / 2**20:.0f} MiB")
+        for w in self.workers:
+            out.append(f"Ray worker {w['worker']}: {w['files']} files, {w['chunks_embedded']}"
+                       f" chunks embedded, peak RSS {w['peak_rss'] / 2**20:.0f} MiB"
+                       f" (limit {w['limit_mb']:.0f} MiB)")
         return out
 
 
@@ -382,7 +390,12 @@ class Indexer:
 
         if to_read:
             assert embedder is not None
-            self._pipeline(discovery, to_read, states, embedder)
+            if opts.ray is not None:
+                from coarch.distributed import RayPipeline
+
+                RayPipeline(opts.ray).run(self, to_read, states, embedder)
+            else:
+                self._pipeline(discovery, to_read, states, embedder)
         if deleted:
             with store.transaction():
                 for path in deleted:
@@ -728,6 +741,10 @@ class Indexer:
             words += ["--precision", opts.precision]
         if opts.max_file_size != DEFAULT_MAX_FILE_SIZE:
             words += ["--max-file-size", str(opts.max_file_size)]
+        if opts.ray is not None:
+            words.append("--ray")
+            if opts.ray.address:
+                words += ["--ray-address", opts.ray.address]
         return shlex.join(words)
 
     # ---- bookkeeping -------------------------------------------------------------------------

@@ -260,19 +260,24 @@ def run_index(args: argparse.Namespace) -> int:
     paths = _index_paths(args)
     ray = _ray_options(args)
     options["ray"] = ray
+    results = sys.stdout
     with contextlib.ExitStack() as stack:
         if ray is not None:
             from coarch.distributed import cluster
 
+            # Ray prints its workers' errors (a worker died, retried) on sys.stdout: they go
+            # to stderr with the logs, and stdout keeps only the summaries.
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
             stack.enter_context(cluster(ray))  # one connection for every folder
         for path in paths:
             if len(paths) > 1 and not args.quiet and not args.json:
-                _write(sys.stdout, f"{path}:\n")
-            _index_one(args, path, options)
+                _write(results, f"{path}:\n")
+            _index_one(args, path, options, results)
     return EXIT_OK
 
 
-def _index_one(args: argparse.Namespace, path: str, options: dict[str, Any]) -> None:
+def _index_one(args: argparse.Namespace, path: str, options: dict[str, Any],
+               results: TextIO | None) -> None:
     from coarch.index import Index
     from coarch.progress import ProgressRenderer
 
@@ -284,9 +289,9 @@ def _index_one(args: argparse.Namespace, path: str, options: dict[str, Any]) -> 
         if renderer is not None:
             renderer.close()
     if args.json:
-        _write(sys.stdout, json.dumps(summary.as_dict()) + "\n")
+        _write(results, json.dumps(summary.as_dict()) + "\n")
     elif not args.quiet:
-        _write(sys.stdout, "".join(line + "\n" for line in summary.lines()))
+        _write(results, "".join(line + "\n" for line in summary.lines()))
 
 
 # ---- coarch status -------------------------------------------------------------------------------

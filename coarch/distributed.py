@@ -246,7 +246,7 @@ class IndexWorker:
         from coarch.embedder import Embedder
         from coarch.memory import MemoryManager
 
-        given = ray.get_runtime_context().get_assigned_resources()
+        given = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
         threads = max(1, int(given.get("CPU", 1)))
         memory_bytes = given.get("memory")
         self.limit_mb = float(memory_bytes) / 2**20 if memory_bytes else 0.0
@@ -357,7 +357,7 @@ class RayPipeline:
 
     def run(self, indexer: Indexer, to_read: list[Candidate], states: dict[str, FileState],
             embedder: Embedder) -> None:
-        from coarch.indexer import MAX_PENDING_FILES, _Waiting
+        from coarch.indexer import MAX_PENDING_FILES
 
         ray = import_ray(self.options)
         if not ray.is_initialized():
@@ -370,7 +370,7 @@ class RayPipeline:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy",
                                               prefetch_batches=1):
                 for result in batch["result"]:
-                    self._take(indexer, result, pending, workers, embedder, _Waiting)
+                    self._take(indexer, result, pending, workers, embedder)
                     indexer.summary.embed_seconds = time.monotonic() - t0
                     due = time.monotonic() - pending.last >= indexer.checkpoint_every
                     if (due and (pending.ready or pending.vectors)) or \
@@ -433,11 +433,12 @@ class RayPipeline:
 
     @staticmethod
     def _take(indexer: Indexer, result: FileResult, pending: _Checkpoint,
-              workers: dict[str, dict[str, Any]], embedder: Embedder, waiting: type) -> None:
+              workers: dict[str, dict[str, Any]], embedder: Embedder) -> None:
         """One file's result into the next checkpoint, through the Indexer's own decision
         (`_prepare`: cache look-up, copies, skips). A copy whose twin changed meanwhile is
         chunked and embedded here, as a local run does."""
         from coarch.discovery import SkippedFile
+        from coarch.indexer import _Waiting
 
         summary = indexer.summary
         summary.chunks_embedded += result.embedded
@@ -456,7 +457,7 @@ class RayPipeline:
         # _prepare counts every chunk whose vector it finds as re-used; those the worker has
         # just embedded were not.
         summary.chunks_reused -= result.embedded
-        if isinstance(op, waiting):
+        if isinstance(op, _Waiting):
             texts = [text for _, _, text in op.need]
             rows = np.ascontiguousarray(embedder.encode(texts), dtype="<f4")
             for (key, _, _), row in zip(op.need, rows):

@@ -2,8 +2,10 @@
 
 The indexes in their default place (one folder per repository under the user cache folder) are
 found by looking there; those built elsewhere (`--index DIR`, $COARCH_INDEX_DIR) are listed in
-`<cache folder>/indexes.txt`, one folder per line, which every completed build adds itself to.
-Folders that no longer hold an index are dropped from the list when it is next written.
+`<user state folder>/coarch/indexes.txt` ($XDG_STATE_HOME, else ~/.local/state), one folder per
+line, which every completed build elsewhere adds itself to: state, not cache, so that clearing
+the cache does not forget them. Folders that no longer hold an index are dropped from the list
+when it is next written.
 
     >>> hits = coarch.search_all("where do we retry failed uploads")
 """
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import platformdirs
+
 from coarch.errors import CorruptIndexError, IndexNotFoundError, ModelError, ModelMismatchError
 from coarch.location import DB_FILE, REBUILD_SUFFIX, cache_root
 
@@ -31,7 +35,7 @@ REGISTRY_FILE = "indexes.txt"
 
 
 def registry_path() -> Path:
-    return cache_root() / REGISTRY_FILE
+    return Path(platformdirs.user_state_dir("coarch", appauthor=False)) / REGISTRY_FILE
 
 
 def _holds_index(folder: Path) -> bool:
@@ -50,7 +54,9 @@ def remember(index_dir: Path) -> None:
     """Adds `index_dir` to the list (and drops the folders that no longer hold an index). The
     list is rewritten whole, atomically, under a lock: concurrent builds each keep their line.
     A list that cannot be written costs only `--all` finding this index; it is logged, not
-    raised."""
+    raised. An index in its default place is found without the list."""
+    if index_dir.absolute().parent == cache_root().absolute():
+        return
     path = registry_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

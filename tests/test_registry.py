@@ -18,6 +18,7 @@ from coarch.registry import known_indexes, registry_path, search_all
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("COARCH_INDEX_DIR", raising=False)
     return tmp_path / "cache"
 
@@ -37,8 +38,9 @@ def test_known_indexes_are_the_default_ones_and_those_listed(
         two_indexes: tuple[Path, Path, Path], cache: Path) -> None:
     one, _, elsewhere = two_indexes
     assert known_indexes() == sorted([default_index_dir(one), elsewhere])
-    assert registry_path().read_text().splitlines() == sorted(
-        [str(default_index_dir(one)), str(elsewhere)])
+    # Only the index outside the cache folder needs the list.
+    assert registry_path() == cache.parent / "state" / "coarch" / "indexes.txt"
+    assert registry_path().read_text().splitlines() == [str(elsewhere)]
     shutil.rmtree(elsewhere)
     assert known_indexes() == [default_index_dir(one)]
 

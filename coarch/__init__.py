@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from coarch._version import __version__
 from coarch.errors import (
+    ClusterError,
     CoarchError,
     ConfigError,
     CorruptIndexError,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from coarch.memory import MemoryManager, MemoryPressure
     from coarch.models import default_model_path
     from coarch.progress import IndexProgress
+    from coarch.registry import known_indexes, search_all
     from coarch.search import Hit
 
 # The rest of the API is imported on first use: `coarch._core` loads libtorch (0.6 s idle,
@@ -63,6 +65,8 @@ _LAZY = {
     "MemoryManager": "coarch.memory",
     "MemoryPressure": "coarch.memory",
     "default_model_path": "coarch.models",
+    "known_indexes": "coarch.registry",
+    "search_all": "coarch.registry",
 }
 
 
@@ -82,6 +86,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ClusterError",
     "CoarchError",
     "ConfigError",
     "CorruptIndexError",
@@ -105,4 +110,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "default_model_path",
+    "known_indexes",
+    "search_all",
 ]

@@ -10,6 +10,7 @@ closed stdout ends it quietly with 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -144,8 +145,11 @@ def add_index_parser(sub: Any) -> None:
                     "finish the batch in hand and commit) or kill at any time: the next run "
                     "resumes.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", nargs="?", default=".", metavar="PATH",
-                   help="folder to index (default: the current folder)")
+    p.add_argument("path", nargs="*", metavar="PATH",
+                   help="folders to index, each into its own index (default: the current "
+                        "folder)")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="also index the folders listed in FILE, one per line (`-`: stdin)")
     p.add_argument("--model", metavar="DIR", help="model folder (default: the packaged "
                    "all-MiniLM-L6-v2, or $COARCH_MODEL)")
     p.add_argument("--memory-limit", type=_positive_int, metavar="MB",
@@ -175,14 +179,76 @@ def add_index_parser(sub: Any) -> None:
                    help="skip files larger than SIZE (default: 1M)")
     p.add_argument("--no-git", action="store_true",
                    help="do not ask git for the file list; apply .gitignore files directly")
-    p.add_argument("--json", action="store_true", help="write the summary as JSON on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="write the summary as JSON on stdout (one line per folder)")
+    _add_ray_flags(p)
     _add_common(p)
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    from coarch.distributed import DEFAULT_FILES_PER_BATCH, DEFAULT_WORKER_MEMORY_MB
+
+    group = p.add_argument_group(
+        "Ray", "read, chunk and embed on a Ray cluster; the index stays here (needs the extra:"
+               " pip install 'coarch[ray]')")
+    group.add_argument("--ray", action="store_true",
+                       help="index on Ray: the cluster at --ray-address, else $RAY_ADDRESS, "
+                            "else a local one started for the run")
+    group.add_argument("--ray-address", metavar="ADDRESS",
+                       help="cluster to join: HOST:PORT, or `auto` for the one `ray start` "
+                            "runs on this machine (implies --ray)")
+    group.add_argument("--ray-workers", type=_positive_int, metavar="N",
+                       help="actors embedding (default: as many as the cluster's CPUs hold)")
+    group.add_argument("--ray-cpus", type=_positive_int, default=1, metavar="N",
+                       help="CPUs (model threads) per actor (default: 1)")
+    group.add_argument("--ray-memory", type=_positive_int, default=DEFAULT_WORKER_MEMORY_MB,
+                       metavar="MB", help="memory per actor, its memory limit in MiB "
+                                          f"(default: {DEFAULT_WORKER_MEMORY_MB})")
+    group.add_argument("--ray-gpus", type=float, default=0.0, metavar="N",
+                       help="GPUs per actor; an actor holding one embeds on CUDA (default: 0)")
+    group.add_argument("--ray-batch-files", type=_positive_int,
+                       default=DEFAULT_FILES_PER_BATCH, metavar="N",
+                       help=f"files per actor call (default: {DEFAULT_FILES_PER_BATCH})")
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """The RayOptions of the flags, or None for a run in this process."""
+    if not (args.ray or args.ray_address):
+        return None
+    from coarch.distributed import RayOptions
+
+    return RayOptions(address=args.ray_address, workers=args.ray_workers, cpus=args.ray_cpus,
+                      memory_mb=args.ray_memory, gpus=args.ray_gpus,
+                      files_per_batch=args.ray_batch_files)
+
+
+def _index_paths(args: argparse.Namespace) -> list[str]:
+    """The folders to index: PATH arguments, then those of --from; the current folder when
+    neither names one. One --index folder cannot hold several indexes."""
+    paths = list(args.path)
+    if args.from_file:
+        try:
+            if args.from_file == "-":
+                text = sys.stdin.read() if sys.stdin is not None else ""
+            else:
+                with open(args.from_file, encoding="utf-8") as fh:
+                    text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --from {args.from_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        listed = [line.strip() for line in text.splitlines()]
+        paths += [line for line in listed if line and not line.startswith("#")]
+        if not paths:
+            raise UsageError(f"--from {args.from_file} lists no folder")
+    paths = paths or ["."]
+    if len(paths) > 1 and args.index is not None:
+        raise UsageError(f"--index names one index folder, but {len(paths)} folders were "
+                         "given", hint="drop --index: each folder gets its own index")
+    return paths
 
 
 def run_index(args: argparse.Namespace) -> int:
     from coarch.discovery import DEFAULT_MAX_FILE_SIZE
-    from coarch.index import Index
-    from coarch.progress import ProgressRenderer
 
     options: dict[str, Any] = {
         "model": args.model, "threads": args.threads, "memory_limit_mb": args.memory_limit,
@@ -191,18 +257,41 @@ def run_index(args: argparse.Namespace) -> int:
         "max_file_size": args.max_file_size or DEFAULT_MAX_FILE_SIZE,
         "use_git": not args.no_git, "precision": args.precision,
     }
+    paths = _index_paths(args)
+    ray = _ray_options(args)
+    options["ray"] = ray
+    results = sys.stdout
+    with contextlib.ExitStack() as stack:
+        if ray is not None:
+            from coarch.distributed import cluster
+
+            # Ray prints its workers' errors (a worker died, retried) on sys.stdout: they go
+            # to stderr with the logs, and stdout keeps only the summaries.
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+            stack.enter_context(cluster(ray))  # one connection for every folder
+        for path in paths:
+            if len(paths) > 1 and not args.quiet and not args.json:
+                _write(results, f"{path}:\n")
+            _index_one(args, path, options, results)
+    return EXIT_OK
+
+
+def _index_one(args: argparse.Namespace, path: str, options: dict[str, Any],
+               results: TextIO | None) -> None:
+    from coarch.index import Index
+    from coarch.progress import ProgressRenderer
+
     renderer = None if args.quiet or sys.stderr is None else ProgressRenderer(sys.stderr)
     try:
-        with Index(args.path, index_dir=args.index, **options) as index:
+        with Index(path, index_dir=args.index, **options) as index:
             summary = index.build(progress=renderer)
     finally:
         if renderer is not None:
             renderer.close()
     if args.json:
-        _write(sys.stdout, json.dumps(summary.as_dict()) + "\n")
+        _write(results, json.dumps(summary.as_dict()) + "\n")
     elif not args.quiet:
-        _write(sys.stdout, "".join(line + "\n" for line in summary.lines()))
-    return EXIT_OK
+        _write(results, "".join(line + "\n" for line in summary.lines()))
 
 
 # ---- coarch status -------------------------------------------------------------------------------
@@ -323,6 +412,9 @@ def add_search_parser(sub: Any) -> None:
                         "$COARCH_REFRESH_MAX_FILES, else 20, are; more are only counted)")
     p.add_argument("--model", metavar="DIR",
                    help="model folder (default: the one the index was built with)")
+    p.add_argument("--all", action="store_true",
+                   help="search every index coarch knows on this machine and merge the hits "
+                        "(paths shown absolute)")
     p.add_argument("--lines", type=_count, default=3, metavar="N",
                    help="snippet lines shown per hit (default: 3; 0: none)")
     p.add_argument("--json", action="store_true",
@@ -342,12 +434,16 @@ def run_search(args: argparse.Namespace) -> int:
     from coarch.index import Index
 
     query = " ".join(args.query)
-    where = cli_agents.search_root(args.directory, args.index)
-    with Index(where, index_dir=args.index, model=args.model) as index:
-        if not (index.index_dir / "index.sqlite").is_file():
-            _raise_no_index(index.root if args.index is None else None, args.index)
-        hits = index.search(query, k=args.k, mode=args.mode, lang=args.lang, path=args.path,
-                            refresh=not args.no_refresh, explain=args.explain)
+    if args.all:
+        hits = _search_everywhere(args, query)
+    else:
+        where = cli_agents.search_root(args.directory, args.index)
+        with Index(where, index_dir=args.index, model=args.model) as index:
+            if not (index.index_dir / "index.sqlite").is_file():
+                _raise_no_index(index.root if args.index is None else None, args.index)
+            hits = index.search(query, k=args.k, mode=args.mode, lang=args.lang,
+                                path=args.path, refresh=not args.no_refresh,
+                                explain=args.explain)
     if args.json:
         for hit in hits:
             _write(sys.stdout, json.dumps(hit.to_dict(), ensure_ascii=False) + "\n")
@@ -360,6 +456,22 @@ def run_search(args: argparse.Namespace) -> int:
                 text = text.rstrip("\n") + "\n" + format_explain(hit.explain, color) + gap
             _write(sys.stdout, text)
     return EXIT_OK if hits else EXIT_NO_HITS
+
+
+def _search_everywhere(args: argparse.Namespace, query: str) -> list[Any]:
+    """`search --all`: every known index, hits merged (coarch.registry)."""
+    from coarch.errors import IndexNotFoundError
+    from coarch.registry import known_indexes, search_all
+
+    if args.index is not None or args.model is not None:
+        raise UsageError("--all searches every index with its own model: drop "
+                         + ("--index" if args.index is not None else "--model"))
+    indexes = known_indexes()
+    if not indexes:
+        raise IndexNotFoundError("no index on this machine",
+                                 hint="run `coarch index PATH` first")
+    return search_all(query, k=args.k, mode=args.mode, lang=args.lang, path=args.path,
+                      indexes=indexes)
 
 
 def _raise_no_index(root: Any, index_dir: str | None) -> NoReturn:

@@ -120,3 +120,8 @@ class ModelNotFoundError(ModelError):
 class MemoryLimitError(CoarchError, MemoryError):
     """The work cannot fit under the memory limit, even one text alone, or the limit is too
     small for the model itself; the message says the minimum."""
+
+
+class ClusterError(CoarchError):
+    """The Ray cluster could not run the work (a worker that keeps failing, a lost cluster).
+    What was committed before stays in the index: the same command resumes."""

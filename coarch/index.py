@@ -49,6 +49,7 @@ from coarch.location import (
 )
 from coarch.locking import IndexLock, holder
 from coarch.progress import ProgressCallback, pressure_name
+from coarch.registry import remember
 from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
@@ -109,7 +110,15 @@ class Index:
         before anything is written; a rebuild is built beside the index and swapped in when
         complete, so a failed or killed rebuild leaves the index as it was. `settings` replaces
         the Index's own for this run; `embedder`, a loaded model, is used when it is the model
-        and precision the run needs."""
+        and precision the run needs. A completed build is recorded in the list of indexes
+        `coarch.search_all` searches (coarch.registry)."""
+        summary = self._build(progress, full, stop, settings, embedder)
+        remember(self.index_dir)
+        return summary
+
+    def _build(self, progress: ProgressCallback | None, full: bool | None,
+               stop: threading.Event | None, settings: IndexOptions | None,
+               embedder: Embedder | None) -> IndexSummary:
         root = check_root(self.root)
         options = settings or self.options
         if full is not None:

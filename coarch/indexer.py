@@ -63,6 +63,7 @@ from coarch.progress import (
 from coarch.store import FileState, NewChunk, Store, text_hash
 
 if TYPE_CHECKING:
+    from coarch.distributed import RayOptions
     from coarch.embedder import Embedder
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class IndexOptions:
     use_git: bool = True
     # fp32, bf16 or auto; None: $COARCH_PRECISION, else the index's own, else auto
     precision: str | None = None
+    # read, chunk and embed on a Ray cluster (coarch.distributed); None: in this process
+    ray: RayOptions | None = None
 
     def __post_init__(self) -> None:
         check_max_file_size(self)
@@ -183,6 +186,7 @@ class IndexSummary:
     skipped: list[str] = field(default_factory=list)
     invalid_utf8: int = 0
     discovery_mode: str = ""
+    workers: list[dict[str, Any]] = field(default_factory=list)  # Ray actors: peak RSS, limit
 
     @property
     def chunks_per_second(self) -> float:
@@ -209,6 +213,10 @@ class IndexSummary:
         if self.invalid_utf8:
             out.append(f"{self.invalid_utf8} files not valid UTF-8 (bad bytes replaced)")
         out.append(f"took {self.seconds:.1f}s, peak RSS {self.peak_rss / 2**20:.0f} MiB")
+        for w in self.workers:
+            out.append(f"Ray worker {w['worker']}: {w['files']} files, {w['chunks_embedded']}"
+                       f" chunks embedded, peak RSS {w['peak_rss'] / 2**20:.0f} MiB"
+                       f" (limit {w['limit_mb']:.0f} MiB)")
         return out
 
 
@@ -316,6 +324,22 @@ def load_model(plan: RunPlan, options: IndexOptions) -> LoadedModel:
     embedder = Embedder(plan.model_path, threads=options.threads, memory=memory,
                         precision=plan.precision_request)
     return LoadedModel(embedder, memory)
+
+
+def new_chunker(embedder: Embedder, target_tokens: int | None = None) -> Chunker:
+    """The chunker of a run (local or on a Ray worker): chunks are sized in tokens of the form
+    the model reads, so that none is cut off."""
+
+    def count_model_tokens(text: str) -> int:
+        return embedder.count_tokens(model_text(text))
+
+    return Chunker(count_model_tokens, embedder.max_seq_length, target_tokens=target_tokens)
+
+
+def model_input(chunk: Chunk) -> str:
+    """What the model reads for a chunk (its embedded text, identifiers split into words); its
+    text_hash is the key of the chunk's vector."""
+    return model_text(chunk.embed_text)
 
 
 class Indexer:
@@ -446,7 +470,12 @@ class Indexer:
 
         if to_read:
             assert embedder is not None
-            self._pipeline(discovery, to_read, states, embedder)
+            if opts.ray is not None:
+                from coarch.distributed import RayPipeline
+
+                RayPipeline(opts.ray).run(self, to_read, states, embedder)
+            else:
+                self._pipeline(discovery, to_read, states, embedder)
         if deleted:
             with store.transaction():
                 for path in deleted:
@@ -480,12 +509,7 @@ class Indexer:
         store.set_meta("precision_reason", plan.precision_reason or embedder.precision_reason)
 
     def _new_chunker(self, embedder: Embedder) -> Chunker:
-        # Chunks are sized in tokens of the form the model reads (identifiers split).
-        def count_model_tokens(text: str) -> int:
-            return embedder.count_tokens(model_text(text))
-
-        return Chunker(count_model_tokens, embedder.max_seq_length,
-                       target_tokens=self.options.target_tokens)
+        return new_chunker(embedder, self.options.target_tokens)
 
     # ---- the pipeline ------------------------------------------------------------------------
 
@@ -690,7 +714,7 @@ class Indexer:
         self._bytes_done += got.size
         self._chunks_seen += len(got.chunks)
         self.summary.files_indexed += 1
-        inputs = [model_text(c.embed_text) for c in got.chunks]  # what the model reads
+        inputs = [model_input(c) for c in got.chunks]
         rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
                          text_hash(text)) for c, text in zip(got.chunks, inputs)]
         hashes = [r.text_hash for r in rows]
@@ -796,6 +820,10 @@ class Indexer:
             words += ["--precision", opts.precision]
         if opts.max_file_size != DEFAULT_MAX_FILE_SIZE:
             words += ["--max-file-size", str(opts.max_file_size)]
+        if opts.ray is not None:
+            words.append("--ray")
+            if opts.ray.address:
+                words += ["--ray-address", opts.ray.address]
         return shlex.join(words)
 
     # ---- bookkeeping -------------------------------------------------------------------------

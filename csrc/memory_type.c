@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include "cx_memory.h"
+#include "cx_sysmem.h"
 
 #define MIB (1024.0 * 1024.0)
 
@@ -14,8 +15,6 @@ typedef struct {
     PyObject_HEAD
     cx_memory *memory; /* owned; NULL until __init__ succeeds */
 } MemoryManager;
-
-static const char *const limit_sources[] = {"explicit", "cgroup", "system"};
 
 static cx_memory *require_memory(MemoryManager *self)
 {
@@ -175,7 +174,7 @@ static PyObject *MemoryManager_stats(MemoryManager *self, PyObject *unused)
         "s:s,s:O,s:(ddd),s:L,s:L,s:d,s:d,s:i,s:N,s:N,s:O,s:d,s:d,s:d}",
         "rss_mb", (double)s.rss_bytes / MIB, "peak_rss_mb", (double)s.peak_rss_bytes / MIB,
         "available_mb", (double)s.available_bytes / MIB, "total_mb", (double)s.total_bytes / MIB,
-        "limit_mb", (double)s.limit_bytes / MIB, "limit_source", limit_sources[s.limit_source],
+        "limit_mb", (double)s.limit_bytes / MIB, "limit_source", cx_memory_limit_source_name(s.limit_source),
         "pressure", (int)s.pressure, "usage", s.usage, "batch_tokens", (long long)s.batch_tokens,
         "batches", (long long)s.batches, "gc_runs", (long long)s.gc_runs, "trims",
         (long long)s.trims, "waits", (long long)s.waits, "cuda_releases",
@@ -214,7 +213,7 @@ static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
     cx_cgroup_info info;
     cx_error err;
     cx_error_clear(&err);
-    cx_status status = cx_memory_read_cgroup(PyBytes_AS_STRING(root_bytes), &info, &err);
+    cx_status status = cx_sysmem_read_cgroup(PyBytes_AS_STRING(root_bytes), &info, &err);
     Py_DECREF(root_bytes);
     if (status != CX_OK)
         return cx_raise(status, &err);
@@ -250,7 +249,7 @@ static PyObject *MemoryManager_get_limit_source(MemoryManager *self, void *closu
         return NULL;
     cx_memory_stats s;
     cx_memory_get_stats(memory, &s);
-    return PyUnicode_FromString(limit_sources[s.limit_source]);
+    return PyUnicode_FromString(cx_memory_limit_source_name(s.limit_source));
 }
 
 static PyObject *MemoryManager_get_profile(MemoryManager *self, void *closure)

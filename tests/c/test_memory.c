@@ -1,4 +1,4 @@
-/* test_memory.c: plain C tests of cx_memory (no Python, no libtorch).
+/* test_memory.c: plain C tests of cx_memory and cx_sysmem (no Python, no libtorch).
  *
  * Usage: test_memory [CGROUP_FIXTURES]   (default: ../data/cgroup, as run from tests/c)
  * The libtorch functions cx_memory calls (cx_backend.h) are replaced by the stubs below: one
@@ -14,6 +14,7 @@
 
 #include "cx_backend.h"
 #include "cx_memory.h"
+#include "cx_sysmem.h"
 
 #include "check.h"
 
@@ -94,7 +95,7 @@ static void test_cgroup(const char *fixtures)
         snprintf(root, sizeof root, "%s/%s", fixtures, cases[i].name);
         cx_cgroup_info info;
         cx_error err = {{0}};
-        cx_status status = cx_memory_read_cgroup(root, &info, &err);
+        cx_status status = cx_sysmem_read_cgroup(root, &info, &err);
         CHECK(status == CX_OK, "%s: %s", cases[i].name, err.message);
         CHECK(info.version == cases[i].version, "%s: version %d", cases[i].name, info.version);
         CHECK(info.limit_bytes == cases[i].limit, "%s: limit %lld", cases[i].name,
@@ -106,7 +107,7 @@ static void test_cgroup(const char *fixtures)
     snprintf(root, sizeof root, "%s/bad", fixtures);
     cx_cgroup_info info;
     cx_error err = {{0}};
-    CHECK(cx_memory_read_cgroup(root, &info, &err) == CX_ERR_IO, "bad limit file");
+    CHECK(cx_sysmem_read_cgroup(root, &info, &err) == CX_ERR_IO, "bad limit file");
     CHECK(strstr(err.message, "not a number or \"max\": lots") != NULL, "%s", err.message);
 
     /* As the manager's limit: the cgroup wins over a larger explicit limit. */

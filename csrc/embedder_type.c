@@ -146,7 +146,7 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "threads and max_seq_length must not be negative");
         goto done;
     }
-    if (memory != Py_None && cx_memory_manager_get(memory) == NULL)
+    if (memory != Py_None && cx_memory_manager_get(cx_state_of(self), memory) == NULL)
         goto done;
     if (parse_device(device_name, &device) < 0)
         goto done;
@@ -160,7 +160,7 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
     if (parts.bert == NULL) {
         free_parts(&parts);
-        cx_raise_loading(parts.status, &parts.err);
+        cx_raise_loading(cx_state_of(self), parts.status, &parts.err);
         goto done;
     }
     const cx_bert_config *config = cx_model_config(parts.model);
@@ -194,13 +194,13 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     self->precision_reason = precision_reason;
     if (memory != Py_None) {
         /* The budget is predicted for this model; a limit too small for it is refused now. */
-        cx_memory *manager = cx_memory_manager_get(memory);
+        cx_memory *manager = cx_memory_manager_get(cx_state_of(self), memory);
         cx_memory_attach_model(manager, config, device == CX_DEVICE_CUDA);
         cx_error err;
         cx_error_clear(&err);
         cx_status status = cx_memory_check_model(manager, config, -1, &err);
         if (status != CX_OK) {
-            cx_raise(status, &err);
+            cx_raise(cx_state_of(self), status, &err);
             goto done; /* self->model is set: Embedder_dealloc frees the parts */
         }
         self->memory = Py_NewRef(memory);
@@ -391,7 +391,7 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     if (collect_texts(PySequence_Fast_ITEMS(items), count, texts, keepalive) < 0)
         goto done;
 
-    cx_memory *memory = self->memory != NULL ? cx_memory_manager_get(self->memory) : NULL;
+    cx_memory *memory = self->memory != NULL ? cx_memory_manager_get(cx_state_of(self), self->memory) : NULL;
     hook_context hook = {NULL, progress != Py_None ? progress : NULL, memory};
     cx_encode_request request = {
         .texts = texts,
@@ -415,7 +415,7 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     cx_status status = run_encode(self, &request, &err);
     PyEval_RestoreThread(hook.thread_state);
     if (status != CX_OK) {
-        cx_raise(status, &err);
+        cx_raise(cx_state_of(self), status, &err);
         goto done;
     }
     result = Py_NewRef(Py_None);
@@ -481,7 +481,7 @@ static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
     count = cx_tokenizer_encode(self->tokenizer, data, (size_t)length, ids, self->max_seq_length,
                                 &err);
     Py_END_ALLOW_THREADS
-    PyObject *result = count < 0 ? cx_raise((cx_status)count, &err) : ids_to_list(ids, count);
+    PyObject *result = count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err) : ids_to_list(ids, count);
     PyMem_Free(ids);
     Py_XDECREF(keepalive);
     return result;
@@ -501,7 +501,7 @@ static PyObject *Embedder_count_tokens(Embedder *self, PyObject *text)
     count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
     Py_END_ALLOW_THREADS
     Py_XDECREF(keepalive);
-    return count < 0 ? cx_raise((cx_status)count, &err) : PyLong_FromLongLong(count);
+    return count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err) : PyLong_FromLongLong(count);
 }
 
 static PyObject *Embedder_id_to_token(Embedder *self, PyObject *arg)

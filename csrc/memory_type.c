@@ -23,10 +23,11 @@ static cx_memory *require_memory(MemoryManager *self)
     return self->memory;
 }
 
-struct cx_memory *cx_memory_manager_get(PyObject *object)
+struct cx_memory *cx_memory_manager_get(cx_module_state *state, PyObject *object)
 {
-    cx_module_state *state = cx_state();
-    if (state == NULL || !PyObject_TypeCheck(object, state->memory_manager_type)) {
+    if (state == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(object, state->memory_manager_type)) {
         PyErr_Format(PyExc_TypeError, "memory must be a coarch.MemoryManager, not %.100s",
                      Py_TYPE(object)->tp_name);
         return NULL;
@@ -109,7 +110,7 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
     cx_memory *memory = cx_memory_new(&options, &status, &err);
     Py_XDECREF(root_bytes);
     if (memory == NULL) {
-        cx_raise(status, &err);
+        cx_raise(cx_state_of(self), status, &err);
         return -1;
     }
     self->memory = memory;
@@ -201,11 +202,11 @@ static PyObject *MemoryManager_check_model(MemoryManager *self, PyObject *args, 
     cx_error_clear(&err);
     cx_status status = cx_memory_check_model(memory, NULL, (int64_t)weights, &err);
     if (status != CX_OK)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of(self), status, &err);
     Py_RETURN_NONE;
 }
 
-static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
+static PyObject *MemoryManager_parse_cgroup(PyTypeObject *type, PyObject *root)
 {
     PyObject *root_bytes = NULL;
     if (!PyUnicode_FSConverter(root, &root_bytes))
@@ -216,7 +217,7 @@ static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
     cx_status status = cx_sysmem_read_cgroup(PyBytes_AS_STRING(root_bytes), &info, &err);
     Py_DECREF(root_bytes);
     if (status != CX_OK)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of_type(type), status, &err);
     PyObject *version = info.version != 0 ? PyLong_FromLong(info.version) : Py_NewRef(Py_None);
     PyObject *limit =
         info.limit_bytes > 0 ? PyLong_FromLongLong(info.limit_bytes) : Py_NewRef(Py_None);
@@ -291,7 +292,7 @@ static PyMethodDef MemoryManager_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_check_model(weights_bytes=-1)\n\nRaises MemoryLimitError when the limit is too small "
      "for the attached model\n(weights_bytes: still to become resident; -1 estimates them)."},
-    {"_parse_cgroup", (PyCFunction)MemoryManager_parse_cgroup, METH_O | METH_STATIC,
+    {"_parse_cgroup", (PyCFunction)(void (*)(void))MemoryManager_parse_cgroup, METH_O | METH_CLASS,
      "_parse_cgroup(root) -> dict\n\nThe memory cgroup as seen under `root` (tests): version, "
      "limit_bytes, usage_bytes,\ndirectory."},
     {NULL, NULL, 0, NULL},

@@ -37,7 +37,7 @@ static PyObject *Tokenizer_new(PyTypeObject *type, PyObject *args, PyObject *kwa
     Py_END_ALLOW_THREADS
     Py_DECREF(path);
     if (tokenizer == NULL)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of_type(type), status, &err);
     Tokenizer *self = (Tokenizer *)type->tp_alloc(type, 0);
     if (self == NULL) {
         cx_tokenizer_free(tokenizer);
@@ -143,7 +143,7 @@ static PyObject *encode_utf8(Tokenizer *self, const char *data, Py_ssize_t lengt
         Py_END_ALLOW_THREADS
     }
     if (count < 0)
-        return cx_raise((cx_status)count, &err);
+        return cx_raise(cx_state_of(self), (cx_status)count, &err);
     PyObject *list = ids_to_list(ids, count);
     PyMem_RawFree(ids);
     return list;
@@ -207,7 +207,7 @@ static PyObject *Tokenizer_count(Tokenizer *self, PyObject *text)
     }
     Py_XDECREF(keepalive);
     if (count < 0)
-        return cx_raise((cx_status)count, &err);
+        return cx_raise(cx_state_of(self), (cx_status)count, &err);
     return PyLong_FromLongLong(count);
 }
 

@@ -17,11 +17,11 @@ class Embedder:
         self,
         model_dir: str,
         *,
+        precision: str,  # "fp32" or "bf16": coarch.embedder.choose_precision resolves "auto"
         threads: int = 0,
         max_seq_length: int = 0,
         memory: MemoryManager | None = None,
         device: str = "cpu",
-        precision: str = "fp32",
     ) -> None: ...
     def encode_into(
         self,
@@ -45,8 +45,6 @@ class Embedder:
     def device(self) -> str: ...
     @property
     def precision(self) -> str: ...
-    @property
-    def precision_reason(self) -> str: ...
     @property
     def config(self) -> dict[str, Any]: ...
     @property

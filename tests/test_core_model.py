@@ -253,7 +253,7 @@ def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(coarch.ModelNotFoundError, match="model folder not found"):
         coarch.Embedder(model=str(missing))
     with pytest.raises(_core.ModelError) as caught:  # the core's own check, behind the Python one
-        _core.Embedder(str(missing))
+        _core.Embedder(str(missing), precision="fp32")
     assert str(caught.value).startswith(f"model folder not found ({missing}): No such file")
 
 

@@ -63,7 +63,8 @@ struct cx_memory {
     int64_t batches, gc_runs, trims, waits, cuda_releases;
 };
 
-/* all-MiniLM-L6-v2, the budget's shape until a model is attached. */
+/* all-MiniLM-L6-v2: the shape budgets and checks assume until a model is attached (or passed to
+ * cx_memory_batch_tokens); from then on they use that model's config. */
 static const cx_bert_config minilm_config = {
     .vocab_size = 30522,
     .hidden_size = 384,
@@ -626,7 +627,8 @@ cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
     int64_t rss, peak;
     cx_sysmem_read_process(&rss, &peak);
     const int uses_cuda = uses_cuda_of(memory);
-    const int64_t seq_len = config->max_seq_length > 0 ? config->max_seq_length : 512;
+    const int64_t seq_len = config->max_seq_length > 0 ? config->max_seq_length
+                                                     : config->max_position_embeddings;
     const int64_t one_text = host_bytes(config, uses_cuda, 1, seq_len);
     if (weights_bytes < 0)
         weights_bytes = cx_footprint_weights_bytes(config);

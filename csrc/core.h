@@ -7,6 +7,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 #include "cx_error.h"
 
@@ -52,6 +53,10 @@ int cx_memory_manager_type_setup(PyObject *module, cx_module_state *state);
  * On success *data and *length are valid while *keepalive (a new reference, possibly NULL when the
  * str's cached UTF-8 is used) and `text` live. Returns 0, or -1 with an exception set. */
 int cx_utf8_of(PyObject *text, const char **data, Py_ssize_t *length, PyObject **keepalive);
+
+/* A new list of `count` ints from `ids` (NULL is fine when count is 0); NULL with an exception
+ * set on failure. */
+PyObject *cx_ids_to_list(const int32_t *ids, int64_t count);
 
 /* The engine manager of a coarch._core.MemoryManager of `state`'s module (memory_type.c),
  * borrowed while `object` lives; NULL with TypeError set when `object` is not one. */

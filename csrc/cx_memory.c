@@ -3,8 +3,8 @@
  * no GIL (malloc_trim, CUDA cache release, the bounded wait).
  *
  * The reading path (cx_memory_pressure, and the readings inside after_batch, reserve and
- * batch_tokens) allocates nothing (cx_sysmem.h). State that changes after creation is guarded by one mutex, so encode loops on
- * several threads may share a manager. */
+ * batch_tokens) allocates nothing (cx_sysmem.h). State that changes after creation is guarded
+ * by one mutex, so encode loops on several threads may share a manager. */
 #include "cx_memory.h"
 
 #include <pthread.h>
@@ -641,7 +641,8 @@ cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
                         "memory limit (%lld MB, %s): too small for the model: %.0f MB in use, "
                         "%.0f MB of weights and %.1f MB for one %lld-token text need a limit of "
                         "at least %lld MB (the %s profile's critical threshold is %.0f %%)",
-                        (long long)(memory->limit / MIB), cx_memory_limit_source_name(memory->limit_source),
+                        (long long)(memory->limit / MIB),
+                        cx_memory_limit_source_name(memory->limit_source),
                         (double)rss / MIB, (double)weights_bytes / MIB, (double)one_text / MIB,
                         (long long)seq_len, (long long)((workable + MIB - 1) / MIB),
                         memory->profile, memory->thresholds.critical * 100);

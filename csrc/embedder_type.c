@@ -380,7 +380,8 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     if (collect_texts(PySequence_Fast_ITEMS(items), count, texts, keepalive) < 0)
         goto done;
 
-    cx_memory *memory = self->memory != NULL ? cx_memory_manager_get(cx_state_of(self), self->memory) : NULL;
+    cx_memory *memory =
+        self->memory != NULL ? cx_memory_manager_get(cx_state_of(self), self->memory) : NULL;
     hook_context hook = {NULL, progress != Py_None ? progress : NULL, memory};
     cx_encode_request request = {
         .texts = texts,
@@ -421,22 +422,6 @@ done:
 
 /* ---- tokenizer access -------------------------------------------------------------------- */
 
-static PyObject *ids_to_list(const int32_t *ids, int64_t count)
-{
-    PyObject *list = PyList_New((Py_ssize_t)count);
-    if (list == NULL)
-        return NULL;
-    for (int64_t i = 0; i < count; ++i) {
-        PyObject *id = PyLong_FromLong(ids[i]);
-        if (id == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
-    }
-    return list;
-}
-
 /* The UTF-8 of a str argument of the tokenizer methods (see cx_utf8_of); -1 with an
  * exception set when the Embedder is not ready or `text` is no str. */
 static int text_argument(Embedder *self, PyObject *text, const char **data, Py_ssize_t *length,
@@ -470,7 +455,8 @@ static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
     count = cx_tokenizer_encode(self->tokenizer, data, (size_t)length, ids, self->max_seq_length,
                                 &err);
     Py_END_ALLOW_THREADS
-    PyObject *result = count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err) : ids_to_list(ids, count);
+    PyObject *result = count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err)
+                                 : cx_ids_to_list(ids, count);
     PyMem_Free(ids);
     Py_XDECREF(keepalive);
     return result;
@@ -490,7 +476,8 @@ static PyObject *Embedder_count_tokens(Embedder *self, PyObject *text)
     count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
     Py_END_ALLOW_THREADS
     Py_XDECREF(keepalive);
-    return count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err) : PyLong_FromLongLong(count);
+    return count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err)
+                     : PyLong_FromLongLong(count);
 }
 
 static PyObject *Embedder_id_to_token(Embedder *self, PyObject *arg)

@@ -175,7 +175,8 @@ static PyObject *MemoryManager_stats(MemoryManager *self, PyObject *unused)
         "s:s,s:O,s:(ddd),s:L,s:L,s:d,s:d,s:i,s:N,s:N,s:O,s:d,s:d,s:d}",
         "rss_mb", (double)s.rss_bytes / MIB, "peak_rss_mb", (double)s.peak_rss_bytes / MIB,
         "available_mb", (double)s.available_bytes / MIB, "total_mb", (double)s.total_bytes / MIB,
-        "limit_mb", (double)s.limit_bytes / MIB, "limit_source", cx_memory_limit_source_name(s.limit_source),
+        "limit_mb", (double)s.limit_bytes / MIB, "limit_source",
+        cx_memory_limit_source_name(s.limit_source),
         "pressure", (int)s.pressure, "usage", s.usage, "batch_tokens", (long long)s.batch_tokens,
         "batches", (long long)s.batches, "gc_runs", (long long)s.gc_runs, "trims",
         (long long)s.trims, "waits", (long long)s.waits, "cuda_releases",
@@ -233,44 +234,26 @@ static PyObject *MemoryManager_parse_cgroup(PyTypeObject *type, PyObject *root)
                          "usage_bytes", usage, "directory", info.directory);
 }
 
-static PyObject *MemoryManager_get_limit_mb(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyFloat_FromDouble((double)s.limit_bytes / MIB);
-}
+/* The settings read as attributes; each getter's closure is one of these. */
+enum { SETTING_LIMIT_MB, SETTING_LIMIT_SOURCE, SETTING_PROFILE, SETTING_ADAPTIVE };
 
-static PyObject *MemoryManager_get_limit_source(MemoryManager *self, void *closure)
+static PyObject *MemoryManager_get_setting(MemoryManager *self, void *closure)
 {
     cx_memory *memory = require_memory(self);
     if (memory == NULL)
         return NULL;
     cx_memory_stats s;
     cx_memory_get_stats(memory, &s);
-    return PyUnicode_FromString(cx_memory_limit_source_name(s.limit_source));
-}
-
-static PyObject *MemoryManager_get_profile(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyUnicode_FromString(s.profile);
-}
-
-static PyObject *MemoryManager_get_adaptive(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyBool_FromLong(s.adaptive);
+    switch ((intptr_t)closure) {
+    case SETTING_LIMIT_MB:
+        return PyFloat_FromDouble((double)s.limit_bytes / MIB);
+    case SETTING_LIMIT_SOURCE:
+        return PyUnicode_FromString(cx_memory_limit_source_name(s.limit_source));
+    case SETTING_PROFILE:
+        return PyUnicode_FromString(s.profile);
+    default:
+        return PyBool_FromLong(s.adaptive);
+    }
 }
 
 static PyMethodDef MemoryManager_methods[] = {
@@ -299,12 +282,14 @@ static PyMethodDef MemoryManager_methods[] = {
 };
 
 static PyGetSetDef MemoryManager_getset[] = {
-    {"limit_mb", (getter)MemoryManager_get_limit_mb, NULL, "The effective limit in MB.", NULL},
-    {"limit_source", (getter)MemoryManager_get_limit_source, NULL,
-     "Which limit won: 'explicit', 'cgroup' or 'system'.", NULL},
-    {"profile", (getter)MemoryManager_get_profile, NULL, "The threshold profile's name.", NULL},
-    {"adaptive", (getter)MemoryManager_get_adaptive, NULL,
-     "Whether the budget adapts to pressure.", NULL},
+    {"limit_mb", (getter)MemoryManager_get_setting, NULL, "The effective limit in MB.",
+     (void *)(intptr_t)SETTING_LIMIT_MB},
+    {"limit_source", (getter)MemoryManager_get_setting, NULL,
+     "Which limit won: 'explicit', 'cgroup' or 'system'.", (void *)(intptr_t)SETTING_LIMIT_SOURCE},
+    {"profile", (getter)MemoryManager_get_setting, NULL, "The threshold profile's name.",
+     (void *)(intptr_t)SETTING_PROFILE},
+    {"adaptive", (getter)MemoryManager_get_setting, NULL,
+     "Whether the budget adapts to pressure.", (void *)(intptr_t)SETTING_ADAPTIVE},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -79,6 +79,23 @@ int cx_utf8_of(PyObject *text, const char **data, Py_ssize_t *length, PyObject *
     return 0;
 }
 
+PyObject *cx_ids_to_list(const int32_t *ids, int64_t count)
+{
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    if (list == NULL)
+        return NULL;
+    for (int64_t i = 0; i < count; i++) {
+        /* ids is NULL only with count <= 0 (encode_ids), which the analyzer cannot see. */
+        PyObject *id = PyLong_FromLong(ids[i]); /* NOLINT(clang-analyzer-core.NullDereference) */
+        if (id == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
+    }
+    return list;
+}
+
 static PyObject *available_cores(PyObject *module, PyObject *unused)
 {
     return PyLong_FromLong(cx_threads_available());

@@ -75,23 +75,6 @@ static int parse_max_tokens(PyObject *value, int64_t *max_tokens)
     return 0;
 }
 
-static PyObject *ids_to_list(const int32_t *ids, int64_t count)
-{
-    PyObject *list = PyList_New((Py_ssize_t)count);
-    if (list == NULL)
-        return NULL;
-    for (int64_t i = 0; i < count; i++) {
-        /* ids is NULL only with count < 0 (encode_ids), which the analyzer cannot see. */
-        PyObject *id = PyLong_FromLong(ids[i]); /* NOLINT(clang-analyzer-core.NullDereference) */
-        if (id == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
-    }
-    return list;
-}
-
 /* The engine work of encode: sizes the id buffer and fills it. Touches no Python object, so it
  * runs with or without the GIL. On success *ids is a PyMem_Raw buffer the caller frees. */
 static int64_t encode_ids(const cx_tokenizer *tokenizer, const char *data, size_t length,
@@ -144,7 +127,7 @@ static PyObject *encode_utf8(Tokenizer *self, const char *data, Py_ssize_t lengt
     }
     if (count < 0)
         return cx_raise(cx_state_of(self), (cx_status)count, &err);
-    PyObject *list = ids_to_list(ids, count);
+    PyObject *list = cx_ids_to_list(ids, count);
     PyMem_RawFree(ids);
     return list;
 }

@@ -24,6 +24,7 @@ ROOT = Path(__file__).parent
 C_SOURCES = [
     "csrc/cx_error.c",
     "csrc/cx_json.c",
+    "csrc/cx_config.c",
     "csrc/cx_model.c",
     "csrc/cx_tokenizer.c",
     "csrc/cx_threads.c",

@@ -1,4 +1,4 @@
-"""test_core_model.py: the C model loader (csrc/cx_model.c and csrc/cx_json.c).
+"""test_core_model.py: the C model loader (csrc/cx_model.c, csrc/cx_config.c and csrc/cx_json.c).
 
 Model folders are written by hand in tmp_path: a tiny BERT (hidden 8, 2 heads, 1 layer,
 intermediate 16, 16 positions, a 12-token vocab.txt) stored as safetensors with numpy. Valid

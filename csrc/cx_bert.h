@@ -40,8 +40,9 @@ void cx_bert_free(cx_bert *bert); /* NULL is fine */
  *   lengths: [batch] int32, each in [1, max_position_embeddings]
  *   out:     [batch, hidden] float32, row-major: the mean of each text's last-layer token
  *            states, L2-normalised
- * Attention runs per text over its own tokens, so no work or memory goes to padding and no mask
- * is needed. Runs with autograd off. Does not touch Python; call it without the GIL. */
+ * fp32 attention (and any on CUDA) runs per text over its own tokens: no mask, no padding. bf16
+ * attention on a CPU pads the batch's texts to one block length, a multiple of 32
+ * (cx_footprint.h), and its softmax zeroes the padding keys. Runs with autograd off. Does not touch Python; call it without the GIL. */
 cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *lengths,
                           int64_t batch, float *out, cx_error *err);
 

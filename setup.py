@@ -1,4 +1,4 @@
-"""Builds coarch._core: C engine files plus one C++ bridge to libtorch.
+"""Builds coarch._core: C engine files plus the C++ bridge to libtorch (encoder and backend).
 
 By default it links Debian's libtorch (package libtorch-dev: headers in /usr/include, libraries
 in the multiarch directory). COARCH_LIBTORCH=/path/to/libtorch (a folder with include/ and lib/,
@@ -19,13 +19,17 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
 
-# Explicit source list: engine files (plain C, no Python.h), bridge files, the libtorch bridge.
+# Explicit source list: engine files (plain C, no Python.h), bridge files, the libtorch bridge
+# (C++ only where libtorch demands it).
 C_SOURCES = [
     "csrc/cx_error.c",
     "csrc/cx_json.c",
+    "csrc/cx_config.c",
     "csrc/cx_model.c",
     "csrc/cx_tokenizer.c",
     "csrc/cx_threads.c",
+    "csrc/cx_footprint.c",
+    "csrc/cx_sysmem.c",
     "csrc/cx_memory.c",
     "csrc/cx_encode.c",
     "csrc/cx_rows.c",
@@ -34,7 +38,7 @@ C_SOURCES = [
     "csrc/tokenizer_type.c",
     "csrc/memory_type.c",
 ]
-CXX_SOURCES = ["csrc/cx_bert.cpp"]
+CXX_SOURCES = ["csrc/cx_bert.cpp", "csrc/cx_backend.cpp"]
 
 # -fopenmp-simd: the `omp simd` reduction pragmas of the kernels only, no OpenMP runtime.
 # -ffp-contract=fast: a * b + c may become one FMA, as outside ISO mode; -std=c11 turns it off
@@ -107,7 +111,7 @@ core = Extension(
     define_macros=cuda_macros,
     library_dirs=library_dirs,
     runtime_library_dirs=rpath,
-    depends=sorted(f"csrc/{p.name}" for p in (ROOT / "csrc").glob("*.h")),
+    depends=sorted(f"csrc/{p.name}" for p in (ROOT / "csrc").glob("*.h*")),
     libraries=["torch_cpu", "c10", *cuda_libraries, "dl"],
     extra_link_args=["-Wl,--as-needed", "-fopenmp"] + sanitize_flags(),
     language="c++",

@@ -11,7 +11,7 @@ import numpy as np
 
 from coarch import _core
 from coarch.cpu import cap_threads
-from coarch.errors import ConfigError, MemoryLimitError, ModelError
+from coarch.errors import MemoryLimitError, ModelError, PrecisionError
 from coarch.models import model_id, resolve_model_path
 
 if TYPE_CHECKING:
@@ -28,21 +28,33 @@ DEFAULT_PRECISION = "auto"
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
-def resolve_precision(precision: str | None, device: str = "cpu") -> str:
-    """The precision an Embedder will use: "fp32" or "bf16". None reads $COARCH_PRECISION,
-    else the default; "auto" is bf16 where _core.bf16_native() finds it native."""
+def choose_precision(precision: str | None, device: str = "cpu") -> tuple[str, str]:
+    """The precision an Embedder on `device` will use, "fp32" or "bf16", and why: the one place
+    that decides it (the core takes only the result). None reads $COARCH_PRECISION, else the
+    default; "auto" is bf16 on a CUDA device, and on a CPU where _core.bf16_native() finds it
+    native (the reason is then that check's finding). Raises PrecisionError for another name."""
     chosen = precision or os.environ.get(PRECISION_ENV) or DEFAULT_PRECISION
     if chosen not in PRECISIONS:
-        raise ConfigError(
-            f"unknown precision {chosen!r}",
+        raise PrecisionError(
+            f"precision must be fp32, bf16 or auto, not {chosen!r}",
             hint="use fp32, bf16 or auto (COARCH_PRECISION has the same values)",
         )
     if chosen != "auto":
-        return chosen
-    if device == "cuda":
-        return "bf16"
-    native, _reason = _core.bf16_native()
-    return "bf16" if native else "fp32"
+        return chosen, f"{chosen} was asked for"
+    if _runs_on_cuda(device):
+        return "bf16", "auto on a CUDA device: bf16"
+    native, reason = _core.bf16_native()
+    return ("bf16" if native else "fp32"), reason
+
+
+def resolve_precision(precision: str | None, device: str = "cpu") -> str:
+    """The precision an Embedder will use: "fp32" or "bf16" (see choose_precision)."""
+    return choose_precision(precision, device)[0]
+
+
+def _runs_on_cuda(device: str) -> bool:
+    """Whether the core runs an Embedder for `device` on CUDA ("auto": when one is present)."""
+    return device == "cuda" or (device == "auto" and bool(_core.backend_info()["cuda_available"]))
 
 
 class Embedder:
@@ -67,6 +79,7 @@ class Embedder:
         precision: str | None = None,
     ) -> None:
         self.model_path: Path = resolve_model_path(model)
+        resolved, self._precision_reason = choose_precision(precision, device)
         try:
             self._core = _core.Embedder(
                 str(self.model_path),
@@ -74,7 +87,7 @@ class Embedder:
                 max_seq_length=max_seq_length or 0,
                 memory=memory,
                 device=device,
-                precision=precision or os.environ.get(PRECISION_ENV) or DEFAULT_PRECISION,
+                precision=resolved,
             )
         except _core.ModelError as error:
             raise ModelError(str(error), hint="check the model folder") from None
@@ -110,7 +123,7 @@ class Embedder:
     @property
     def precision_reason(self) -> str:
         """Why that precision was chosen (for "auto": what the run-time check found)."""
-        return str(self._core.precision_reason)
+        return self._precision_reason
 
     @property
     def config(self) -> dict[str, object]:

@@ -43,6 +43,10 @@ class ConfigError(CoarchError):
     """A bad setting: an environment variable or option value that cannot be used."""
 
 
+class PrecisionError(ConfigError, ValueError):
+    """A precision other than fp32, bf16 or auto; a ValueError too, for library callers."""
+
+
 class IndexNotFoundError(CoarchError):
     """No index exists for the repository or folder asked about."""
 

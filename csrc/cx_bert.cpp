@@ -1,10 +1,10 @@
 /* cx_bert.cpp: the BERT encoder forward pass over libtorch's ATen, behind the C API of cx_bert.h.
  *
- * The only C++ file of the project. A batch is packed: its texts' tokens back to back, no
- * padding. Every token-wise step (dense layers, GELU, residual + LayerNorm) runs over the packed
- * rows. Attention in fp32 runs per text and head over that text's own rows, so padding costs
- * nothing and needs no mask; in bf16 it runs on blocks padded per batch (attend_cpu_low), where
- * batched products pay for the small padding.
+ * C++ because ATen is (cx_backend.cpp is the other such file). A batch is packed: its texts'
+ * tokens back to back, no padding. Every token-wise step (dense layers, GELU, residual +
+ * LayerNorm) runs over the packed rows. Attention in fp32 runs per text and head over that
+ * text's own rows, so padding costs nothing and needs no mask; in bf16 it runs on blocks padded
+ * per batch (attend_cpu_low), where batched products pay for the small padding.
  *
  * Threads (CPU): the work is split across ATen's intra-op pool here, by row blocks for the fp32
  * dense products and by (text, head) pairs for fp32 attention, each block one single-threaded
@@ -20,26 +20,21 @@
  * loops over rows (cx_rows.c). Every export catches all exceptions and turns them into a
  * cx_status: nothing throws across the C boundary. */
 #include "cx_bert.h"
+#include "cx_backend.h"
+#include "cx_footprint.h"
+#include "cx_guard.hpp"
 #include "cx_rows.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
-#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <exception>
-#include <mutex>
 #include <new>
-#include <string>
 #include <vector>
 
-#ifdef COARCH_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 namespace {
 
@@ -110,28 +105,6 @@ void parallel_tensors(int64_t begin, int64_t end, int64_t grain, const Body &bod
 
 /* Rows per task when splitting a dense product: enough for BLAS to run at full speed. */
 constexpr int64_t kRowGrain = 256;
-
-cx_status fail(cx_error *err, cx_status status, const char *what, const char *why)
-{
-    return cx_error_set(err, status, "%s: %s", what, why);
-}
-
-/* Runs `body`, turning any exception into a status with libtorch's message. */
-template <typename Body>
-cx_status guarded(cx_error *err, const char *what, Body &&body)
-{
-    try {
-        return body();
-    } catch (const c10::Error &e) {
-        return fail(err, CX_ERR_BACKEND, what, e.what_without_backtrace());
-    } catch (const std::bad_alloc &) {
-        return fail(err, CX_ERR_NOMEM, what, "out of memory");
-    } catch (const std::exception &e) {
-        return fail(err, CX_ERR_BACKEND, what, e.what());
-    } catch (...) {
-        return fail(err, CX_ERR_BACKEND, what, "unknown C++ exception");
-    }
-}
 
 at::Tensor wrap(const float *data, at::IntArrayRef shape, at::Device device)
 {
@@ -300,19 +273,10 @@ void attend_cpu(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Pa
  * inside, cx_rows.c) covers each text's own length and zeroes the padding keys, whose value
  * rows are zeroed too: padding changes nothing, and padded query rows are never copied back.
  * Texts of a batch have close lengths (they are sorted), so the padding is small; groups keep
- * the score matrices under kScoreBytes whatever the batch. */
-constexpr int64_t kScoreBytes = 16 << 20;
-
-/* The blocks' length: the longest text rounded up to 32, for the reason of kProductRows below
- * (oneDNN builds a kernel per product shape): a handful of lengths instead of one per batch. */
+ * the score matrices under CX_FOOTPRINT_SCORE_BYTES whatever the batch (cx_footprint.h). */
 int64_t attention_rows(const Packing &packing)
 {
-    return (packing.longest + 31) / 32 * 32;
-}
-
-int64_t score_group(int64_t heads, int64_t longest)
-{
-    return std::max<int64_t>(1, kScoreBytes / (2 * heads * longest * longest));
+    return cx_footprint_attention_rows(packing.longest);
 }
 
 void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, const Packing &packing,
@@ -333,7 +297,7 @@ void attend_cpu_low(Scratch &s, const at::Tensor &qkv, at::Tensor &context, cons
                                      packing.lengths[b], 3, heads, head_dim,
                                      block_data + b * per_text, part, longest);
     });
-    const int64_t group = std::min(texts, score_group(heads, longest));
+    const int64_t group = std::min(texts, cx_footprint_score_group(heads, longest));
     const int64_t square = longest * longest;
     at::Tensor scores = take(s.scores_low, group * heads * square,
                              {group * heads, longest, longest}, at::kBFloat16, cpu);
@@ -422,25 +386,12 @@ void encoder_layer(cx_bert &bert, const Layer &layer, const Packing &packing)
                    cfg.layer_norm_eps);
 }
 
-/* oneDNN builds (JIT-compiles) a kernel per product shape and caches it. Packed batches have a
- * new token count almost every time, so bf16 products run over the tokens rounded up to a
- * multiple of kProductRows: a few dozen shapes in all, each built once. Fewer tokens than that
- * (a search query: a dozen) round up to a power of two from kMinProductRows, four shapes more:
- * rounding a 12-token query up to 256 rows made its products 8x the work they need. The extra
- * rows hold whatever the scratch held; their outputs are never read (every product is
- * row-wise). */
-constexpr int64_t kProductRows = 256;
-constexpr int64_t kMinProductRows = 32;
-
+/* bf16 products run over the tokens rounded up (cx_footprint_product_rows: one oneDNN kernel
+ * per shape, a few dozen shapes in all). The extra rows hold whatever the scratch held; their
+ * outputs are never read (every product is row-wise). */
 int64_t product_rows(const Packing &packing)
 {
-    if (packing.tokens < kProductRows) {
-        int64_t rows = kMinProductRows;
-        while (rows < packing.tokens)
-            rows *= 2;
-        return rows;
-    }
-    return (packing.tokens + kProductRows - 1) / kProductRows * kProductRows;
+    return cx_footprint_product_rows(packing.tokens);
 }
 
 /* intermediate = GELU(hidden W^T + b) over the first `tokens` rows. On CPU the product runs
@@ -541,100 +492,6 @@ int64_t held_bytes(const at::Tensor &tensor)
     return tensor.defined() ? (int64_t)tensor.nbytes() : 0;
 }
 
-/* ---- is bf16 native? ---------------------------------------------------------------------
- * Decided from what the machine has, never from a timing: a timing on a busy machine flipped
- * the answer, and an index keeps the precision it was built with. */
-
-struct Bf16Verdict {
-    bool native = false;
-    std::string reason; /* says what was found, in /proc/cpuinfo's names */
-};
-
-/* The CPU's bf16 instructions as cpuinfo names them ("avx512_bf16", "amx_bf16"), from cpuid. */
-std::string cpu_bf16_features()
-{
-    __builtin_cpu_init();
-    std::string found;
-    if (__builtin_cpu_supports("avx512bf16"))
-        found = "avx512_bf16";
-    if (__builtin_cpu_supports("amx-bf16"))
-        found += found.empty() ? "amx_bf16" : " and amx_bf16";
-    return found;
-}
-
-/* libtorch 1.13 sends a bf16 product to oneDNN only when oneDNN is built in and enabled and the
- * CPU has AVX-512 BW, VL and DQ (ATen's mkldnn_bf16_device_check); otherwise it runs a scalar
- * reference loop. Returns nullptr when all hold, else what is missing. */
-const char *onednn_bf16_missing()
-{
-    if (!AT_MKLDNN_ENABLED() || !at::globalContext().hasMKLDNN())
-        return "this libtorch has no oneDNN";
-    if (!at::globalContext().userEnabledMkldnn())
-        return "oneDNN is disabled in this libtorch (torch.backends.mkldnn)";
-    if (!__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl") ||
-        !__builtin_cpu_supports("avx512dq"))
-        return "the CPU lacks the AVX-512 BW/VL/DQ that libtorch's oneDNN bf16 path needs";
-    return nullptr;
-}
-
-/* A product of the feed-forward's shape, [64, 384] x [1536, 384]^T, run in bf16 through
- * dense() as the forward pass runs it, against fp32 on the same inputs. The inputs are
- * multiples of 1/8 below 1, exact in bf16, so the two differ only by the bf16 rounding of the
- * result. Checks that the product runs and is right; its speed is not measured. Returns
- * nullptr when it is right, else what went wrong. */
-const char *bf16_product_wrong()
-{
-    c10::InferenceMode inference;
-    const int64_t rows = 64, inner = 384, outer = 1536;
-    at::Tensor input = at::arange(rows * inner, at::kFloat).view({rows, inner});
-    at::Tensor weight = at::arange(outer * inner, at::kFloat).view({outer, inner});
-    input = (input.remainder(15) - 7) / 8;
-    weight = (weight.remainder(13) - 6) / 8;
-    at::Tensor bias = (at::arange(outer, at::kFloat).remainder(11) - 5) / 8;
-    at::Tensor expected = at::addmm(bias, input, weight.t());
-    at::Tensor out = at::empty({rows, outer}, at::kBFloat16);
-    dense(out, input.to(at::kBFloat16), weight.to(at::kBFloat16), bias.to(at::kBFloat16));
-    /* bf16 keeps 8 significant bits: each result is within 2^-8 of its own magnitude. */
-    const double error = (out.to(at::kFloat) - expected).abs().max().item<double>();
-    const double scale = expected.abs().max().item<double>();
-    return error <= scale / 128 ? nullptr : "a bf16 product gave wrong results";
-}
-
-Bf16Verdict decide_bf16()
-{
-    Bf16Verdict verdict;
-    const std::string features = cpu_bf16_features();
-    if (features.empty()) {
-        verdict.reason = "fp32: the CPU has no native bf16 instructions (no avx512_bf16 or "
-                         "amx_bf16 in cpuid)";
-        return verdict;
-    }
-    const std::string has = "the CPU has " + features;
-    if (const char *missing = onednn_bf16_missing()) {
-        verdict.reason = "fp32: " + has + ", but " + missing;
-        return verdict;
-    }
-    const char *wrong = nullptr;
-    try {
-        wrong = bf16_product_wrong();
-    } catch (const c10::Error &e) {
-        verdict.reason = "fp32: " + has + ", but a bf16 product failed in libtorch: " +
-                         e.what_without_backtrace();
-        return verdict;
-    } catch (...) {
-        verdict.reason = "fp32: " + has + ", but a bf16 product failed in libtorch";
-        return verdict;
-    }
-    if (wrong != nullptr) {
-        verdict.reason = "fp32: " + has + ", but " + wrong;
-        return verdict;
-    }
-    verdict.native = true;
-    verdict.reason = "bf16: " + has + ", libtorch " TORCH_VERSION
-                     " runs bf16 products in oneDNN, and a probe product was right";
-    return verdict;
-}
-
 }  // namespace
 
 extern "C" {
@@ -656,7 +513,7 @@ cx_bert *cx_bert_new(const cx_bert_config *config, const cx_bert_weights *weight
         cx_error_set(err, CX_ERR_NOMEM, "cannot create the encoder: out of memory");
         return nullptr;
     }
-    cx_status status = guarded(err, "cannot create the encoder", [&]() {
+    cx_status status = cx::guarded(err, "cannot create the encoder", [&]() {
         c10::InferenceMode inference;
         const cx_bert_config &cfg = *config;
         const int64_t h = cfg.hidden_size;
@@ -717,7 +574,7 @@ cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *leng
                                 "cannot encode: token id %d is outside the vocabulary of %lld",
                                 ids[t], (long long)cfg.vocab_size);
 
-    return guarded(err, "forward pass failed", [&]() {
+    return cx::guarded(err, "forward pass failed", [&]() {
         c10::InferenceMode inference;
         Scratch &s = bert->scratch;
         const int64_t tokens = packing.tokens, width = cfg.hidden_size;
@@ -760,32 +617,6 @@ void cx_bert_release_scratch(cx_bert *bert)
         bert->scratch = Scratch();
 }
 
-int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len)
-{
-    /* Mirrors the take() calls above for T = batch x seq_len tokens (a bound: packing needs no
-     * more), P threads, L = seq_len. fp32: hidden, qkv (3), context, projected: 6 x [T, H] and
-     * intermediate [T, I], and one [L, L] score matrix per thread. bf16: hidden [T, H] in fp32;
-     * in bf16 the same 6 x [T, H] + [T, I] over product_rows() rows, the head-major blocks
-     * 4 x [batch, attention_rows(), H] and one group's scores (attend_cpu_low). Both: ids and
-     * positions [T] int64. */
-    const int64_t tokens = batch * seq_len, h = config->hidden_size;
-    const int64_t inner = config->intermediate_size, heads = config->num_heads;
-    int64_t threads = 1;
-    try {
-        threads = at::get_num_threads();
-    } catch (...) {
-    }
-    const int64_t fp32 = 4 * tokens * (6 * h + inner) + 4 * threads * seq_len * seq_len;
-    Packing shape;
-    shape.tokens = tokens;
-    shape.longest = seq_len;
-    const int64_t rows = product_rows(shape), block = attention_rows(shape);
-    const int64_t scores = std::min(batch, score_group(heads, block)) * heads * block * block;
-    const int64_t bf16 =
-        4 * tokens * h + 2 * rows * (6 * h + inner) + 2 * 4 * batch * block * h + 2 * scores;
-    return std::max(fp32, bf16) + 16 * tokens;
-}
-
 int64_t cx_bert_scratch_held(const cx_bert *bert)
 {
     const Scratch &s = bert->scratch;
@@ -810,97 +641,6 @@ cx_precision cx_bert_precision(const cx_bert *bert)
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert)
 {
     return &bert->config;
-}
-
-cx_status cx_backend_set_threads(int threads, cx_error *err)
-{
-    if (threads < 1)
-        return cx_error_set(err, CX_ERR_ARGUMENT, "threads must be at least 1, not %d", threads);
-    return guarded(err, "cannot set libtorch's thread count", [&]() {
-        /* Unchanged: skip set_num_threads, which also drops oneDNN's convolution cache. */
-        if (at::get_num_threads() != threads)
-            at::set_num_threads(threads);
-        return CX_OK;
-    });
-}
-
-int cx_backend_threads(void)
-{
-    try {
-        return at::get_num_threads();
-    } catch (...) {
-        return 1;
-    }
-}
-
-int cx_backend_bf16_native(const char **reason)
-{
-    static std::once_flag once;
-    static Bf16Verdict verdict;
-    std::call_once(once, [] {
-        try {
-            verdict = decide_bf16();
-        } catch (...) {
-            verdict = Bf16Verdict();
-            verdict.reason = "fp32: the bf16 check failed";
-        }
-    });
-    *reason = verdict.reason.c_str();
-    return verdict.native ? 1 : 0;
-}
-
-const char *cx_backend_version(void)
-{
-    return TORCH_VERSION;
-}
-
-int cx_backend_cuda_available(void)
-{
-#ifdef COARCH_WITH_CUDA
-    try {
-        return c10::cuda::device_count() > 0 ? 1 : 0;
-    } catch (...) {
-        return 0;
-    }
-#else
-    return 0;
-#endif
-}
-
-cx_status cx_backend_cuda_empty_cache(cx_error *err)
-{
-#ifdef COARCH_WITH_CUDA
-    if (!cx_backend_cuda_available())
-        return CX_OK;
-    return guarded(err, "cannot release the CUDA cache", [&]() {
-        c10::cuda::CUDACachingAllocator::emptyCache();
-        return CX_OK;
-    });
-#else
-    (void)err;
-    return CX_OK;
-#endif
-}
-
-cx_status cx_backend_cuda_memory(int64_t *reserved_bytes, int64_t *total_bytes, cx_error *err)
-{
-    *reserved_bytes = 0;
-    *total_bytes = 0;
-#ifdef COARCH_WITH_CUDA
-    if (!cx_backend_cuda_available())
-        return CX_OK;
-    return guarded(err, "cannot read CUDA memory", [&]() {
-        const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-        *reserved_bytes = stats.reserved_bytes[0].current;
-        size_t free_bytes = 0, total = 0;
-        C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
-        *total_bytes = (int64_t)total;
-        return CX_OK;
-    });
-#else
-    (void)err;
-    return CX_OK;
-#endif
 }
 
 }  // extern "C"

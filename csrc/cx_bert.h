@@ -1,6 +1,6 @@
 /* cx_bert.h: the BERT encoder forward pass, implemented over libtorch's ATen in cx_bert.cpp.
  *
- * This is the only C++ in the project, behind a plain-C API: every function catches
+ * C++ behind a plain-C API (as cx_backend.cpp is, for libtorch itself): every function catches
  * c10::Error, std::exception and everything else, fills `err` and returns a negative status;
  * nothing throws across this boundary. Weights are wrapped, not copied (CPU), so the cx_model
  * that owns them must outlive the cx_bert. Scratch tensors are grown to the largest batch seen
@@ -40,18 +40,15 @@ void cx_bert_free(cx_bert *bert); /* NULL is fine */
  *   lengths: [batch] int32, each in [1, max_position_embeddings]
  *   out:     [batch, hidden] float32, row-major: the mean of each text's last-layer token
  *            states, L2-normalised
- * Attention runs per text over its own tokens, so no work or memory goes to padding and no mask
- * is needed. Runs with autograd off. Does not touch Python; call it without the GIL. */
+ * fp32 attention (and any on CUDA) runs per text over its own tokens: no mask, no padding. bf16
+ * attention on a CPU pads the batch's texts to one block length, a multiple of 32
+ * (cx_footprint.h), and its softmax zeroes the padding keys. Runs with autograd off. Does not touch Python; call it without the GIL. */
 cx_status cx_bert_forward(cx_bert *bert, const int32_t *ids, const int32_t *lengths,
                           int64_t batch, float *out, cx_error *err);
 
-/* Frees the scratch tensors (they are regrown by the next forward), returning their memory. */
+/* Frees the scratch tensors (they are regrown by the next forward), returning their memory.
+ * What a forward grows is predicted by cx_footprint_scratch_bytes (cx_footprint.h). */
 void cx_bert_release_scratch(cx_bert *bert);
-
-/* Bytes of scratch memory (activations) a forward of `batch` texts of at most `seq_len` tokens
- * needs at its peak, in either precision: an upper bound, as the tokens are packed without
- * padding. */
-int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len);
 
 /* Bytes currently held in scratch tensors. */
 int64_t cx_bert_scratch_held(const cx_bert *bert);
@@ -61,33 +58,6 @@ cx_precision cx_bert_precision(const cx_bert *bert);
 
 /* The configuration the encoder was built with (borrowed). */
 const cx_bert_config *cx_bert_config_of(const cx_bert *bert);
-
-/* libtorch's intra-op thread count (at::set_num_threads / at::get_num_threads) for the calling
- * thread's parallel work. With libtorch's OpenMP backend (the one this build uses) it is the
- * calling thread's OpenMP setting: two threads that encode at once each run with their own
- * count. A thread that has not run parallel work yet starts with the count set last. The
- * bridge sets it at the start of every encode (embedder_type.c). */
-cx_status cx_backend_set_threads(int threads, cx_error *err);
-int cx_backend_threads(void);
-
-/* The libtorch version built against, e.g. "1.13.0", and whether it was built with CUDA. */
-const char *cx_backend_version(void);
-
-/* Whether bf16 products are native here, decided from the machine and never from a timing (a
- * timing on a busy machine flips it, and an index keeps its precision): the CPU has avx512_bf16
- * or AMX-BF16 (cpuid), this libtorch has oneDNN enabled and the AVX-512 BW/VL/DQ its bf16 path
- * needs, and a probe product in bf16 runs and is right (its speed is not measured). Returns 1
- * or 0 and points *reason at a sentence, valid for the process's life, that says what was
- * found, e.g. "bf16: the CPU has avx512_bf16, libtorch 1.13.0 runs bf16 products in oneDNN,
- * ...". Decided once per process (thread-safe); later calls return the same answer. */
-int cx_backend_bf16_native(const char **reason);
-
-/* 1 when this libtorch was built with CUDA and a device is present, else 0. */
-int cx_backend_cuda_available(void);
-/* Releases the CUDA caching allocator's unused blocks (emptyCache); a no-op without CUDA. */
-cx_status cx_backend_cuda_empty_cache(cx_error *err);
-/* Bytes the caching allocator holds on device 0 and the device's total; zeros without CUDA. */
-cx_status cx_backend_cuda_memory(int64_t *reserved_bytes, int64_t *total_bytes, cx_error *err);
 
 #ifdef __cplusplus
 }

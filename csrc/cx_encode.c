@@ -6,6 +6,9 @@
  * difference is small. */
 #include "cx_encode.h"
 
+#include "cx_backend.h"
+#include "cx_footprint.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,7 +128,7 @@ static cx_status reserve_batch(cx_memory *memory, const cx_bert_config *config, 
     if (memory == NULL)
         return CX_OK;
     for (;;) {
-        int64_t bytes = cx_bert_scratch_bytes(config, *rows, seq_len);
+        int64_t bytes = cx_footprint_scratch_bytes(config, *rows, seq_len, cx_backend_threads());
         cx_status status = cx_memory_reserve(memory, bytes, err);
         if (status == CX_OK) {
             *reserved = bytes;

@@ -17,7 +17,7 @@ typedef enum cx_status {
     CX_ERR_IO = -2,          /* a file could not be opened, read or mapped (OSError) */
     CX_ERR_FORMAT = -3,      /* a file's content is malformed: JSON, safetensors header (ModelError) */
     CX_ERR_MODEL = -4,       /* a well-formed model that we cannot use: missing tensor, bad shape */
-    CX_ERR_BACKEND = -5,     /* libtorch raised: message carries its text (RuntimeError) */
+    CX_ERR_BACKEND = -5,     /* libtorch raised: message carries its text (CoreError) */
     CX_ERR_INTERRUPTED = -6, /* the caller asked to stop between batches (KeyboardInterrupt) */
     CX_ERR_ARGUMENT = -7,    /* a caller passed an invalid value (ValueError) */
     CX_ERR_MEMORY_LIMIT = -8 /* work cannot fit under the memory limit, even alone (MemoryError) */

@@ -439,6 +439,27 @@ static int compare_members(const void *a, const void *b)
 
 static const cx_json_value *parse_value(parser *p, int depth);
 
+/* After an item of an array or object: ',' (0: another item follows) or `close` (1: the end);
+ * anything else fails with `unterminated` at the end of the text, else `expected` (-1). */
+static int after_item(parser *p, unsigned char close, const char *unterminated,
+                      const char *expected)
+{
+    skip_whitespace(p);
+    if (p->pos >= p->length) {
+        fail(p, unterminated);
+        return -1;
+    }
+    unsigned char c = p->text[p->pos++];
+    if (c == close)
+        return 1;
+    if (c != ',') {
+        p->pos--;
+        fail(p, expected);
+        return -1;
+    }
+    return 0;
+}
+
 static const cx_json_value *parse_array(parser *p, int depth)
 {
     p->pos++; /* '[' */
@@ -454,16 +475,11 @@ static const cx_json_value *parse_array(parser *p, int depth)
             if (!grow((void **)&p->items, &p->item_capacity, p->item_count + 1, sizeof *p->items))
                 return fail_nomem(p);
             p->items[p->item_count++] = item;
-            skip_whitespace(p);
-            if (p->pos >= p->length)
-                return fail(p, "unterminated array");
-            unsigned char c = p->text[p->pos++];
-            if (c == ']')
+            int end = after_item(p, ']', "unterminated array", "expected ',' or ']' in array");
+            if (end < 0)
+                return NULL;
+            if (end)
                 break;
-            if (c != ',') {
-                p->pos--;
-                return fail(p, "expected ',' or ']' in array");
-            }
         }
     }
     cx_json_value *value = new_value(p, CX_JSON_ARRAY);
@@ -510,16 +526,11 @@ static const cx_json_value *parse_object(parser *p, int depth)
                       sizeof *p->members))
                 return fail_nomem(p);
             p->members[p->member_count++] = member;
-            skip_whitespace(p);
-            if (p->pos >= p->length)
-                return fail(p, "unterminated object");
-            unsigned char c = p->text[p->pos++];
-            if (c == '}')
+            int end = after_item(p, '}', "unterminated object", "expected ',' or '}' in object");
+            if (end < 0)
+                return NULL;
+            if (end)
                 break;
-            if (c != ',') {
-                p->pos--;
-                return fail(p, "expected ',' or '}' in object");
-            }
         }
     }
     cx_json_value *value = new_value(p, CX_JSON_OBJECT);

@@ -1,26 +1,24 @@
-/* cx_memory.c: the MemoryManager engine: readings from /proc and the cgroup, pressure, the batch
- * budget (predicted from the model's shape, then adapted to measured pressure), reservations,
- * and the hooks that need no GIL (malloc_trim, CUDA cache release, the bounded wait).
+/* cx_memory.c: the MemoryManager engine: the limit, pressure, the batch budget (predicted from
+ * the model's shape, then adapted to measured pressure), reservations, and the hooks that need
+ * no GIL (malloc_trim, CUDA cache release, the bounded wait).
  *
  * The reading path (cx_memory_pressure, and the readings inside after_batch, reserve and
- * batch_tokens) allocates nothing: files are read with open/read into stack buffers and parsed
- * in place. State that changes after creation is guarded by one mutex, so encode loops on
- * several threads may share a manager. */
+ * batch_tokens) allocates nothing (cx_sysmem.h). State that changes after creation is guarded
+ * by one mutex, so encode loops on several threads may share a manager. */
 #include "cx_memory.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
-#include "cx_bert.h"
+#include "cx_backend.h"
+#include "cx_footprint.h"
+#include "cx_sysmem.h"
 
 #define MIB ((int64_t)1024 * 1024)
 #define DEFAULT_MIN_TOKENS 128
@@ -28,10 +26,6 @@
 #define DEFAULT_MAX_TOKENS 8192
 #define DEFAULT_CRITICAL_WAIT 10.0
 #define WAIT_STEP_SECONDS 0.05
-/* cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on x86-64). */
-#define CGROUP_UNLIMITED ((int64_t)1 << 62)
-#define PATH_SIZE 1280
-#define FILE_BUFFER 8192 /* /proc/self/status, /proc/meminfo, memory.stat all fit */
 
 struct cx_memory {
     pthread_mutex_t lock; /* guards every field marked (locked) */
@@ -44,13 +38,11 @@ struct cx_memory {
     double critical_wait; /* seconds; <= 0: no wait */
 
     /* The limit, fixed at creation. */
-    int64_t explicit_limit, cgroup_limit, system_limit; /* 0 where there is none */
+    int64_t explicit_limit, system_limit; /* 0 where there is none */
     int64_t limit;                                      /* the smallest: the effective limit */
     int64_t rss_at_start;                               /* VmRSS when the manager was created */
     cx_limit_source limit_source;
-    int cgroup_version;
-    char cgroup_usage_path[PATH_SIZE]; /* memory.current / memory.usage_in_bytes, "" for none */
-    char cgroup_stat_path[PATH_SIZE];  /* memory.stat beside it */
+    cx_cgroup_info cgroup; /* its limit (0: none) and where its usage is read; version 0: none */
     int cuda_available;
 
     /* The model (locked). */
@@ -71,7 +63,8 @@ struct cx_memory {
     int64_t batches, gc_runs, trims, waits, cuda_releases;
 };
 
-/* all-MiniLM-L6-v2, the budget's shape until a model is attached. */
+/* all-MiniLM-L6-v2: the shape budgets and checks assume until a model is attached (or passed to
+ * cx_memory_batch_tokens); from then on they use that model's config. */
 static const cx_bert_config minilm_config = {
     .vocab_size = 30522,
     .hidden_size = 384,
@@ -85,271 +78,20 @@ static const cx_bert_config minilm_config = {
     .do_lower_case = 1,
 };
 
-/* ---- Reading small files into stack buffers. ---- */
-
-/* Reads at most size - 1 bytes of `path` into `buffer`, NUL-terminated. Returns the length, or
- * -1 with errno set. No allocation: safe on the pressure path. */
-static ssize_t read_small(const char *path, char *buffer, size_t size)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t used = 0;
-    while (used + 1 < size) {
-        ssize_t got = read(fd, buffer + used, size - 1 - used);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            int saved = errno;
-            close(fd);
-            errno = saved;
-            return -1;
-        }
-        if (got == 0)
-            break;
-        used += (size_t)got;
-    }
-    close(fd);
-    buffer[used] = '\0';
-    return (ssize_t)used;
-}
-
-/* The number after `key` at the start of a line of `text` ("VmRSS:\t 1234 kB", "inactive_file
- * 4096"), or -1 when no line starts with key or no digits follow. */
-static int64_t find_field(const char *text, const char *key)
-{
-    const size_t key_length = strlen(key);
-    for (const char *line = text; line != NULL && *line != '\0';) {
-        if (strncmp(line, key, key_length) == 0) {
-            const char *p = line + key_length;
-            while (*p == ' ' || *p == '\t')
-                ++p;
-            if (*p < '0' || *p > '9')
-                return -1;
-            int64_t value = 0;
-            while (*p >= '0' && *p <= '9' && value < INT64_MAX / 10)
-                value = value * 10 + (*p++ - '0');
-            return value;
-        }
-        line = strchr(line, '\n');
-        if (line != NULL)
-            ++line;
-    }
-    return -1;
-}
-
-/* VmRSS and VmHWM of this process in bytes (-1 when unreadable). */
-static void read_process(int64_t *rss, int64_t *peak)
-{
-    char buffer[FILE_BUFFER];
-    *rss = *peak = -1;
-    if (read_small("/proc/self/status", buffer, sizeof buffer) < 0)
-        return;
-    int64_t kb = find_field(buffer, "VmRSS:");
-    *rss = kb >= 0 ? kb * 1024 : -1;
-    kb = find_field(buffer, "VmHWM:");
-    *peak = kb >= 0 ? kb * 1024 : -1;
-}
-
-/* MemAvailable and MemTotal in bytes (-1 when unreadable). */
-static void read_system(int64_t *available, int64_t *total)
-{
-    char buffer[FILE_BUFFER];
-    *available = *total = -1;
-    if (read_small("/proc/meminfo", buffer, sizeof buffer) < 0)
-        return;
-    int64_t kb = find_field(buffer, "MemAvailable:");
-    *available = kb >= 0 ? kb * 1024 : -1;
-    kb = find_field(buffer, "MemTotal:");
-    *total = kb >= 0 ? kb * 1024 : -1;
-}
-
-/* Usage of the cgroup at `usage_path` minus the inactive file cache in `stat_path` (the kernel
- * reclaims that cache before it kills anyone; docker stats subtracts it the same way). */
-static int64_t read_cgroup_usage(const char *usage_path, const char *stat_path, int version)
-{
-    char buffer[FILE_BUFFER];
-    if (usage_path[0] == '\0' || read_small(usage_path, buffer, sizeof buffer) < 0)
-        return -1;
-    int64_t usage = find_field(buffer, "");
-    if (usage < 0)
-        return -1;
-    if (read_small(stat_path, buffer, sizeof buffer) >= 0) {
-        int64_t inactive =
-            find_field(buffer, version == 1 ? "total_inactive_file " : "inactive_file ");
-        if (inactive > 0 && inactive < usage)
-            usage -= inactive;
-    }
-    return usage;
-}
-
-/* ---- cgroup discovery. ---- */
-
-/* The path of the memory cgroup in a /proc/self/cgroup text: a v1 line "N:a,memory,b:/path"
- * wins (hybrid systems mount the memory controller on v1), else the v2 line "0::/path". Copies
- * the path into `path` and returns the version, or 0 when neither is there. */
-static int cgroup_path_of(const char *text, char *path, size_t size)
-{
-    int version = 0;
-    for (const char *line = text; *line != '\0';) {
-        const char *end = strchr(line, '\n');
-        size_t length = end != NULL ? (size_t)(end - line) : strlen(line);
-        const char *first = memchr(line, ':', length);
-        const char *second =
-            first != NULL ? memchr(first + 1, ':', length - (size_t)(first + 1 - line)) : NULL;
-        if (second != NULL) {
-            const char *controllers = first + 1;
-            size_t controllers_length = (size_t)(second - controllers);
-            size_t path_length = length - (size_t)(second + 1 - line);
-            int is_v1_memory = 0;
-            for (const char *c = controllers; c < second;) {
-                const char *comma = memchr(c, ',', (size_t)(second - c));
-                const char *stop = comma != NULL ? comma : second;
-                if (stop - c == 6 && strncmp(c, "memory", 6) == 0)
-                    is_v1_memory = 1;
-                c = stop + 1;
-            }
-            int is_v2 = controllers_length == 0 && first - line == 1 && line[0] == '0';
-            if ((is_v1_memory || (is_v2 && version == 0)) && path_length < size) {
-                memcpy(path, second + 1, path_length);
-                path[path_length] = '\0';
-                version = is_v1_memory ? 1 : 2;
-                if (is_v1_memory)
-                    return 1;
-            }
-        }
-        if (end == NULL)
-            break;
-        line = end + 1;
-    }
-    return version;
-}
-
-/* "<directory>/<name>" into `out`; -1 when it does not fit. */
-static int join_path(char *out, size_t size, const char *directory, const char *name)
-{
-    int length = snprintf(out, size, "%s/%s", directory, name);
-    return length >= 0 && (size_t)length < size ? 0 : -1;
-}
-
-static int is_directory_with(const char *directory, const char *name)
-{
-    char path[PATH_SIZE];
-    return join_path(path, sizeof path, directory, name) == 0 && access(path, F_OK) == 0;
-}
-
-/* Copies `text` into the fixed-size directory field; -1 when it does not fit. */
-static int copy_directory(cx_cgroup_info *out, const char *text)
-{
-    size_t length = strlen(text);
-    if (length >= sizeof out->directory)
-        return -1;
-    memcpy(out->directory, text, length + 1);
-    return 0;
-}
-
-/* Parses one limit file's text: a number of bytes, or "max" (v2) for none. Values at or above
- * CGROUP_UNLIMITED (v1's "no limit") read as none. Returns 0 and sets *limit (0 = none), or -1. */
-static int parse_limit(const char *text, int64_t *limit)
-{
-    while (*text == ' ' || *text == '\t')
-        ++text;
-    if (strncmp(text, "max", 3) == 0) {
-        *limit = 0;
-        return 0;
-    }
-    if (*text < '0' || *text > '9')
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno == ERANGE || value >= (unsigned long long)CGROUP_UNLIMITED) {
-        *limit = 0;
-        return 0;
-    }
-    while (*end == ' ' || *end == '\t' || *end == '\n')
-        ++end;
-    if (*end != '\0')
-        return -1;
-    *limit = (int64_t)value;
-    return 0;
-}
-
-cx_status cx_memory_read_cgroup(const char *root, cx_cgroup_info *out, cx_error *err)
-{
-    memset(out, 0, sizeof *out);
-    out->usage_bytes = -1;
-    if (root == NULL || strcmp(root, "/") == 0)
-        root = "";
-    if (strlen(root) > 512)
-        return cx_error_set(err, CX_ERR_ARGUMENT, "cgroup root (%.64s...): longer than 512 bytes",
-                            root);
-
-    char buffer[FILE_BUFFER], path[PATH_SIZE], mount[PATH_SIZE], directory[PATH_SIZE];
-    snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
-    if (read_small(path, buffer, sizeof buffer) < 0)
-        return CX_OK; /* no cgroups here (or not Linux): nothing limits us this way */
-    char cgroup[PATH_SIZE];
-    int version = cgroup_path_of(buffer, cgroup, sizeof cgroup);
-    if (version == 0)
-        return CX_OK;
-
-    const char *limit_name = version == 1 ? "memory.limit_in_bytes" : "memory.max";
-    const char *usage_name = version == 1 ? "memory.usage_in_bytes" : "memory.current";
-    if (version == 1)
-        snprintf(mount, sizeof mount, "%s/sys/fs/cgroup/memory", root);
-    else {
-        snprintf(mount, sizeof mount, "%s/sys/fs/cgroup", root);
-        if (!is_directory_with(mount, "cgroup.controllers"))
-            snprintf(mount, sizeof mount, "%s/sys/fs/cgroup/unified", root);
-    }
-    /* Strip a trailing "/" of the cgroup path ("/" itself becomes ""). */
-    size_t cgroup_length = strlen(cgroup);
-    while (cgroup_length > 0 && cgroup[cgroup_length - 1] == '/')
-        cgroup[--cgroup_length] = '\0';
-    if (snprintf(directory, sizeof directory, "%s%s", mount, cgroup) >= (int)sizeof directory)
-        return cx_error_set(err, CX_ERR_ARGUMENT, "cgroup (%s): path too long", cgroup);
-
-    /* Walk from the process's cgroup up to the mount: a limit on any ancestor binds us too. The
-     * deepest directory that exists is ours (a container sees its own cgroup as the mount). */
-    const size_t mount_length = strlen(mount);
-    int found_directory = 0;
-    for (;;) {
-        if (join_path(path, sizeof path, directory, limit_name) != 0)
-            return cx_error_set(err, CX_ERR_ARGUMENT, "cgroup (%s): path too long", directory);
-        if (read_small(path, buffer, sizeof buffer) >= 0) {
-            int64_t limit = 0;
-            if (parse_limit(buffer, &limit) != 0)
-                return cx_error_set(err, CX_ERR_IO,
-                                    "cgroup memory limit (%s): not a number or \"max\": %.40s",
-                                    path, buffer);
-            if (limit > 0 && (out->limit_bytes == 0 || limit < out->limit_bytes))
-                out->limit_bytes = limit;
-            if (!found_directory)
-                found_directory = copy_directory(out, directory) == 0;
-        } else if (!found_directory && is_directory_with(directory, usage_name)) {
-            /* v2's root cgroup has memory.current but no memory.max */
-            found_directory = copy_directory(out, directory) == 0;
-        }
-        size_t length = strlen(directory);
-        if (length <= mount_length)
-            break;
-        char *slash = strrchr(directory + mount_length, '/');
-        if (slash == NULL)
-            break;
-        *slash = '\0';
-    }
-    if (!found_directory)
-        return CX_OK; /* the controller is not mounted where we look: treat as no cgroup */
-    out->version = version;
-    char usage_path[PATH_SIZE], stat_path[PATH_SIZE];
-    if (join_path(usage_path, sizeof usage_path, out->directory, usage_name) == 0 &&
-        join_path(stat_path, sizeof stat_path, out->directory, "memory.stat") == 0)
-        out->usage_bytes = read_cgroup_usage(usage_path, stat_path, version);
-    return CX_OK;
-}
-
 /* ---- Profiles and pressure. ---- */
+
+const char *cx_memory_limit_source_name(cx_limit_source source)
+{
+    switch (source) {
+    case CX_LIMIT_EXPLICIT:
+        return "explicit";
+    case CX_LIMIT_CGROUP:
+        return "cgroup";
+    case CX_LIMIT_SYSTEM:
+        break;
+    }
+    return "system";
+}
 
 cx_status cx_memory_profile_thresholds(const char *profile, cx_memory_thresholds *out,
                                        cx_error *err)
@@ -408,14 +150,13 @@ typedef struct reading {
 
 static void take_reading(cx_memory *m, int uses_cuda, reading *r)
 {
-    read_process(&r->rss, &r->peak);
+    cx_sysmem_read_process(&r->rss, &r->peak);
     r->usage = r->rss > 0 && m->limit > 0 ? (double)r->rss / (double)m->limit : 0.0;
     r->cgroup_usage = -1;
-    if (m->cgroup_limit > 0) {
-        r->cgroup_usage =
-            read_cgroup_usage(m->cgroup_usage_path, m->cgroup_stat_path, m->cgroup_version);
+    if (m->cgroup.limit_bytes > 0) {
+        r->cgroup_usage = cx_sysmem_cgroup_usage(&m->cgroup);
         if (r->cgroup_usage > 0) {
-            double fraction = (double)r->cgroup_usage / (double)m->cgroup_limit;
+            double fraction = (double)r->cgroup_usage / (double)m->cgroup.limit_bytes;
             if (fraction > r->usage)
                 r->usage = fraction;
         }
@@ -477,16 +218,16 @@ cx_memory *cx_memory_new(const cx_memory_options *options, cx_status *status, cx
         return NULL;
     }
     cx_cgroup_info cgroup;
-    if ((*status = cx_memory_read_cgroup(options->cgroup_root, &cgroup, err)) != CX_OK)
+    if ((*status = cx_sysmem_read_cgroup(options->cgroup_root, &cgroup, err)) != CX_OK)
         return NULL;
     int64_t rss, peak, available, total;
-    read_process(&rss, &peak);
+    cx_sysmem_read_process(&rss, &peak);
     if (rss < 0) {
         *status = cx_error_set(err, CX_ERR_IO,
                                "memory readings (/proc/self/status): cannot read VmRSS");
         return NULL;
     }
-    read_system(&available, &total);
+    cx_sysmem_read_system(&available, &total);
 
     cx_memory *m = calloc(1, sizeof *m);
     if (m == NULL) {
@@ -509,20 +250,13 @@ cx_memory *cx_memory_new(const cx_memory_options *options, cx_status *status, cx
                                                              : options->critical_wait_seconds;
 
     m->explicit_limit = options->limit_bytes;
-    m->cgroup_limit = cgroup.limit_bytes;
     m->system_limit = available >= 0 ? available + rss : (total > 0 ? total : 0);
-    m->cgroup_version = cgroup.version;
-    if (cgroup.version != 0 &&
-        (join_path(m->cgroup_usage_path, sizeof m->cgroup_usage_path, cgroup.directory,
-                   cgroup.version == 1 ? "memory.usage_in_bytes" : "memory.current") != 0 ||
-         join_path(m->cgroup_stat_path, sizeof m->cgroup_stat_path, cgroup.directory,
-                   "memory.stat") != 0))
-        m->cgroup_usage_path[0] = '\0'; /* cannot happen: directory is shorter than PATH_SIZE */
+    m->cgroup = cgroup;
     /* The smallest wins; ties go to the more specific source. */
     m->limit = m->system_limit;
     m->limit_source = CX_LIMIT_SYSTEM;
-    if (m->cgroup_limit > 0 && (m->limit == 0 || m->cgroup_limit <= m->limit)) {
-        m->limit = m->cgroup_limit;
+    if (m->cgroup.limit_bytes > 0 && (m->limit == 0 || m->cgroup.limit_bytes <= m->limit)) {
+        m->limit = m->cgroup.limit_bytes;
         m->limit_source = CX_LIMIT_CGROUP;
     }
     if (m->explicit_limit > 0 && (m->limit == 0 || m->explicit_limit <= m->limit)) {
@@ -582,16 +316,11 @@ static int64_t loop_bytes(const cx_bert_config *config, int64_t rows, int64_t se
     return rows * seq_len * 4 + rows * 4 + rows * config->hidden_size * 4;
 }
 
+/* Scratch bytes of a batch for the calling thread's intra-op thread count, as the forward pass
+ * that follows on this thread will grow it. */
 static int64_t scratch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len)
 {
-    int64_t bytes = cx_bert_scratch_bytes(config, rows, seq_len);
-    if (bytes > 0)
-        return bytes;
-    /* Fallback shape (float32): ~9 hidden-wide activations and one intermediate-wide one per
-     * token, two score matrices per head per row. */
-    const int64_t tokens = rows * seq_len;
-    return 4 * (9 * tokens * config->hidden_size + tokens * config->intermediate_size +
-                2 * rows * config->num_heads * seq_len * seq_len);
+    return cx_footprint_scratch_bytes(config, rows, seq_len, cx_backend_threads());
 }
 
 int64_t cx_memory_batch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len)
@@ -637,18 +366,6 @@ static int64_t held_in(const cx_memory *m, int64_t rss)
     return m->held < grown ? m->held : grown;
 }
 
-/* Bytes of the model's float32 weights: embeddings, per layer Q/K/V/output and feed-forward
- * matrices with their biases and norms. Mapped weights become resident during the first forward
- * pass, so the first batch's headroom leaves room for them. */
-static int64_t model_weights_bytes(const cx_bert_config *c)
-{
-    const int64_t h = c->hidden_size, i = c->intermediate_size;
-    const int64_t embeddings = (c->vocab_size + c->max_position_embeddings + c->type_vocab_size) * h
-                               + 2 * h;
-    const int64_t layer = 4 * (h * h + h) + 2 * h + (i * h + i) + (h * i + h) + 2 * h;
-    return 4 * (embeddings + c->num_layers * layer);
-}
-
 /* Tokens of the largest batch whose bytes fit under `fraction` of the limit (and of the GPU
  * with a CUDA model), at least one row. Memory the caller's reusable buffers hold counts as free
  * (the batch reuses it); weights of a model that has not run yet count as used (they become
@@ -658,7 +375,7 @@ static int64_t fit_tokens(const cx_memory *m, const reading *r, int64_t seq_len,
     const int64_t max_rows = m->max_tokens / seq_len > 0 ? m->max_tokens / seq_len : 1;
     int64_t baseline = r->rss - held_in(m, r->rss) + m->reserved;
     if (!m->warm && !m->uses_cuda)
-        baseline += model_weights_bytes(&m->config);
+        baseline += cx_footprint_weights_bytes(&m->config);
     const int64_t target = (int64_t)((double)m->limit * fraction);
     int64_t rows =
         rows_fitting(&m->config, m->uses_cuda, 0, seq_len, max_rows, target - baseline);
@@ -740,16 +457,15 @@ cx_status cx_memory_reserve(cx_memory *memory, int64_t bytes, cx_error *err)
         return cx_error_set(err, CX_ERR_ARGUMENT, "memory reservation (%lld bytes): negative",
                             (long long)bytes);
     int64_t rss, peak;
-    read_process(&rss, &peak);
+    cx_sysmem_read_process(&rss, &peak);
     pthread_mutex_lock(&memory->lock);
     int64_t extra = bytes - held_in(memory, rss);
     if (extra < 0)
         extra = 0;
     const int64_t in_use = (rss > 0 ? rss : 0) + memory->reserved;
     if (!memory->uses_cuda && in_use + extra > memory->limit) {
-        static const char *const sources[] = {"explicit", "cgroup", "system"};
         int64_t limit = memory->limit, reserved = memory->reserved;
-        const char *source = sources[memory->limit_source];
+        const char *source = cx_memory_limit_source_name(memory->limit_source);
         pthread_mutex_unlock(&memory->lock);
         return cx_error_set(err, CX_ERR_MEMORY_LIMIT,
                             "memory limit (%lld MB, %s): a batch needs %.1f MB more but only "
@@ -901,7 +617,6 @@ void cx_memory_count_gc(cx_memory *memory)
 cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
                                 int64_t weights_bytes, cx_error *err)
 {
-    static const char *const sources[] = {"explicit", "cgroup", "system"};
     cx_bert_config attached;
     if (config == NULL) {
         pthread_mutex_lock(&memory->lock);
@@ -910,12 +625,13 @@ cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
         config = &attached;
     }
     int64_t rss, peak;
-    read_process(&rss, &peak);
+    cx_sysmem_read_process(&rss, &peak);
     const int uses_cuda = uses_cuda_of(memory);
-    const int64_t seq_len = config->max_seq_length > 0 ? config->max_seq_length : 512;
+    const int64_t seq_len = config->max_seq_length > 0 ? config->max_seq_length
+                                                     : config->max_position_embeddings;
     const int64_t one_text = host_bytes(config, uses_cuda, 1, seq_len);
     if (weights_bytes < 0)
-        weights_bytes = model_weights_bytes(config);
+        weights_bytes = cx_footprint_weights_bytes(config);
     const int64_t needed = (rss > 0 ? rss : 0) + weights_bytes + one_text;
     /* The smallest limit under which that still reads below CRITICAL. */
     const int64_t workable = (int64_t)((double)needed / memory->thresholds.critical) + 1;
@@ -925,7 +641,8 @@ cx_status cx_memory_check_model(cx_memory *memory, const cx_bert_config *config,
                         "memory limit (%lld MB, %s): too small for the model: %.0f MB in use, "
                         "%.0f MB of weights and %.1f MB for one %lld-token text need a limit of "
                         "at least %lld MB (the %s profile's critical threshold is %.0f %%)",
-                        (long long)(memory->limit / MIB), sources[memory->limit_source],
+                        (long long)(memory->limit / MIB),
+                        cx_memory_limit_source_name(memory->limit_source),
                         (double)rss / MIB, (double)weights_bytes / MIB, (double)one_text / MIB,
                         (long long)seq_len, (long long)((workable + MIB - 1) / MIB),
                         memory->profile, memory->thresholds.critical * 100);
@@ -939,7 +656,7 @@ void cx_memory_get_stats(cx_memory *memory, cx_memory_stats *out)
     reading r;
     take_reading(memory, uses_cuda_of(memory), &r);
     int64_t available, total;
-    read_system(&available, &total);
+    cx_sysmem_read_system(&available, &total);
     out->rss_bytes = r.rss > 0 ? r.rss : 0;
     out->peak_rss_bytes = r.peak > 0 ? r.peak : 0;
     out->available_bytes = available > 0 ? available : 0;
@@ -953,8 +670,8 @@ void cx_memory_get_stats(cx_memory *memory, cx_memory_stats *out)
     pthread_mutex_lock(&memory->lock);
     out->limit_bytes = memory->limit;
     out->limit_source = memory->limit_source;
-    out->cgroup_limit_bytes = memory->cgroup_limit;
-    out->cgroup_version = memory->cgroup_version;
+    out->cgroup_limit_bytes = memory->cgroup.limit_bytes;
+    out->cgroup_version = memory->cgroup.version;
     out->thresholds = memory->thresholds;
     out->profile = memory->profile;
     out->adaptive = memory->adaptive;

@@ -1,9 +1,9 @@
-/* cx_memory.h: the MemoryManager engine: memory readings, pressure, and the token budget of the
- * next batch, so that embedding stays inside a memory limit by construction and by measurement.
+/* cx_memory.h: the MemoryManager engine: the limit, pressure, and the token budget of the next
+ * batch, so that embedding stays inside a memory limit by construction and by measurement.
  *
- * Readings come from /proc/self/status (VmRSS, VmHWM), /proc/meminfo (MemTotal, MemAvailable)
- * and the cgroup (v2 memory.max / memory.current, v1 memory.limit_in_bytes as fallback). Reading
- * pressure allocates nothing and takes microseconds. The manager never calls Python: actions that
+ * Readings come from cx_sysmem.h (RSS, MemAvailable, the cgroup's limit and usage) and, with a
+ * CUDA model, cx_backend.h (GPU memory). Reading pressure allocates nothing and takes
+ * microseconds. The manager never calls Python: actions that
  * need the GIL (garbage collection) are returned as flags for the bridge to run. */
 #ifndef COARCH_CX_MEMORY_H
 #define COARCH_CX_MEMORY_H
@@ -29,6 +29,9 @@ typedef enum cx_limit_source {
     CX_LIMIT_CGROUP = 1,   /* the cgroup's memory.max / memory.limit_in_bytes */
     CX_LIMIT_SYSTEM = 2    /* MemAvailable at start plus our RSS at start */
 } cx_limit_source;
+
+/* "explicit", "cgroup" or "system" (static strings; "system" for an unknown value). */
+const char *cx_memory_limit_source_name(cx_limit_source source);
 
 /* Flags returned by cx_memory_after_batch: what the caller should do before the next batch. */
 enum {
@@ -93,7 +96,7 @@ void cx_memory_count_gc(cx_memory *memory);
  * judged against the profile's thresholds. No allocation, tens of microseconds. */
 cx_pressure cx_memory_pressure(cx_memory *memory);
 
-/* ---- Extensions: the model's shape, exact accounting, readings and the cgroup parser. ---- */
+/* ---- Extensions: the model's shape, exact accounting and readings. ---- */
 
 /* Pressure thresholds as fractions of the limit: usage >= moderate is MODERATE, >= high is HIGH
  * (gc + trim), >= critical is CRITICAL (also CUDA release and the bounded wait).
@@ -115,8 +118,8 @@ cx_status cx_memory_profile_thresholds(const char *profile, cx_memory_thresholds
  * Until called, cx_memory_batch_tokens uses the config it is passed, or all-MiniLM-L6-v2's. */
 void cx_memory_attach_model(cx_memory *memory, const cx_bert_config *config, int uses_cuda);
 
-/* Host bytes of one [rows, seq_len] batch: cx_bert_scratch_bytes plus the loop's padded ids,
- * lengths and output rows. Pure arithmetic. */
+/* Host bytes of one [rows, seq_len] batch: cx_footprint_scratch_bytes (for the calling thread's
+ * intra-op threads) plus the loop's padded ids, lengths and output rows. Pure arithmetic. */
 int64_t cx_memory_batch_bytes(const cx_bert_config *config, int64_t rows, int64_t seq_len);
 
 /* Refuses a limit too small for the model itself: the RSS now, plus `weights_bytes` (weights
@@ -168,22 +171,6 @@ typedef struct cx_memory_stats {
 
 /* A consistent snapshot: takes fresh readings. Never fails (unreadable values read as 0). */
 void cx_memory_get_stats(cx_memory *memory, cx_memory_stats *out);
-
-/* What the cgroup says about this process. */
-typedef struct cx_cgroup_info {
-    int version;            /* 0: no memory cgroup found, 1 or 2 */
-    int64_t limit_bytes;    /* smallest memory.max / memory.limit_in_bytes from the process's
-                               cgroup up to the hierarchy's root; 0 for none ("max") */
-    int64_t usage_bytes;    /* memory.current / memory.usage_in_bytes of the process's cgroup
-                               minus its inactive file cache; -1 when unreadable */
-    char directory[1024];   /* the process's cgroup directory (under root) or "" */
-} cx_cgroup_info;
-
-/* Parses root/proc/self/cgroup and the files under root/sys/fs/cgroup (v1: memory/<path>; v2:
- * <path> or unified/<path>). `root` NULL or "/" reads this system. Finding no cgroup is not an
- * error (version 0). Fails when a limit file holds something other than a number or
- * "max" (CX_ERR_IO: an unusable system file); CX_ERR_ARGUMENT when a path is too long. */
-cx_status cx_memory_read_cgroup(const char *root, cx_cgroup_info *out, cx_error *err);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cx_config.h"
 #include "cx_json.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -25,14 +26,6 @@
 #define SHAPE_TEXT_SIZE 96
 #define MAX_RANK 8 /* dims shown in messages and accepted in a header entry */
 
-/* Sanity bounds on config.json: far above any BERT, low enough that products cannot overflow. */
-#define MAX_VOCAB ((int64_t)1 << 24)
-#define MAX_HIDDEN ((int64_t)1 << 16)
-#define MAX_LAYERS ((int64_t)1024)
-#define MAX_INTERMEDIATE ((int64_t)1 << 18)
-#define MAX_POSITIONS ((int64_t)1 << 20)
-#define MAX_TYPE_VOCAB ((int64_t)1 << 16)
-#define DEFAULT_MAX_SEQ_LENGTH 512
 
 struct cx_model {
     char *directory;               /* owned copy of the path given to cx_model_open */
@@ -199,141 +192,19 @@ static cx_status read_config_json(const char *directory, const char *name, int o
 /* ------------------------------------------------------------------------------------------ */
 /* Config */
 
-/* Reads integer `key` of config.json into *out, requiring 1 <= value <= max. A missing or null
- * key takes `fallback`, or is an error when fallback is 0. */
-static cx_status config_int(const cx_json_value *root, const char *key, int64_t fallback,
-                            int64_t max, int64_t *out, cx_error *err)
-{
-    const cx_json_value *value = cx_json_get(root, key);
-    if (value == NULL || cx_json_type_of(value) == CX_JSON_NULL) {
-        if (fallback == 0)
-            return cx_error_set(err, CX_ERR_MODEL,
-                                "invalid model config (config.json): %s is missing", key);
-        *out = fallback;
-        return CX_OK;
-    }
-    int64_t number;
-    if (!cx_json_as_int64(value, &number))
-        return cx_error_set(err, CX_ERR_MODEL,
-                            "invalid model config (config.json): %s must be an integer", key);
-    if (number < 1 || number > max)
-        return cx_error_set(err, CX_ERR_MODEL,
-                            "invalid model config (config.json): %s is %" PRId64
-                            ", expected 1 to %" PRId64,
-                            key, number, max);
-    *out = number;
-    return CX_OK;
-}
+/* Reads the config file `name` (an optional one may be absent: `apply` then gets NULL) and
+ * applies `apply` (cx_config.h) to its root. */
+typedef cx_status (*config_reader)(const cx_json_value *root, cx_bert_config *config,
+                                   cx_error *err);
 
-/* Requires string `key`, when present, to equal `expected`: the encoder implements only that. */
-static cx_status config_require_string(const cx_json_value *root, const char *key,
-                                       const char *expected, cx_error *err)
-{
-    const cx_json_value *value = cx_json_get(root, key);
-    if (value == NULL || cx_json_type_of(value) == CX_JSON_NULL)
-        return CX_OK;
-    const char *text;
-    if (!cx_json_as_string(value, &text))
-        return cx_error_set(err, CX_ERR_MODEL,
-                            "invalid model config (config.json): %s must be a string", key);
-    if (strcmp(text, expected) != 0)
-        return cx_error_set(err, CX_ERR_MODEL,
-                            "unsupported model (config.json): %s is \"%.64s\", only \"%s\" is "
-                            "implemented",
-                            key, text, expected);
-    return CX_OK;
-}
-
-static cx_status read_config(const char *directory, cx_bert_config *config, cx_error *err)
+static cx_status apply_config_file(const char *directory, const char *name, int optional,
+                                   config_reader apply, cx_bert_config *config, cx_error *err)
 {
     cx_json_document *document;
-    cx_status status = read_config_json(directory, "config.json", 0, &document, err);
+    cx_status status = read_config_json(directory, name, optional, &document, err);
     if (status != CX_OK)
         return status;
-    const cx_json_value *root = cx_json_root(document);
-    if ((status = config_int(root, "vocab_size", 0, MAX_VOCAB, &config->vocab_size, err)) ||
-        (status = config_int(root, "hidden_size", 0, MAX_HIDDEN, &config->hidden_size, err)) ||
-        (status = config_int(root, "num_hidden_layers", 0, MAX_LAYERS, &config->num_layers, err)) ||
-        (status = config_int(root, "num_attention_heads", 0, MAX_HIDDEN, &config->num_heads,
-                             err)) ||
-        (status = config_int(root, "intermediate_size", 0, MAX_INTERMEDIATE,
-                             &config->intermediate_size, err)) ||
-        (status = config_int(root, "max_position_embeddings", 0, MAX_POSITIONS,
-                             &config->max_position_embeddings, err)) ||
-        (status = config_int(root, "type_vocab_size", 2, MAX_TYPE_VOCAB, &config->type_vocab_size,
-                             err)) ||
-        (status = config_require_string(root, "hidden_act", "gelu", err)) ||
-        (status = config_require_string(root, "position_embedding_type", "absolute", err)))
-        goto done;
-    if (config->hidden_size % config->num_heads != 0) {
-        status = cx_error_set(err, CX_ERR_MODEL,
-                              "invalid model config (config.json): hidden_size %" PRId64
-                              " is not a multiple of num_attention_heads %" PRId64,
-                              config->hidden_size, config->num_heads);
-        goto done;
-    }
-    config->layer_norm_eps = 1e-12;
-    const cx_json_value *eps = cx_json_get(root, "layer_norm_eps");
-    if (eps != NULL && cx_json_type_of(eps) != CX_JSON_NULL) {
-        double value;
-        if (!cx_json_as_double(eps, &value) || !(value > 0.0 && value < 1.0)) {
-            status = cx_error_set(err, CX_ERR_MODEL,
-                                  "invalid model config (config.json): layer_norm_eps must be a "
-                                  "number between 0 and 1");
-            goto done;
-        }
-        config->layer_norm_eps = value;
-    }
-done:
-    cx_json_free(document);
-    return status;
-}
-
-/* sentence_bert_config.json: max_seq_length, clamped to the position table. */
-static cx_status read_sentence_config(const char *directory, cx_bert_config *config,
-                                      cx_error *err)
-{
-    int64_t positions = config->max_position_embeddings;
-    if (positions < 2)
-        return cx_error_set(err, CX_ERR_MODEL,
-                            "invalid model config (config.json): max_position_embeddings %" PRId64
-                            " leaves no room for [CLS] and [SEP]",
-                            positions);
-    config->max_seq_length =
-        positions < DEFAULT_MAX_SEQ_LENGTH ? positions : DEFAULT_MAX_SEQ_LENGTH;
-    cx_json_document *document;
-    cx_status status = read_config_json(directory, "sentence_bert_config.json", 1, &document, err);
-    if (status != CX_OK || document == NULL)
-        return status;
-    const cx_json_value *value = cx_json_get(cx_json_root(document), "max_seq_length");
-    if (value != NULL && cx_json_type_of(value) != CX_JSON_NULL) {
-        int64_t length;
-        if (!cx_json_as_int64(value, &length) || length < 2)
-            status = cx_error_set(err, CX_ERR_MODEL,
-                                  "invalid model config (sentence_bert_config.json): "
-                                  "max_seq_length must be an integer >= 2");
-        else /* a limit beyond the position table would index past it: clamp */
-            config->max_seq_length = length < positions ? length : positions;
-    }
-    cx_json_free(document);
-    return status;
-}
-
-/* tokenizer_config.json: do_lower_case, default true (uncased BERT). */
-static cx_status read_tokenizer_config(const char *directory, cx_bert_config *config,
-                                       cx_error *err)
-{
-    config->do_lower_case = 1;
-    cx_json_document *document;
-    cx_status status = read_config_json(directory, "tokenizer_config.json", 1, &document, err);
-    if (status != CX_OK || document == NULL)
-        return status;
-    const cx_json_value *value = cx_json_get(cx_json_root(document), "do_lower_case");
-    if (value != NULL && cx_json_type_of(value) != CX_JSON_NULL &&
-        !cx_json_as_bool(value, &config->do_lower_case))
-        status = cx_error_set(err, CX_ERR_MODEL,
-                              "invalid model config (tokenizer_config.json): do_lower_case must "
-                              "be true or false");
+    status = apply(document != NULL ? cx_json_root(document) : NULL, config, err);
     cx_json_free(document);
     return status;
 }
@@ -741,9 +612,12 @@ cx_model *cx_model_open(const char *directory, cx_status *status_out, cx_error *
         goto fail;
     }
     cx_bert_config *config = &model->config;
-    if ((status = read_config(directory, config, err)) != CX_OK ||
-        (status = read_sentence_config(directory, config, err)) != CX_OK ||
-        (status = read_tokenizer_config(directory, config, err)) != CX_OK)
+    if ((status = apply_config_file(directory, "config.json", 0, cx_config_read_bert, config,
+                                    err)) != CX_OK ||
+        (status = apply_config_file(directory, "sentence_bert_config.json", 1,
+                                    cx_config_read_sentence, config, err)) != CX_OK ||
+        (status = apply_config_file(directory, "tokenizer_config.json", 1,
+                                    cx_config_read_tokenizer, config, err)) != CX_OK)
         goto fail;
     if (access(model->vocab_path, R_OK) != 0) {
         status = file_error(model->vocab_path, errno, err);

@@ -10,6 +10,7 @@
 
 #include "pythread.h"
 
+#include "cx_backend.h"
 #include "cx_bert.h"
 #include "cx_encode.h"
 #include "cx_memory.h"
@@ -26,7 +27,6 @@ typedef struct {
     PyThread_type_lock lock;     /* owned; one encode at a time */
     PyObject *memory;            /* strong reference to a MemoryManager, or NULL */
     int64_t max_seq_length;      /* ids kept per text, <= the model's */
-    const char *precision_reason; /* static sentence: why this precision was chosen */
     int threads;                 /* libtorch intra-op threads of each encode (run_encode) */
 } Embedder;
 
@@ -94,30 +94,22 @@ static int parse_device(const char *name, cx_device *device)
     return -1;
 }
 
-/* "fp32", "bf16" or "auto" (bf16 where it is native, see cx_backend_bf16_native). */
-static int parse_precision(const char *name, cx_device device, cx_precision *precision,
-                           const char **reason)
+/* "fp32" or "bf16": a concrete precision. What "auto" means is decided in Python, once
+ * (coarch.embedder.choose_precision), from the same cx_backend_bf16_native check (bf16_native). */
+static int parse_precision(const char *name, cx_precision *precision)
 {
-    if (strcmp(name, "fp32") == 0) {
-        *precision = CX_PRECISION_FP32;
-        *reason = "fp32 was asked for";
+    if (name == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Embedder() needs precision='fp32' or 'bf16' "
+                                         "(coarch.Embedder resolves 'auto')");
+        return -1;
+    }
+    if (strcmp(name, "fp32") == 0 || strcmp(name, "bf16") == 0) {
+        *precision = name[0] == 'b' ? CX_PRECISION_BF16 : CX_PRECISION_FP32;
         return 0;
     }
-    if (strcmp(name, "bf16") == 0) {
-        *precision = CX_PRECISION_BF16;
-        *reason = "bf16 was asked for";
-        return 0;
-    }
-    if (strcmp(name, "auto") == 0) {
-        if (device == CX_DEVICE_CUDA) {
-            *precision = CX_PRECISION_BF16;
-            *reason = "auto on a CUDA device: bf16";
-            return 0;
-        }
-        *precision = cx_backend_bf16_native(reason) ? CX_PRECISION_BF16 : CX_PRECISION_FP32;
-        return 0;
-    }
-    PyErr_Format(PyExc_ValueError, "precision must be 'fp32', 'bf16' or 'auto', not '%s'", name);
+    PyErr_Format(PyExc_ValueError,
+                 "precision must be 'fp32' or 'bf16', not '%s' (coarch.Embedder resolves 'auto')",
+                 name);
     return -1;
 }
 
@@ -128,7 +120,7 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     PyObject *path = NULL, *memory = Py_None;
     int threads = 0;
     Py_ssize_t max_seq_length = 0;
-    const char *device_name = "cpu", *precision_name = "fp32";
+    const char *device_name = "cpu", *precision_name = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|$inOss", keywords, PyUnicode_FSConverter,
                                      &path, &threads, &max_seq_length, &memory, &device_name,
                                      &precision_name))
@@ -136,7 +128,6 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     int result = -1;
     cx_device device;
     cx_precision precision;
-    const char *precision_reason = "";
     if (self->model != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Embedder is already initialised");
         goto done;
@@ -145,11 +136,11 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "threads and max_seq_length must not be negative");
         goto done;
     }
-    if (memory != Py_None && cx_memory_manager_get(memory) == NULL)
+    if (memory != Py_None && cx_memory_manager_get(cx_state_of(self), memory) == NULL)
         goto done;
     if (parse_device(device_name, &device) < 0)
         goto done;
-    if (parse_precision(precision_name, device, &precision, &precision_reason) < 0)
+    if (parse_precision(precision_name, &precision) < 0)
         goto done;
 
     loaded_parts parts = {0};
@@ -159,7 +150,7 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
     if (parts.bert == NULL) {
         free_parts(&parts);
-        cx_raise_loading(parts.status, &parts.err);
+        cx_raise_loading(cx_state_of(self), parts.status, &parts.err);
         goto done;
     }
     const cx_bert_config *config = cx_model_config(parts.model);
@@ -190,16 +181,15 @@ static int Embedder_init(Embedder *self, PyObject *args, PyObject *kwargs)
     self->tokenizer = parts.tokenizer;
     self->bert = parts.bert;
     self->max_seq_length = max_seq_length > 0 ? max_seq_length : config->max_seq_length;
-    self->precision_reason = precision_reason;
     if (memory != Py_None) {
         /* The budget is predicted for this model; a limit too small for it is refused now. */
-        cx_memory *manager = cx_memory_manager_get(memory);
+        cx_memory *manager = cx_memory_manager_get(cx_state_of(self), memory);
         cx_memory_attach_model(manager, config, device == CX_DEVICE_CUDA);
         cx_error err;
         cx_error_clear(&err);
         cx_status status = cx_memory_check_model(manager, config, -1, &err);
         if (status != CX_OK) {
-            cx_raise(status, &err);
+            cx_raise(cx_state_of(self), status, &err);
             goto done; /* self->model is set: Embedder_dealloc frees the parts */
         }
         self->memory = Py_NewRef(memory);
@@ -390,7 +380,8 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     if (collect_texts(PySequence_Fast_ITEMS(items), count, texts, keepalive) < 0)
         goto done;
 
-    cx_memory *memory = self->memory != NULL ? cx_memory_manager_get(self->memory) : NULL;
+    cx_memory *memory =
+        self->memory != NULL ? cx_memory_manager_get(cx_state_of(self), self->memory) : NULL;
     hook_context hook = {NULL, progress != Py_None ? progress : NULL, memory};
     cx_encode_request request = {
         .texts = texts,
@@ -414,7 +405,7 @@ static PyObject *Embedder_encode_into(Embedder *self, PyObject *args, PyObject *
     cx_status status = run_encode(self, &request, &err);
     PyEval_RestoreThread(hook.thread_state);
     if (status != CX_OK) {
-        cx_raise(status, &err);
+        cx_raise(cx_state_of(self), status, &err);
         goto done;
     }
     result = Py_NewRef(Py_None);
@@ -430,22 +421,6 @@ done:
 }
 
 /* ---- tokenizer access -------------------------------------------------------------------- */
-
-static PyObject *ids_to_list(const int32_t *ids, int64_t count)
-{
-    PyObject *list = PyList_New((Py_ssize_t)count);
-    if (list == NULL)
-        return NULL;
-    for (int64_t i = 0; i < count; ++i) {
-        PyObject *id = PyLong_FromLong(ids[i]);
-        if (id == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
-    }
-    return list;
-}
 
 /* The UTF-8 of a str argument of the tokenizer methods (see cx_utf8_of); -1 with an
  * exception set when the Embedder is not ready or `text` is no str. */
@@ -480,7 +455,8 @@ static PyObject *Embedder_tokenize(Embedder *self, PyObject *text)
     count = cx_tokenizer_encode(self->tokenizer, data, (size_t)length, ids, self->max_seq_length,
                                 &err);
     Py_END_ALLOW_THREADS
-    PyObject *result = count < 0 ? cx_raise((cx_status)count, &err) : ids_to_list(ids, count);
+    PyObject *result = count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err)
+                                 : cx_ids_to_list(ids, count);
     PyMem_Free(ids);
     Py_XDECREF(keepalive);
     return result;
@@ -500,7 +476,8 @@ static PyObject *Embedder_count_tokens(Embedder *self, PyObject *text)
     count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
     Py_END_ALLOW_THREADS
     Py_XDECREF(keepalive);
-    return count < 0 ? cx_raise((cx_status)count, &err) : PyLong_FromLongLong(count);
+    return count < 0 ? cx_raise(cx_state_of(self), (cx_status)count, &err)
+                     : PyLong_FromLongLong(count);
 }
 
 static PyObject *Embedder_id_to_token(Embedder *self, PyObject *arg)
@@ -566,12 +543,6 @@ static PyObject *Embedder_get_precision(Embedder *self, void *closure)
                                                                                    : "fp32");
 }
 
-static PyObject *Embedder_get_precision_reason(Embedder *self, void *closure)
-{
-    if (require_ready(self) < 0)
-        return NULL;
-    return PyUnicode_FromString(self->precision_reason);
-}
 
 static PyObject *Embedder_get_scratch_bytes(Embedder *self, void *closure)
 {
@@ -627,8 +598,6 @@ static PyGetSetDef Embedder_getset[] = {
      "Threads of libtorch's intra-op pool during this Embedder's encodes.", NULL},
     {"device", (getter)Embedder_get_device, NULL, "'cpu' or 'cuda'.", NULL},
     {"precision", (getter)Embedder_get_precision, NULL, "'fp32' or 'bf16'.", NULL},
-    {"precision_reason", (getter)Embedder_get_precision_reason, NULL,
-     "Why that precision was chosen.", NULL},
     {"config", (getter)Embedder_get_config, NULL, "The model's configuration as a dict.", NULL},
     {"scratch_bytes", (getter)Embedder_get_scratch_bytes, NULL,
      "Bytes held by the encoder's reusable scratch tensors.", NULL},
@@ -637,11 +606,12 @@ static PyGetSetDef Embedder_getset[] = {
 };
 
 static PyType_Slot Embedder_slots[] = {
-    {Py_tp_doc, "Embedder(model_dir, *, threads=0, max_seq_length=0, memory=None, device='cpu',\n"
-                "         precision='fp32')\n\n"
+    {Py_tp_doc, "Embedder(model_dir, *, precision, threads=0, max_seq_length=0, memory=None,\n"
+                "         device='cpu')\n\n"
                 "A BERT-family sentence encoder: WordPiece tokenizer, forward pass over libtorch,\n"
                 "mean pooling and L2 normalisation. threads=0 uses every core this process may\n"
-                "use; max_seq_length=0 keeps the model's."},
+                "use; max_seq_length=0 keeps the model's. precision: 'fp32' or 'bf16', as\n"
+                "coarch.embedder.choose_precision resolves it."},
     {Py_tp_init, Embedder_init},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_dealloc, Embedder_dealloc},

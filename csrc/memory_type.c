@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include "cx_memory.h"
+#include "cx_sysmem.h"
 
 #define MIB (1024.0 * 1024.0)
 
@@ -15,8 +16,6 @@ typedef struct {
     cx_memory *memory; /* owned; NULL until __init__ succeeds */
 } MemoryManager;
 
-static const char *const limit_sources[] = {"explicit", "cgroup", "system"};
-
 static cx_memory *require_memory(MemoryManager *self)
 {
     if (self->memory == NULL)
@@ -24,10 +23,11 @@ static cx_memory *require_memory(MemoryManager *self)
     return self->memory;
 }
 
-struct cx_memory *cx_memory_manager_get(PyObject *object)
+struct cx_memory *cx_memory_manager_get(cx_module_state *state, PyObject *object)
 {
-    cx_module_state *state = cx_state();
-    if (state == NULL || !PyObject_TypeCheck(object, state->memory_manager_type)) {
+    if (state == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(object, state->memory_manager_type)) {
         PyErr_Format(PyExc_TypeError, "memory must be a coarch.MemoryManager, not %.100s",
                      Py_TYPE(object)->tp_name);
         return NULL;
@@ -110,7 +110,7 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
     cx_memory *memory = cx_memory_new(&options, &status, &err);
     Py_XDECREF(root_bytes);
     if (memory == NULL) {
-        cx_raise(status, &err);
+        cx_raise(cx_state_of(self), status, &err);
         return -1;
     }
     self->memory = memory;
@@ -175,7 +175,8 @@ static PyObject *MemoryManager_stats(MemoryManager *self, PyObject *unused)
         "s:s,s:O,s:(ddd),s:L,s:L,s:d,s:d,s:i,s:N,s:N,s:O,s:d,s:d,s:d}",
         "rss_mb", (double)s.rss_bytes / MIB, "peak_rss_mb", (double)s.peak_rss_bytes / MIB,
         "available_mb", (double)s.available_bytes / MIB, "total_mb", (double)s.total_bytes / MIB,
-        "limit_mb", (double)s.limit_bytes / MIB, "limit_source", limit_sources[s.limit_source],
+        "limit_mb", (double)s.limit_bytes / MIB, "limit_source",
+        cx_memory_limit_source_name(s.limit_source),
         "pressure", (int)s.pressure, "usage", s.usage, "batch_tokens", (long long)s.batch_tokens,
         "batches", (long long)s.batches, "gc_runs", (long long)s.gc_runs, "trims",
         (long long)s.trims, "waits", (long long)s.waits, "cuda_releases",
@@ -202,11 +203,11 @@ static PyObject *MemoryManager_check_model(MemoryManager *self, PyObject *args, 
     cx_error_clear(&err);
     cx_status status = cx_memory_check_model(memory, NULL, (int64_t)weights, &err);
     if (status != CX_OK)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of(self), status, &err);
     Py_RETURN_NONE;
 }
 
-static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
+static PyObject *MemoryManager_parse_cgroup(PyTypeObject *type, PyObject *root)
 {
     PyObject *root_bytes = NULL;
     if (!PyUnicode_FSConverter(root, &root_bytes))
@@ -214,10 +215,10 @@ static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
     cx_cgroup_info info;
     cx_error err;
     cx_error_clear(&err);
-    cx_status status = cx_memory_read_cgroup(PyBytes_AS_STRING(root_bytes), &info, &err);
+    cx_status status = cx_sysmem_read_cgroup(PyBytes_AS_STRING(root_bytes), &info, &err);
     Py_DECREF(root_bytes);
     if (status != CX_OK)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of_type(type), status, &err);
     PyObject *version = info.version != 0 ? PyLong_FromLong(info.version) : Py_NewRef(Py_None);
     PyObject *limit =
         info.limit_bytes > 0 ? PyLong_FromLongLong(info.limit_bytes) : Py_NewRef(Py_None);
@@ -233,44 +234,26 @@ static PyObject *MemoryManager_parse_cgroup(PyObject *unused, PyObject *root)
                          "usage_bytes", usage, "directory", info.directory);
 }
 
-static PyObject *MemoryManager_get_limit_mb(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyFloat_FromDouble((double)s.limit_bytes / MIB);
-}
+/* The settings read as attributes; each getter's closure is one of these. */
+enum { SETTING_LIMIT_MB, SETTING_LIMIT_SOURCE, SETTING_PROFILE, SETTING_ADAPTIVE };
 
-static PyObject *MemoryManager_get_limit_source(MemoryManager *self, void *closure)
+static PyObject *MemoryManager_get_setting(MemoryManager *self, void *closure)
 {
     cx_memory *memory = require_memory(self);
     if (memory == NULL)
         return NULL;
     cx_memory_stats s;
     cx_memory_get_stats(memory, &s);
-    return PyUnicode_FromString(limit_sources[s.limit_source]);
-}
-
-static PyObject *MemoryManager_get_profile(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyUnicode_FromString(s.profile);
-}
-
-static PyObject *MemoryManager_get_adaptive(MemoryManager *self, void *closure)
-{
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
-    cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
-    return PyBool_FromLong(s.adaptive);
+    switch ((intptr_t)closure) {
+    case SETTING_LIMIT_MB:
+        return PyFloat_FromDouble((double)s.limit_bytes / MIB);
+    case SETTING_LIMIT_SOURCE:
+        return PyUnicode_FromString(cx_memory_limit_source_name(s.limit_source));
+    case SETTING_PROFILE:
+        return PyUnicode_FromString(s.profile);
+    default:
+        return PyBool_FromLong(s.adaptive);
+    }
 }
 
 static PyMethodDef MemoryManager_methods[] = {
@@ -292,19 +275,21 @@ static PyMethodDef MemoryManager_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_check_model(weights_bytes=-1)\n\nRaises MemoryLimitError when the limit is too small "
      "for the attached model\n(weights_bytes: still to become resident; -1 estimates them)."},
-    {"_parse_cgroup", (PyCFunction)MemoryManager_parse_cgroup, METH_O | METH_STATIC,
+    {"_parse_cgroup", (PyCFunction)(void (*)(void))MemoryManager_parse_cgroup, METH_O | METH_CLASS,
      "_parse_cgroup(root) -> dict\n\nThe memory cgroup as seen under `root` (tests): version, "
      "limit_bytes, usage_bytes,\ndirectory."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef MemoryManager_getset[] = {
-    {"limit_mb", (getter)MemoryManager_get_limit_mb, NULL, "The effective limit in MB.", NULL},
-    {"limit_source", (getter)MemoryManager_get_limit_source, NULL,
-     "Which limit won: 'explicit', 'cgroup' or 'system'.", NULL},
-    {"profile", (getter)MemoryManager_get_profile, NULL, "The threshold profile's name.", NULL},
-    {"adaptive", (getter)MemoryManager_get_adaptive, NULL,
-     "Whether the budget adapts to pressure.", NULL},
+    {"limit_mb", (getter)MemoryManager_get_setting, NULL, "The effective limit in MB.",
+     (void *)(intptr_t)SETTING_LIMIT_MB},
+    {"limit_source", (getter)MemoryManager_get_setting, NULL,
+     "Which limit won: 'explicit', 'cgroup' or 'system'.", (void *)(intptr_t)SETTING_LIMIT_SOURCE},
+    {"profile", (getter)MemoryManager_get_setting, NULL, "The threshold profile's name.",
+     (void *)(intptr_t)SETTING_PROFILE},
+    {"adaptive", (getter)MemoryManager_get_setting, NULL,
+     "Whether the budget adapts to pressure.", (void *)(intptr_t)SETTING_ADAPTIVE},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -1,15 +1,15 @@
-/* module.c: the coarch._core module: its state (exception classes, types), the one mapping from
- * engine statuses to Python exceptions, and module-level functions about the backend. */
+/* module.c: the coarch._core module (multi-phase init): its state (exception classes, types),
+ * the one mapping from engine statuses to Python exceptions, and functions about the backend. */
 #include "core.h"
 
-#include "cx_bert.h"
+#include "cx_backend.h"
 #include "cx_threads.h"
 
 static struct PyModuleDef core_module;
 
-cx_module_state *cx_state(void)
+cx_module_state *cx_state_of_type(PyTypeObject *type)
 {
-    PyObject *module = PyState_FindModule(&core_module);
+    PyObject *module = PyType_GetModuleByDef(type, &core_module);
     return module != NULL ? (cx_module_state *)PyModule_GetState(module) : NULL;
 }
 
@@ -18,11 +18,10 @@ static const char *message_or(const cx_error *err, const char *fallback)
     return err != NULL && err->message[0] != '\0' ? err->message : fallback;
 }
 
-PyObject *cx_raise(cx_status status, const cx_error *err)
+PyObject *cx_raise(cx_module_state *state, cx_status status, const cx_error *err)
 {
-    if (PyErr_Occurred())
+    if (state == NULL || PyErr_Occurred())
         return NULL; /* a hook (progress callback, signal handler) raised: keep its exception */
-    cx_module_state *state = cx_state();
     const char *message = message_or(err, "coarch core error");
     switch (status) {
     case CX_ERR_NOMEM:
@@ -51,13 +50,13 @@ PyObject *cx_raise(cx_status status, const cx_error *err)
     return NULL;
 }
 
-PyObject *cx_raise_loading(cx_status status, const cx_error *err)
+PyObject *cx_raise_loading(cx_module_state *state, cx_status status, const cx_error *err)
 {
-    if (PyErr_Occurred())
+    if (state == NULL || PyErr_Occurred())
         return NULL;
     if (status == CX_ERR_NOMEM)
-        return cx_raise(status, err);
-    PyErr_SetString(cx_state()->model_error, message_or(err, "cannot load the model"));
+        return cx_raise(state, status, err);
+    PyErr_SetString(state->model_error, message_or(err, "cannot load the model"));
     return NULL;
 }
 
@@ -78,6 +77,23 @@ int cx_utf8_of(PyObject *text, const char **data, Py_ssize_t *length, PyObject *
     *data = PyBytes_AS_STRING(*keepalive);
     *length = PyBytes_GET_SIZE(*keepalive);
     return 0;
+}
+
+PyObject *cx_ids_to_list(const int32_t *ids, int64_t count)
+{
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    if (list == NULL)
+        return NULL;
+    for (int64_t i = 0; i < count; i++) {
+        /* ids is NULL only with count <= 0 (encode_ids), which the analyzer cannot see. */
+        PyObject *id = PyLong_FromLong(ids[i]); /* NOLINT(clang-analyzer-core.NullDereference) */
+        if (id == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
+    }
+    return list;
 }
 
 static PyObject *available_cores(PyObject *module, PyObject *unused)
@@ -141,6 +157,13 @@ static void core_free(void *module)
     core_clear((PyObject *)module);
 }
 
+static int core_exec(PyObject *module);
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "coarch._core",
@@ -148,6 +171,7 @@ static struct PyModuleDef core_module = {
              "libtorch, the batch-embedding loop and the MemoryManager. Private: use coarch.",
     .m_size = sizeof(cx_module_state),
     .m_methods = core_functions,
+    .m_slots = core_slots,
     .m_traverse = core_traverse,
     .m_clear = core_clear,
     .m_free = core_free,
@@ -187,17 +211,19 @@ static int add_exceptions(PyObject *module, cx_module_state *state)
     return 0;
 }
 
-PyMODINIT_FUNC PyInit__core(void)
+/* Fills the state of a new module object: the exception classes, then one heap type per bridge
+ * file. On failure (-1, exception set) Python discards the module. */
+static int core_exec(PyObject *module)
 {
-    PyObject *module = PyModule_Create(&core_module);
-    if (module == NULL)
-        return NULL;
     cx_module_state *state = PyModule_GetState(module);
     if (add_exceptions(module, state) < 0 || cx_embedder_type_setup(module, state) < 0 ||
         cx_tokenizer_type_setup(module, state) < 0 ||
-        cx_memory_manager_type_setup(module, state) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+        cx_memory_manager_type_setup(module, state) < 0)
+        return -1;
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_module);
 }

@@ -37,7 +37,7 @@ static PyObject *Tokenizer_new(PyTypeObject *type, PyObject *args, PyObject *kwa
     Py_END_ALLOW_THREADS
     Py_DECREF(path);
     if (tokenizer == NULL)
-        return cx_raise(status, &err);
+        return cx_raise(cx_state_of_type(type), status, &err);
     Tokenizer *self = (Tokenizer *)type->tp_alloc(type, 0);
     if (self == NULL) {
         cx_tokenizer_free(tokenizer);
@@ -73,23 +73,6 @@ static int parse_max_tokens(PyObject *value, int64_t *max_tokens)
         return -1;
     *max_tokens = overflow > 0 ? INT64_MAX : overflow < 0 ? INT64_MIN : (int64_t)parsed;
     return 0;
-}
-
-static PyObject *ids_to_list(const int32_t *ids, int64_t count)
-{
-    PyObject *list = PyList_New((Py_ssize_t)count);
-    if (list == NULL)
-        return NULL;
-    for (int64_t i = 0; i < count; i++) {
-        /* ids is NULL only with count < 0 (encode_ids), which the analyzer cannot see. */
-        PyObject *id = PyLong_FromLong(ids[i]); /* NOLINT(clang-analyzer-core.NullDereference) */
-        if (id == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, id);
-    }
-    return list;
 }
 
 /* The engine work of encode: sizes the id buffer and fills it. Touches no Python object, so it
@@ -143,8 +126,8 @@ static PyObject *encode_utf8(Tokenizer *self, const char *data, Py_ssize_t lengt
         Py_END_ALLOW_THREADS
     }
     if (count < 0)
-        return cx_raise((cx_status)count, &err);
-    PyObject *list = ids_to_list(ids, count);
+        return cx_raise(cx_state_of(self), (cx_status)count, &err);
+    PyObject *list = cx_ids_to_list(ids, count);
     PyMem_RawFree(ids);
     return list;
 }
@@ -207,7 +190,7 @@ static PyObject *Tokenizer_count(Tokenizer *self, PyObject *text)
     }
     Py_XDECREF(keepalive);
     if (count < 0)
-        return cx_raise((cx_status)count, &err);
+        return cx_raise(cx_state_of(self), (cx_status)count, &err);
     return PyLong_FromLongLong(count);
 }
 

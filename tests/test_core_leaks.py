@@ -79,7 +79,7 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def embedder(model_dir: Path) -> _core.Embedder:
-    return _core.Embedder(str(model_dir), threads=1)
+    return _core.Embedder(str(model_dir), threads=1, precision="fp32")
 
 
 def test_encoding_the_same_texts_does_not_grow(embedder: _core.Embedder) -> None:
@@ -111,7 +111,7 @@ def test_failing_encodes_do_not_grow(embedder: _core.Embedder) -> None:
 
 def test_creating_and_freeing_embedders_does_not_grow(model_dir: Path) -> None:
     def create() -> None:
-        embedder = _core.Embedder(str(model_dir), threads=1)
+        embedder = _core.Embedder(str(model_dir), threads=1, precision="fp32")
         embedder.tokenize("warm the tokenizer")
         del embedder
 
@@ -130,7 +130,7 @@ def test_failing_embedder_construction_does_not_grow(model_dir: Path, tmp_path: 
 
     def fail() -> None:
         with pytest.raises(_core.ModelError, match="vocabulary does not match the model"):
-            _core.Embedder(str(tmp_path), threads=1)
+            _core.Embedder(str(tmp_path), threads=1, precision="fp32")
 
     assert_rss_settles(fail, warmup=3, rounds=20, bound=2 * MIB)
 

@@ -230,7 +230,7 @@ def test_budget_with_room_is_the_maximum() -> None:
 def test_budget_follows_the_headroom() -> None:
     # Limits that leave -10, 20, 60 and 200 MB above RSS + the model's weights at the first
     # budget's target (halfway between MODERATE and HIGH): more room, more tokens; no room, one
-    # row. The bytes per row come from cx_bert_scratch_bytes (about 4-8 MB per 256-token row).
+    # row. The bytes per row come from cx_footprint_scratch_bytes (about 4-8 MB per 256-token row).
     rss = proc_status_mb("VmRSS")
     weights_mb = 86  # all-MiniLM-L6-v2 in float32, not yet resident for a fresh manager
     budgets = []
@@ -260,6 +260,27 @@ def test_budget_without_adaptation_is_fixed() -> None:
 def test_budget_default_length_is_the_models() -> None:
     manager = _core.MemoryManager(1)
     assert manager.optimal_batch_tokens() == 256  # MiniLM's max_seq_length: one row
+
+
+def test_budget_and_model_check_follow_the_attached_models_shape(tmp_path: Path) -> None:
+    # A model of another shape (hidden 8, 16 positions: test_core_model's tiny BERT) attached
+    # by an Embedder replaces MiniLM's shape in the budget and in the model check.
+    from test_core_model import POSITIONS, make_folder
+
+    tiny = str(make_folder(tmp_path / "tiny"))
+    rss = proc_status_mb("VmRSS")
+    roomy = _core.MemoryManager((rss + 86 + 4) / 0.675)  # 4 MB above MiniLM's weights
+    assert roomy.optimal_batch_tokens(POSITIONS) < 8192
+    embedder = _core.Embedder(tiny, precision="fp32", threads=1, memory=roomy)
+    assert roomy.optimal_batch_tokens(POSITIONS) == 8192  # kilobytes of weights and rows
+    assert roomy.optimal_batch_tokens() == 8192 // POSITIONS * POSITIONS
+    del embedder
+
+    small = _core.MemoryManager(1, min_batch_tokens=1)
+    assert small.optimal_batch_tokens() == 256  # MiniLM's max_seq_length before any model
+    with pytest.raises(_core.MemoryLimitError, match=f"one {POSITIONS}-token text"):
+        _core.Embedder(tiny, precision="fp32", threads=1, memory=small)
+    assert small.optimal_batch_tokens() == POSITIONS  # one row of the attached model
 
 
 # ---- hooks and the model check -----------------------------------------------------------

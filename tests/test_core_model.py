@@ -1,4 +1,4 @@
-"""test_core_model.py: the C model loader (csrc/cx_model.c and csrc/cx_json.c).
+"""test_core_model.py: the C model loader (csrc/cx_model.c, csrc/cx_config.c and csrc/cx_json.c).
 
 Model folders are written by hand in tmp_path: a tiny BERT (hidden 8, 2 heads, 1 layer,
 intermediate 16, 16 positions, a 12-token vocab.txt) stored as safetensors with numpy. Valid
@@ -253,7 +253,7 @@ def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(coarch.ModelNotFoundError, match="model folder not found"):
         coarch.Embedder(model=str(missing))
     with pytest.raises(_core.ModelError) as caught:  # the core's own check, behind the Python one
-        _core.Embedder(str(missing))
+        _core.Embedder(str(missing), precision="fp32")
     assert str(caught.value).startswith(f"model folder not found ({missing}): No such file")
 
 

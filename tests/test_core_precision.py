@@ -14,6 +14,8 @@ import pytest
 
 import coarch
 from coarch import _core
+from coarch.errors import ConfigError
+from coarch.models import default_model_path
 
 DATA = Path(__file__).parent / "data"
 
@@ -73,6 +75,24 @@ def test_auto_follows_the_run_time_check() -> None:
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision must be"):
         coarch.Embedder(precision="fp8")
+
+
+def test_an_unknown_precision_from_the_environment_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COARCH_PRECISION", "fp8")
+    with pytest.raises(ConfigError, match="precision must be fp32, bf16 or auto, not 'fp8'"):
+        coarch.Embedder()
+
+
+def test_the_core_takes_only_a_resolved_precision() -> None:
+    # "auto" is decided once, in coarch.embedder.choose_precision; the core has no default.
+    model = str(default_model_path())
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', not 'auto'"):
+        _core.Embedder(model, precision="auto")
+    with pytest.raises(TypeError, match="needs precision='fp32' or 'bf16'"):
+        _core.Embedder(model)
+    assert _core.Embedder(model, precision="bf16").precision == "bf16"
 
 
 def test_precision_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

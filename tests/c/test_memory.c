@@ -1,8 +1,8 @@
-/* test_memory.c: plain C tests of cx_memory (no Python, no libtorch).
+/* test_memory.c: plain C tests of cx_memory and cx_sysmem (no Python, no libtorch).
  *
  * Usage: test_memory [CGROUP_FIXTURES]   (default: ../data/cgroup, as run from tests/c)
- * The libtorch functions cx_memory calls are replaced by the stubs below: the scratch formula
- * of cx_bert.cpp at the time of writing, and no CUDA. Ballast is mmap'ed and touched here to
+ * The libtorch functions cx_memory calls (cx_backend.h) are replaced by the stubs below: one
+ * intra-op thread and no CUDA; the scratch formula is the encoder's own (cx_footprint.c). Ballast is mmap'ed and touched here to
  * move the real RSS (munmap gives it back at once, under AddressSanitizer too). Exits 0 when
  * every check passes. Build and run with `make -C tests/c check` (or `asan`). */
 #include <stdint.h>
@@ -12,20 +12,17 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "cx_bert.h"
+#include "cx_backend.h"
 #include "cx_memory.h"
+#include "cx_sysmem.h"
 
 #include "check.h"
 
 #define MIB ((int64_t)1024 * 1024)
 
-/* ---- stubs of cx_bert.cpp ---------------------------------------------------------------- */
+/* ---- stubs of cx_backend.cpp ------------------------------------------------------------- */
 
-int64_t cx_bert_scratch_bytes(const cx_bert_config *config, int64_t batch, int64_t seq_len)
-{
-    const int64_t tokens = batch * seq_len, h = config->hidden_size;
-    return 4 * tokens * (6 * h + config->intermediate_size) + 8 * seq_len * seq_len + 16 * tokens;
-}
+int cx_backend_threads(void) { return 1; }
 int cx_backend_cuda_available(void) { return 0; }
 cx_status cx_backend_cuda_empty_cache(cx_error *err) { (void)err; return CX_OK; }
 cx_status cx_backend_cuda_memory(int64_t *reserved, int64_t *total, cx_error *err)
@@ -98,7 +95,7 @@ static void test_cgroup(const char *fixtures)
         snprintf(root, sizeof root, "%s/%s", fixtures, cases[i].name);
         cx_cgroup_info info;
         cx_error err = {{0}};
-        cx_status status = cx_memory_read_cgroup(root, &info, &err);
+        cx_status status = cx_sysmem_read_cgroup(root, &info, &err);
         CHECK(status == CX_OK, "%s: %s", cases[i].name, err.message);
         CHECK(info.version == cases[i].version, "%s: version %d", cases[i].name, info.version);
         CHECK(info.limit_bytes == cases[i].limit, "%s: limit %lld", cases[i].name,
@@ -110,7 +107,7 @@ static void test_cgroup(const char *fixtures)
     snprintf(root, sizeof root, "%s/bad", fixtures);
     cx_cgroup_info info;
     cx_error err = {{0}};
-    CHECK(cx_memory_read_cgroup(root, &info, &err) == CX_ERR_IO, "bad limit file");
+    CHECK(cx_sysmem_read_cgroup(root, &info, &err) == CX_ERR_IO, "bad limit file");
     CHECK(strstr(err.message, "not a number or \"max\": lots") != NULL, "%s", err.message);
 
     /* As the manager's limit: the cgroup wins over a larger explicit limit. */
@@ -194,9 +191,10 @@ static void test_budget(void)
 
     /* The first budget lands halfway between MODERATE and HIGH (67.5 %), weights included. */
     const int64_t rss = rss_now();
-    const int64_t per_row = cx_memory_batch_bytes(&minilm, 1, 128);
+    const int64_t five = cx_memory_batch_bytes(&minilm, 5, 128);
+    const int64_t six = cx_memory_batch_bytes(&minilm, 6, 128);
     const int64_t weights = 90261504; /* all-MiniLM-L6-v2, float32 */
-    const int64_t room = 5 * per_row + per_row / 2;
+    const int64_t room = five + (six - five) / 2; /* bf16 rows are padded: not 5.5 x one row */
     m = manager((int64_t)((double)(rss + weights + room) / 0.675), 0, &err);
     int64_t tokens = cx_memory_batch_tokens(m, &minilm, 128);
     CHECK(tokens == 5 * 128, "5.5 rows of room: %lld tokens", (long long)tokens);

@@ -109,6 +109,8 @@ def check_max_file_size(options: IndexOptions) -> None:
     ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
     if cap <= ceiling:
         return
+    # Shown rounded down, so the figure named is one that passes this check.
+    ceiling -= ceiling % 100_000
     hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
             if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
     raise ConfigError(

@@ -55,7 +55,8 @@ import test_languages
 from benchenv import cpu_model
 
 import coarch
-from coarch.chunking import Chunker, _Def, _statements
+from coarch.chunk_syntax import Definition, statements
+from coarch.chunking import Chunker
 from coarch.languages import language_for
 
 _KINDS = ("file_start", "definition_start", "definition_head", "after_definition",
@@ -163,7 +164,7 @@ class Boundaries:
         self.starts: set[int] = set()
         self.heads: set[int] = set()
         self.ends: set[int] = set()
-        self.defs: list[_Def] = []
+        self.defs: list[Definition] = []
         self.root: Any = None
         self.chunker = chunker
         grammar = chunker._grammar(language)
@@ -208,7 +209,7 @@ class Boundaries:
         for _ in range(3):
             below = []
             for node in level:
-                for child in _statements(node, self.lines):
+                for child in statements(node, self.lines):
                     if child.start_point.row == row:
                         return True
                     if child.start_point.row < row <= child.end_point.row \

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 from coarch.errors import UsageError
+from coarch.sizes import parse_size
 
 EXIT_CODES = """\
 exit codes:
@@ -74,12 +75,9 @@ seconds = _at_least(float, 0.0, "a number of seconds", "must be 0 or more")
 
 
 def size(text: str) -> int:
-    """Bytes from "1000", "500K", "2M", "1.5MB" (powers of 1000, as ls -h --si)."""
-    raw = text.strip().upper().removesuffix("B")
-    scale = {"K": 1000, "M": 1000**2, "G": 1000**3}.get(raw[-1:], 1)
-    number = raw[:-1] if scale != 1 else raw
+    """Bytes from "1000", "500K", "2M", "1.5MB" (coarch.sizes.parse_size)."""
     try:
-        value = int(float(number) * scale)
+        value = parse_size(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500K, 2M)") from None
     if value < 1:

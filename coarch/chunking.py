@@ -39,6 +39,8 @@ from coarch.languages import ts_language
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
+# Token counts of each line of a text (text.split("\n")), as a TokenCounter gives each alone.
+LineCounter = Callable[[str], list[int]]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
 CHUNKER_VERSION = "3"
@@ -100,12 +102,16 @@ class Chunker:
     """Cuts files into chunks of at most `max_tokens` tokens (embedded text, header included,
     as counted by `count_tokens`, which counts the model's special tokens too).
 
-    `target_tokens` is the size up to which small neighbouring units are merged. One Chunker
-    keeps parsers; use it from one thread at a time."""
+    `target_tokens` is the size up to which small neighbouring units are merged.
+    `count_lines`, when given, counts all lines of a file in one call (the same counts as
+    `count_tokens` line by line): a file costs one call into the tokenizer for its lines
+    rather than one per line. One Chunker keeps parsers; use it from one thread at a time."""
 
     def __init__(self, count_tokens: TokenCounter, max_tokens: int,
-                 target_tokens: int | None = None) -> None:
+                 target_tokens: int | None = None,
+                 count_lines: LineCounter | None = None) -> None:
         self.count_tokens = count_tokens
+        self.count_lines = count_lines
         self.special = count_tokens("")
         if max_tokens - self.special < 16:
             raise ValueError(f"max_tokens {max_tokens} leaves no room for text")
@@ -129,7 +135,7 @@ class Chunker:
         self._path = path
         self._header_cache.clear()  # header counts depend on the path: per file
         self._statement_cache.clear()
-        self._ltok = [self._line_tokens(line) for line in lines]
+        self._ltok = self._lines_tokens(text, lines)
         self._prefix = [0]
         for n in self._ltok:
             self._prefix.append(self._prefix[-1] + n)
@@ -151,10 +157,14 @@ class Chunker:
 
     # ---- counting ----------------------------------------------------------------------------
 
-    def _line_tokens(self, line: str) -> int:
-        if not line or line.isspace():
-            return 0
-        return self.count_tokens(line) - self.special
+    def _lines_tokens(self, text: str, lines: Sequence[str]) -> list[int]:
+        """Source tokens of each line (special tokens left out); a blank line holds none."""
+        if self.count_lines is None:
+            return [0 if not line or line.isspace() else self.count_tokens(line) - self.special
+                    for line in lines]
+        counts = self.count_lines(text)  # one more than `lines` when text ends with "\n"
+        return [0 if not line or line.isspace() else count - self.special
+                for line, count in zip(lines, counts)]
 
     def _rows_tokens(self, start: int, end: int) -> int:
         return self._prefix[end + 1] - self._prefix[start]

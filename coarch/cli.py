@@ -1,4 +1,4 @@
-"""The `coarch` command: the only module that prints, and the one place errors are reported.
+"""The `coarch` command: its parser, the command registry, and the one place errors are reported.
 
 Results go to stdout, progress and logs to stderr. Errors are one line, `coarch: error: <what>`,
 plus a hint when there is one; tracebacks only with --debug. Exit codes: 0 success (search: hits
@@ -7,7 +7,8 @@ terminated (SIGTERM). A reader that goes away (`| head`) ends the output quietly
 closed stdout ends it quietly with 2.
 
 The commands live in coarch.cli_commands (index, status, search) and coarch.cli_agents (mcp,
-watch), their shared options in coarch.cli_options, what they print in coarch.cli_output.
+watch), their shared options in coarch.cli_options, what they print in coarch.cli_output;
+these cli modules are the only ones in coarch that print.
 """
 
 from __future__ import annotations

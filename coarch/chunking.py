@@ -1,13 +1,14 @@
 """Source text -> chunks that follow definitions and never exceed the model's input length.
 
 Pure: no I/O, no model. Token counts come from a callable (the model's C tokenizer in
-production), so the guarantee "every chunk's embedded text has at most max_tokens tokens" is
-checked with the same tokenizer the embedder truncates with: nothing is silently cut off.
+production, which also counts all lines of a file in one call), so the guarantee "every chunk's
+embedded text has at most max_tokens tokens" is checked with the same tokenizer the embedder
+truncates with: nothing is silently cut off.
 
 How a file is cut:
 1. Definitions (functions, classes, methods, impls...) come from a tree-sitter grammar for the
-   languages that have one (see coarch.languages); comments, decorators and attributes right
-   above a definition belong to it.
+   languages that have one (coarch.chunk_syntax, coarch.languages); comments, decorators and
+   attributes right above a definition belong to it.
 2. Inside a scope (the file, then a definition too big for one chunk) the lines are partitioned
    into definitions and the gaps between them. A unit that fits is a leaf; adjacent leaves are
    merged while they stay under `target_tokens`; a definition that does not fit is cut along

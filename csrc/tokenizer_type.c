@@ -56,6 +56,34 @@ static void Tokenizer_dealloc(Tokenizer *self)
     Py_DECREF(type);
 }
 
+/* Gives the GIL away for work on a text of `length` bytes when the text is long enough for it
+ * to be worth it (RELEASE_GIL_BYTES); NULL when the GIL is kept. retake_gil(the result) ends
+ * the stretch; in between, touch engine data only. */
+static PyThreadState *release_gil_for(Py_ssize_t length)
+{
+    return length < RELEASE_GIL_BYTES ? NULL : PyEval_SaveThread();
+}
+
+static void retake_gil(PyThreadState *saved)
+{
+    if (saved != NULL)
+        PyEval_RestoreThread(saved);
+}
+
+/* The UTF-8 of `text`, the str argument of `method`: TypeError for another type; *keepalive
+ * as cx_utf8_of sets it (the caller releases it once done with *data). */
+static int str_argument(PyObject *text, const char *method, const char **data,
+                        Py_ssize_t *length, PyObject **keepalive)
+{
+    *keepalive = NULL;
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", method,
+                     Py_TYPE(text)->tp_name);
+        return -1;
+    }
+    return cx_utf8_of(text, data, length, keepalive);
+}
+
 /* max_tokens: None (no truncation: INT64_MAX) or an int, which the engine judges. */
 static int parse_max_tokens(PyObject *value, int64_t *max_tokens)
 {
@@ -117,14 +145,9 @@ static PyObject *encode_utf8(Tokenizer *self, const char *data, Py_ssize_t lengt
     cx_error err;
     cx_error_clear(&err);
     int32_t *ids = NULL;
-    int64_t count;
-    if (length < RELEASE_GIL_BYTES) {
-        count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
-        Py_END_ALLOW_THREADS
-    }
+    PyThreadState *saved = release_gil_for(length);
+    int64_t count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
+    retake_gil(saved);
     if (count < 0)
         return cx_raise(cx_state_of(self), (cx_status)count, &err);
     PyObject *list = cx_ids_to_list(ids, count);
@@ -168,26 +191,16 @@ done:
 
 static PyObject *Tokenizer_count(Tokenizer *self, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "count() argument must be str, not %.100s",
-                     Py_TYPE(text)->tp_name);
-        return NULL;
-    }
     const char *data;
     Py_ssize_t length;
-    PyObject *keepalive = NULL;
-    if (cx_utf8_of(text, &data, &length, &keepalive) < 0)
+    PyObject *keepalive;
+    if (str_argument(text, "count", &data, &length, &keepalive) < 0)
         return NULL;
     cx_error err;
     cx_error_clear(&err);
-    int64_t count;
-    if (length < RELEASE_GIL_BYTES) {
-        count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
-        Py_END_ALLOW_THREADS
-    }
+    PyThreadState *saved = release_gil_for(length);
+    int64_t count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
+    retake_gil(saved);
     Py_XDECREF(keepalive);
     if (count < 0)
         return cx_raise(cx_state_of(self), (cx_status)count, &err);
@@ -233,27 +246,17 @@ static PyObject *counts_to_list(const int64_t *counts, int64_t lines)
 
 static PyObject *Tokenizer_count_lines(Tokenizer *self, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "count_lines() argument must be str, not %.100s",
-                     Py_TYPE(text)->tp_name);
-        return NULL;
-    }
     const char *data;
     Py_ssize_t length;
-    PyObject *keepalive = NULL;
-    if (cx_utf8_of(text, &data, &length, &keepalive) < 0)
+    PyObject *keepalive;
+    if (str_argument(text, "count_lines", &data, &length, &keepalive) < 0)
         return NULL;
     cx_error err;
     cx_error_clear(&err);
     int64_t *counts = NULL;
-    int64_t lines;
-    if (length < RELEASE_GIL_BYTES) {
-        lines = count_lines(self->tokenizer, data, (size_t)length, &counts, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        lines = count_lines(self->tokenizer, data, (size_t)length, &counts, &err);
-        Py_END_ALLOW_THREADS
-    }
+    PyThreadState *saved = release_gil_for(length);
+    int64_t lines = count_lines(self->tokenizer, data, (size_t)length, &counts, &err);
+    retake_gil(saved);
     Py_XDECREF(keepalive);
     if (lines < 0)
         return cx_raise(cx_state_of(self), (cx_status)lines, &err);

@@ -17,6 +17,7 @@ import sysconfig
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -326,18 +327,9 @@ def test_count_lines_on_code(ours: _core.Tokenizer, ours_cased: _core.Tokenizer,
 
 def test_count_lines_in_threads(ours: _core.Tokenizer, big_code: str) -> None:
     texts = [big_code[i * 100_000 : (i + 1) * 100_000] for i in range(4)]
-    expected = [per_line(ours, text) for text in texts]
-    results: dict[int, list[int]] = {}
-
-    def work(index: int) -> None:
-        results[index] = ours.count_lines(texts[index])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(texts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [results[i] for i in range(len(texts))] == expected
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        results = list(pool.map(ours.count_lines, texts))
+    assert results == [per_line(ours, text) for text in texts]
 
 
 # ---- linear time -----------------------------------------------------------------------------

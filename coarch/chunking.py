@@ -1,13 +1,14 @@
 """Source text -> chunks that follow definitions and never exceed the model's input length.
 
 Pure: no I/O, no model. Token counts come from a callable (the model's C tokenizer in
-production), so the guarantee "every chunk's embedded text has at most max_tokens tokens" is
-checked with the same tokenizer the embedder truncates with: nothing is silently cut off.
+production, which also counts all lines of a file in one call), so the guarantee "every chunk's
+embedded text has at most max_tokens tokens" is checked with the same tokenizer the embedder
+truncates with: nothing is silently cut off.
 
 How a file is cut:
 1. Definitions (functions, classes, methods, impls...) come from a tree-sitter grammar for the
-   languages that have one (see coarch.languages); comments, decorators and attributes right
-   above a definition belong to it.
+   languages that have one (coarch.chunk_syntax, coarch.languages); comments, decorators and
+   attributes right above a definition belong to it.
 2. Inside a scope (the file, then a definition too big for one chunk) the lines are partitioned
    into definitions and the gaps between them. A unit that fits is a leaf; adjacent leaves are
    merged while they stay under `target_tokens`; a definition that does not fit is cut along
@@ -32,11 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coarch.languages import definition_patterns, script_language, ts_language
+from coarch import chunk_syntax
+from coarch.chunk_syntax import LEADING, Definition, Grammar, last_row
+from coarch.languages import ts_language
 
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
+# Token counts of each line of a text (text.split("\n")), as a TokenCounter gives each alone.
+LineCounter = Callable[[str], list[int]]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
 CHUNKER_VERSION = "3"
@@ -78,20 +83,6 @@ def chunk_header(path: str, symbol: str | None) -> str:
 
 
 @dataclass(slots=True)
-class _Def:
-    """A definition found by the grammar: 0-based inclusive rows (`start` with its leading
-    comments, `head` where its own node begins), children nested inside, and its node (whose
-    statements are the cut points when it has to be split)."""
-
-    start: int
-    end: int
-    name: str
-    children: list[_Def]
-    head: int
-    node: Any
-
-
-@dataclass(slots=True)
 class _Piece:
     """A chunk before rendering: rows [start, end], its symbols, and its text when it is a part
     of one line (then start == end)."""
@@ -100,207 +91,6 @@ class _Piece:
     end: int
     symbols: tuple[str, ...]
     text: str | None = None
-
-
-# ---- grammar queries -------------------------------------------------------------------------
-
-# A definition's first row (leading comments included), last row, name, head row (its own
-# first line, wrapper and annotations included) and node.
-_Found = tuple[int, int, str, int, Any]
-
-# The definition queries are data: coarch/queries/<language>.scm (see languages.py). Each
-# pattern captures a definition as @def and its name as @name (several @name nodes are joined
-# with spaces; without @name the name is worked out by _declarator_name); @inject marks a
-# block whose text is parsed in another language (Vue and Svelte <script>), its definitions
-# nested in the block's.
-# Nodes just above a definition that belong to it (when on the line right above).
-_LEADING = frozenset({
-    "comment", "line_comment", "block_comment", "multiline_comment", "attribute_item",
-    "inner_attribute_item", "decorator", "annotation", "marker_annotation", "attribute_list",
-    "haddock",
-})
-# Parents whose first line belongs to the definition they wrap.
-_WRAPPERS = frozenset({
-    "decorated_definition", "template_declaration", "export_statement",
-})
-_DECLARATOR_NAMES = frozenset({
-    "identifier", "field_identifier", "qualified_identifier", "destructor_name",
-    "operator_name", "operator_cast", "template_function",
-})
-
-
-class _Grammar:
-    """A tree-sitter parser and its compiled definition queries for one language."""
-
-    def __init__(self, language: str, ts_lang: Any,
-                 embedded: Callable[[str], _Grammar | None]) -> None:
-        import tree_sitter
-
-        self.language = language
-        self.parser = tree_sitter.Parser(ts_lang)
-        # Only grammars that have a wrapper node pay for looking up each definition's parent
-        # (a node's parent is found by descending from the root).
-        self.wrappers = frozenset(kind for kind in _WRAPPERS
-                                  if ts_lang.id_for_node_kind(kind, True) is not None)
-        # Each pattern is compiled alone first: one that this grammar version rejects is
-        # dropped, not fatal. The rest run as one query, one pass over the tree (one pass per
-        # pattern made TypeScript's 15 patterns chunk at a quarter of Python's speed).
-        valid: list[str] = []
-        for pattern in definition_patterns(language):
-            try:
-                tree_sitter.Query(ts_lang, pattern)
-                valid.append(pattern)
-            except (tree_sitter.QueryError, ValueError, SyntaxError) as exc:
-                log.debug("%s grammar: pattern dropped (%s): %s", language, exc, pattern)
-        self.queries: list[Any] = [tree_sitter.Query(ts_lang, "\n".join(valid))] if valid else []
-        self._cursor = tree_sitter.QueryCursor
-        self._range = tree_sitter.Range
-        self._embedded = embedded
-        self._ranged: Any = None
-
-    def definitions(self, source: bytes) -> tuple[Any, list[_Def]]:
-        """The root node of `source`'s tree and its top-level definitions, each with its nested
-        ones."""
-        tree = self.parser.parse(source)
-        return tree.root_node, _nest(self._collect(tree, source, source.split(b"\n")))
-
-    def _collect(self, tree: Any, source: bytes, lines: Sequence[bytes]
-                 ) -> dict[tuple[int, int], _Found]:
-        """Every definition of a parse tree by its byte span: (first row, last row, name,
-        head row, node). `lines` are the source's."""
-        found: dict[tuple[int, int], _Found] = {}
-        pattern_of: dict[tuple[int, int], int] = {}
-        for query in self.queries:
-            for pattern, caps in self._cursor(query).matches(tree.root_node):
-                node = caps["def"][0]
-                key = node.byte_range
-                seen = pattern_of.get(key)
-                if seen is not None and seen <= pattern:
-                    continue  # an earlier pattern of the file named this node already
-                name = _node_name(caps, node)
-                if not name:
-                    continue
-                start, head, end = _rows(node, lines, self.wrappers)
-                found[key] = (start, end, name, head, node)
-                pattern_of[key] = pattern
-                for block in caps.get("inject", ()):
-                    found.update(self._collect_embedded(node, block, source, lines))
-        return found
-
-    def _collect_embedded(self, owner: Any, block: Any, source: bytes, lines: Sequence[bytes]
-                          ) -> dict[tuple[int, int], _Found]:
-        """Definitions inside `block`, parsed in the language its element's start tag names;
-        rows and bytes stay those of the whole file."""
-        tag = owner.named_children[0] if owner.named_children else owner
-        grammar = self._embedded(script_language(_text(tag)))
-        if grammar is None or block.end_byte <= block.start_byte:
-            return {}
-        parser = grammar._ranged_parser()
-        parser.included_ranges = [self._range(block.start_point, block.end_point,
-                                              block.start_byte, block.end_byte)]
-        return grammar._collect(parser.parse(source), source, lines)
-
-    def _ranged_parser(self) -> Any:
-        """A second parser for embedded blocks: its included ranges change per block, while
-        `parser` keeps parsing whole files."""
-        if self._ranged is None:
-            import tree_sitter
-
-            self._ranged = tree_sitter.Parser(self.parser.language)
-        return self._ranged
-
-
-def _nest(found: dict[tuple[int, int], _Found]) -> list[_Def]:
-    """Definitions nested by containment: sorted by start, longest first, a stack of open
-    definitions."""
-    roots: list[_Def] = []
-    stack: list[tuple[int, _Def]] = []  # (end_byte, def)
-    for (_, ebyte), (start, end, name, head, node) in sorted(
-            found.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        d = _Def(start, end, name, [], head, node)
-        while stack and stack[-1][0] < ebyte:
-            stack.pop()
-        if stack:
-            stack[-1][1].children.append(d)
-        else:
-            roots.append(d)
-        stack.append((ebyte, d))
-    return roots
-
-
-def _text(node: Any) -> str:
-    raw: bytes = node.text or b""
-    return raw.decode("utf-8", errors="replace")
-
-
-def _node_name(caps: dict[str, list[Any]], node: Any) -> str | None:
-    names = caps.get("name")
-    if names:
-        if len(names) == 1:  # the usual case, without the sort
-            name = " ".join(_text(names[0]).strip("\"'`").split())
-        else:
-            parts = (_text(n).strip("\"'`") for n in sorted(names, key=lambda n: n.start_byte))
-            name = " ".join(" ".join(parts).split())
-        recv = caps.get("recv")
-        return f"{_text(recv[0])}.{name}" if recv else name
-    return _declarator_name(node)
-
-
-def _declarator_name(node: Any) -> str | None:
-    """Name of a C/C++ function_definition: follow `declarator` fields down to the name."""
-    current = node.child_by_field_name("declarator")
-    for _ in range(16):
-        if current is None:
-            return None
-        if current.type in _DECLARATOR_NAMES:
-            return " ".join(_text(current).split())
-        nxt = current.child_by_field_name("declarator")
-        if nxt is None:
-            for child in current.named_children:
-                if child.type in _DECLARATOR_NAMES:
-                    return " ".join(_text(child).split())
-            return None
-        current = nxt
-    return None
-
-
-def _rows(node: Any, lines: Sequence[bytes], wrappers: frozenset[str]
-          ) -> tuple[int, int, int]:
-    """0-based inclusive rows of a definition: its first row, widened to its wrapper and
-    leading comments; its head row, widened to the wrapper only; its last row. `lines` are
-    the source's, `wrappers` the grammar's wrapper node types."""
-    # Each attribute read of a node builds a Python object (and a parent or previous sibling
-    # is found by a walk): read each one once, and only when it can change the answer.
-    outer = node
-    if wrappers:
-        parent = node.parent
-        while parent is not None and parent.type in wrappers:
-            outer, parent = parent, parent.parent
-    start = head = outer.start_point.row
-    end_row, end_column = node.end_point
-    end = end_row - 1 if end_column == 0 and end_row > node.start_point.row else end_row
-    if start == 0 or not lines[start - 1].strip():
-        return start, head, end  # a comment that ends above a blank line is not attached
-    prev = outer.prev_named_sibling
-    while prev is not None and prev.type in _LEADING and _last_row(prev) >= start - 1:
-        if prev.start_point.row == _last_row(prev) and _shares_line_with_code(prev):
-            break
-        start = prev.start_point.row
-        prev = prev.prev_named_sibling
-    return start, head, end
-
-
-def _last_row(node: Any) -> int:
-    """Last row holding text of `node` (a line comment may end at column 0 of the next row)."""
-    end = node.end_point
-    return int(end.row - 1 if end.column == 0 and end.row > node.start_point.row else end.row)
-
-
-def _shares_line_with_code(comment: Any) -> bool:
-    """A trailing comment on a code line (`x = 1  # note`) belongs to that line, not below."""
-    before = comment.prev_sibling
-    return before is not None and _last_row(before) == comment.start_point.row \
-        and before.end_point.column > 0
 
 
 # ---- the chunker -----------------------------------------------------------------------------
@@ -313,18 +103,22 @@ class Chunker:
     """Cuts files into chunks of at most `max_tokens` tokens (embedded text, header included,
     as counted by `count_tokens`, which counts the model's special tokens too).
 
-    `target_tokens` is the size up to which small neighbouring units are merged. One Chunker
-    keeps parsers; use it from one thread at a time."""
+    `target_tokens` is the size up to which small neighbouring units are merged.
+    `count_lines`, when given, counts all lines of a file in one call (the same counts as
+    `count_tokens` line by line): a file costs one call into the tokenizer for its lines
+    rather than one per line. One Chunker keeps parsers; use it from one thread at a time."""
 
     def __init__(self, count_tokens: TokenCounter, max_tokens: int,
-                 target_tokens: int | None = None) -> None:
+                 target_tokens: int | None = None,
+                 count_lines: LineCounter | None = None) -> None:
         self.count_tokens = count_tokens
+        self.count_lines = count_lines
         self.special = count_tokens("")
         if max_tokens - self.special < 16:
             raise ValueError(f"max_tokens {max_tokens} leaves no room for text")
         self.max_tokens = max_tokens
         self.target_tokens = min(target_tokens or max_tokens * 3 // 4, max_tokens)
-        self._grammars: dict[str, _Grammar | None] = {}
+        self._grammars: dict[str, Grammar | None] = {}
         self._header_cache: dict[tuple[str, ...], tuple[str, int]] = {}
         # Statements by node id, per file: the root's are asked for once per gap to cut.
         self._statement_cache: dict[int, list[Any]] = {}
@@ -342,7 +136,7 @@ class Chunker:
         self._path = path
         self._header_cache.clear()  # header counts depend on the path: per file
         self._statement_cache.clear()
-        self._ltok = [self._line_tokens(line) for line in lines]
+        self._ltok = self._lines_tokens(text, lines)
         self._prefix = [0]
         for n in self._ltok:
             self._prefix.append(self._prefix[-1] + n)
@@ -364,10 +158,14 @@ class Chunker:
 
     # ---- counting ----------------------------------------------------------------------------
 
-    def _line_tokens(self, line: str) -> int:
-        if not line or line.isspace():
-            return 0
-        return self.count_tokens(line) - self.special
+    def _lines_tokens(self, text: str, lines: Sequence[str]) -> list[int]:
+        """Source tokens of each line (special tokens left out); a blank line holds none."""
+        if self.count_lines is None:
+            return [0 if not line or line.isspace() else self.count_tokens(line) - self.special
+                    for line in lines]
+        counts = self.count_lines(text)  # one more than `lines` when text ends with "\n"
+        return [0 if not line or line.isspace() else count - self.special
+                for line, count in zip(lines, counts)]
 
     def _rows_tokens(self, start: int, end: int) -> int:
         return self._prefix[end + 1] - self._prefix[start]
@@ -402,7 +200,7 @@ class Chunker:
 
     # ---- structure ---------------------------------------------------------------------------
 
-    def _definitions(self, language: str | None, text: str) -> tuple[Any, list[_Def]] | None:
+    def _definitions(self, language: str | None, text: str) -> tuple[Any, list[Definition]] | None:
         if language is None:
             return None
         if len(text) > GRAMMAR_MAX_CHARS:
@@ -419,19 +217,19 @@ class Chunker:
                         self._path, language, exc)
             return None
 
-    def _grammar(self, language: str) -> _Grammar | None:
+    def _grammar(self, language: str) -> Grammar | None:
         """The parser and queries of `language` (cached), or None when it has no grammar."""
         if language not in self._grammars:
             ts_lang = ts_language(language)
-            self._grammars[language] = (_Grammar(language, ts_lang, self._grammar)
+            self._grammars[language] = (Grammar(language, ts_lang, self._grammar)
                                         if ts_lang else None)
         return self._grammars[language]
 
     def _scope(self, start: int, end: int, symbol: str | None,
-               defs: Sequence[_Def], node: Any) -> list[_Piece]:
+               defs: Sequence[Definition], node: Any) -> list[_Piece]:
         """Pieces covering rows [start, end] of a scope (the file's root node, or a definition's
         node) whose nested definitions are `defs`."""
-        units: list[tuple[int, int, str | None, _Def | None]] = []
+        units: list[tuple[int, int, str | None, Definition | None]] = []
         cursor = start
         for d in sorted(defs, key=lambda d: d.start):
             d_start, d_end = max(d.start, cursor), min(d.end, end)
@@ -449,7 +247,7 @@ class Chunker:
             # follows only while both fit the target) rather than being cut mid-imports to
             # fill a chunk with the code after it.
             first, last = units[0][0], units[0][1]
-            preamble_end = _preamble_end(node)
+            preamble_end = chunk_syntax.preamble_end(node)
             if first <= preamble_end < last:
                 units[0:1] = [(first, preamble_end, symbol, None),
                               (preamble_end + 1, last, symbol, None)]
@@ -488,21 +286,21 @@ class Chunker:
         return out
 
     def _statement_rows(self, owner: Any, start: int, end: int, budget: int) -> set[int]:
-        """Rows in (start, end] where a statement of `owner` begins (see _statements), or the
-        comments right above it, and, inside a statement too big for `budget`, where one of its
-        own statements begins."""
+        """Rows in (start, end] where a statement of `owner` begins (see
+        chunk_syntax.statements), or the comments right above it, and, inside a statement too
+        big for `budget`, where one of its own statements begins."""
         rows: set[int] = set()
         pending = [(owner, 0)]
         while pending:
             node, depth = pending.pop()
             previous_comment_end = -2
-            statements = self._statement_cache.get(node.id)
-            if statements is None:
-                statements = self._statement_cache[node.id] = _statements(node, self._lines)
-            for child in statements:
-                first, last = child.start_point.row, _last_row(child)
+            found = self._statement_cache.get(node.id)
+            if found is None:
+                found = self._statement_cache[node.id] = chunk_syntax.statements(node, self._lines)
+            for child in found:
+                first, last = child.start_point.row, last_row(child)
                 attached = first == previous_comment_end + 1  # a comment right above leads it
-                previous_comment_end = last if child.type in _LEADING else -2
+                previous_comment_end = last if child.type in LEADING else -2
                 if last <= start or first > end:
                     continue
                 if first > start and not attached:
@@ -648,64 +446,6 @@ class Chunker:
 # How deep _statement_rows looks into statements too big for one chunk: a function's
 # statements, then the branches of an `if` or `when` among them, then theirs.
 _STATEMENT_DEPTH = 2
-# How far below a node _statements looks for the block holding its statements, and over how
-# many nodes at most (a huge literal holds no statements worth the walk).
-_BLOCK_DEPTH = 4
-_BLOCK_NODES = 512
-
-
-def _statements(node: Any, lines: Sequence[str]) -> list[Any]:
-    """The statements of a definition or of the file, grammar-independently: the named children
-    that begin their own line, of the node at or below `node` (within _BLOCK_DEPTH levels)
-    whose two or more such children span the most rows: a function's block, a class's body,
-    the file's root, and not the two annotations above a class or a nested `if`'s block.
-    Empty when there is none."""
-    best: list[Any] = []
-    best_span = 0
-    level = [node]
-    visited = 0
-    for _ in range(_BLOCK_DEPTH + 1):
-        below: list[Any] = []
-        for candidate in level:
-            children = candidate.named_children
-            starting = [c for c in children if _begins_line(c, lines)]
-            if len(starting) >= 2:
-                span = starting[-1].end_point.row - starting[0].start_point.row
-                if span > best_span:
-                    best, best_span = starting, span
-            below.extend(children)
-            visited += len(children)
-        if visited > _BLOCK_NODES:
-            break
-        level = below
-    return best
-
-
-# Top-level nodes of a file's preamble, across grammars: comments (a license), the package or
-# namespace line, imports, includes, `use` and `using` lines, file annotations.
-_PREAMBLE = re.compile(r"comment|package|import|using|include|use_declaration|extern_crate"
-                       r"|namespace_use|file_annotation|shebang")
-
-
-def _preamble_end(root: Any) -> int:
-    """Last row of the file's preamble: its leading comments, package, imports and the like
-    (a Python module's docstring too); -1 when the file does not begin with one."""
-    end = -1
-    for index, child in enumerate(root.named_children):
-        docstring = index == 0 and child.type == "expression_statement" \
-            and child.named_child_count == 1 and child.named_children[0].type == "string"
-        if not (docstring or _PREAMBLE.search(child.type)):
-            break
-        end = _last_row(child)
-    return end
-
-
-def _begins_line(node: Any, lines: Sequence[str]) -> bool:
-    """Whether only whitespace precedes `node` on its first line (columns are bytes, so a
-    non-ASCII indent never matches: such a line is simply not a cut point)."""
-    row, column = node.start_point
-    line: str = lines[row] if row < len(lines) else ""
-    return bool(column == len(line) - len(line.lstrip()))
 
 
 def _names(symbol: str | None) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """The commands for coding agents, `coarch mcp` and `coarch watch`, registered in coarch.cli.
 
-Kept apart from cli.py's own commands; they follow its rules (results on stdout, logs and errors
+They follow cli.py's rules (results on stdout, logs and errors
 on stderr; for `mcp`, stdout is the protocol's alone).
 """
 
@@ -13,18 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from coarch.cli_options import add_command, add_common, add_shared, seconds
 from coarch.errors import EXIT_OK, UsageError
 
 # The clients whose configuration `coarch mcp --print-config` writes. Claude Code (.mcp.json),
 # Claude Desktop, Cursor (.cursor/mcp.json) and Windsurf read `mcpServers`; VS Code
 # (.vscode/mcp.json) reads `servers`; OpenCode (opencode.json) reads `mcp`.
 CONFIG_CLIENTS = ("claude", "cursor", "vscode", "opencode")
-
-
-def _epilog() -> str:
-    from coarch.cli import EXIT_CODES
-
-    return EXIT_CODES
 
 
 def _served_root(path: str | None) -> Path:
@@ -37,43 +32,22 @@ def _served_root(path: str | None) -> Path:
     return check_root(find_indexed_root(Path.cwd()) or Path.cwd())
 
 
-def search_root(directory: str | None, index_dir: str | None) -> Path | None:
-    """The root `coarch search -C PATH` searches: the nearest indexed folder from PATH up, else
-    PATH itself; None without -C (the search looks from the current folder)."""
-    from coarch.discovery import check_root
-    from coarch.location import INDEX_DIR_ENV, find_indexed_root
-
-    if directory is None:
-        return None
-    start = check_root(directory)
-    if index_dir is not None or os.environ.get(INDEX_DIR_ENV):
-        return start
-    return find_indexed_root(start) or start
-
-
 # ---- coarch mcp ----------------------------------------------------------------------------------
 
 def add_mcp_parser(sub: Any) -> None:
-    from coarch.cli import _add_common, _positive_int
-
-    p = sub.add_parser(
-        "mcp", help="serve a repository's search to coding agents (MCP over stdio)",
-        description="Run an MCP server on stdin/stdout for a coding agent (Claude Code, Cursor, "
-                    "Codex, OpenCode ...): tools search, index_status and index, answered from "
-                    "one warm process. stdout carries only protocol messages; logs go to "
-                    "stderr. --print-config prints the client configuration instead.",
-        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(
+        sub, "mcp", "serve a repository's search to coding agents (MCP over stdio)", """
+        Run an MCP server on stdin/stdout for a coding agent (Claude Code, Cursor, Codex,
+        OpenCode ...): tools search, index_status and index, answered from one warm process.
+        stdout carries only protocol messages; logs go to stderr. --print-config prints the
+        client configuration instead.""")
     p.add_argument("path", nargs="?", default=None, metavar="PATH",
                    help="repository to serve (default: the nearest indexed folder from here "
                         "up, else the current folder)")
-    p.add_argument("--index", metavar="DIR", help="index folder (default: $COARCH_INDEX_DIR, "
-                   "else the repository's folder under the user cache folder)")
-    p.add_argument("--model", metavar="DIR", help="model folder for `index` (default: the "
-                   "packaged all-MiniLM-L6-v2, or $COARCH_MODEL)")
-    p.add_argument("--memory-limit", type=_positive_int, metavar="MB",
-                   help="memory limit for embedding, in MiB")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="threads for the model when indexing (default: the cores available)")
+    add_shared(p, "--index", "--model", "--memory-limit", "--threads",
+               model="model folder for `index` (default: the packaged all-MiniLM-L6-v2, or "
+                     "$COARCH_MODEL)",
+               threads="threads for the model when indexing (default: the cores available)")
     p.add_argument("--refresh-max-files", type=int, metavar="N", default=None,
                    help="re-index at most N changed files before a search (default: "
                         "$COARCH_REFRESH_MAX_FILES or 20; 0: only report them)")
@@ -82,7 +56,7 @@ def add_mcp_parser(sub: Any) -> None:
     p.add_argument("--client", choices=CONFIG_CLIENTS, default="claude",
                    help="client for --print-config: claude and cursor (`mcpServers`), vscode "
                         "(`servers`), opencode (`mcp`); default: claude")
-    _add_common(p)
+    add_common(p)
 
 
 def run_mcp(args: argparse.Namespace) -> int:
@@ -136,35 +110,20 @@ def client_config(client: str, root: Path, index_dir: str | None) -> dict[str, A
 # ---- coarch watch --------------------------------------------------------------------------------
 
 def add_watch_parser(sub: Any) -> None:
-    from coarch.cli import _add_common, _positive_int, _profile, _seconds
-
-    p = sub.add_parser(
-        "watch", help="keep a repository's index fresh while files change",
-        description="Index the repository, then follow file changes and re-index what changed "
-                    "(debounced: a burst of changes such as a branch switch is one batch; "
-                    "ignored files are left alone, as by `coarch index`). One line per batch on "
-                    "stdout (JSON Lines with --json). Stop with Ctrl-C.",
-        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "watch", "keep a repository's index fresh while files change", """
+        Index the repository, then follow file changes and re-index what changed (debounced:
+        a burst of changes such as a branch switch is one batch; ignored files are left
+        alone, as by `coarch index`). One line per batch on stdout (JSON Lines with --json).
+        Stop with Ctrl-C.""")
     p.add_argument("path", nargs="?", default=".", metavar="PATH",
                    help="folder to watch (default: the current folder)")
-    p.add_argument("--index", metavar="DIR", help="index folder (default: $COARCH_INDEX_DIR, "
-                   "else the repository's folder under the user cache folder)")
-    p.add_argument("--model", metavar="DIR", help="model folder (default: the packaged "
-                   "all-MiniLM-L6-v2, or $COARCH_MODEL)")
-    p.add_argument("--memory-limit", type=_positive_int, metavar="MB",
-                   help="memory limit for embedding, in MiB")
-    p.add_argument("--profile", type=_profile, metavar="NAME",
-                   help="memory profile: default, conservative, aggressive, development")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="threads for the model (default: the cores available)")
-    p.add_argument("--step", type=_seconds, default=0.2, metavar="SECONDS",
+    add_shared(p, "--index", "--model", "--memory-limit", "--profile", "--threads")
+    p.add_argument("--step", type=seconds, default=0.2, metavar="SECONDS",
                    help="a batch is indexed once no change came for SECONDS (default: 0.2)")
-    p.add_argument("--debounce", type=_seconds, default=2.0, metavar="SECONDS",
+    p.add_argument("--debounce", type=seconds, default=2.0, metavar="SECONDS",
                    help="and after SECONDS at most (default: 2)")
-    p.add_argument("--no-git", action="store_true",
-                   help="do not ask git for the file list; apply .gitignore files directly")
-    p.add_argument("--json", action="store_true", help="one JSON object per batch on stdout")
-    _add_common(p)
+    add_shared(p, "--no-git", "--json", json="one JSON object per batch on stdout")
+    add_common(p)
 
 
 def run_watch(args: argparse.Namespace) -> int:

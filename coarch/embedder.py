@@ -95,6 +95,7 @@ class Embedder:
             raise MemoryLimitError(str(error)) from None
         self.memory = memory
         self._model_id: str | None = None
+        self._line_counter: _core.Tokenizer | None = None
 
     @property
     def dim(self) -> int:
@@ -167,6 +168,15 @@ class Embedder:
     def count_tokens(self, text: str) -> int:
         """Tokens of the whole `text`, [CLS] and [SEP] included, without truncation."""
         return int(self._core.count_tokens(text))
+
+    def count_line_tokens(self, text: str) -> list[int]:
+        """count_tokens of each line of `text` (text.split("\n")), in one call into the core:
+        what the chunker asks for every line of a file."""
+        if self._line_counter is None:
+            # The model's vocabulary and casing, as the core's Embedder loads them.
+            lowercase = bool(self._core.config.get("do_lower_case", True))
+            self._line_counter = _core.Tokenizer(self.model_path / "vocab.txt", lowercase)
+        return self._line_counter.count_lines(text)
 
     def id_to_token(self, token_id: int) -> str:
         return str(self._core.id_to_token(token_id))

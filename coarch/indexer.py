@@ -335,7 +335,12 @@ def new_chunker(embedder: Embedder, target_tokens: int | None = None) -> Chunker
     def count_model_tokens(text: str) -> int:
         return embedder.count_tokens(model_text(text))
 
-    return Chunker(count_model_tokens, embedder.max_seq_length, target_tokens=target_tokens)
+    def count_model_line_tokens(text: str) -> list[int]:
+        # model_text keeps line breaks: the lines of its form are the forms of the lines.
+        return embedder.count_line_tokens(model_text(text))
+
+    return Chunker(count_model_tokens, embedder.max_seq_length, target_tokens=target_tokens,
+                   count_lines=count_model_line_tokens)
 
 
 def model_input(chunk: Chunk) -> str:

@@ -687,3 +687,40 @@ int64_t cx_tokenizer_count(const cx_tokenizer *tokenizer, const char *text, size
     tokenize(tokenizer, text, length, &out);
     return out.count + 2;
 }
+
+int64_t cx_tokenizer_line_count(const char *text, size_t length)
+{
+    if (text == NULL || length == 0)
+        return 1;
+    int64_t lines = 1;
+    const char *end = text + length;
+    for (const char *p = text; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        lines++;
+    return lines;
+}
+
+int64_t cx_tokenizer_count_lines(const cx_tokenizer *tokenizer, const char *text, size_t length,
+                                 int64_t *counts, int64_t capacity, cx_error *err)
+{
+    if (tokenizer == NULL || counts == NULL || (text == NULL && length > 0))
+        return cx_error_set(err, CX_ERR_ARGUMENT,
+                            "cannot count tokens per line: missing tokenizer, text or counts");
+    if (text == NULL)
+        text = "";
+    int64_t lines = 0;
+    size_t start = 0;
+    for (;;) {
+        const char *newline = length > start ? memchr(text + start, '\n', length - start) : NULL;
+        size_t end = newline != NULL ? (size_t)(newline - text) : length;
+        if (lines == capacity)
+            return cx_error_set(err, CX_ERR_ARGUMENT,
+                                "cannot count tokens per line: more than %lld lines (see "
+                                "cx_tokenizer_line_count)", (long long)capacity);
+        sink out = {NULL, INT64_MAX, 0};
+        tokenize(tokenizer, text + start, end - start, &out);
+        counts[lines++] = out.count + 2;
+        if (newline == NULL)
+            return lines;
+        start = end + 1;
+    }
+}

@@ -61,6 +61,19 @@ int64_t cx_tokenizer_encode(const cx_tokenizer *tokenizer, const char *text, siz
 int64_t cx_tokenizer_count(const cx_tokenizer *tokenizer, const char *text, size_t length,
                            cx_error *err);
 
+/* Lines of `length` bytes of `text`: its '\n' bytes plus one, as Python's str.split("\n")
+ * gives them (an empty text is one empty line). `text` may be NULL when length is 0. */
+int64_t cx_tokenizer_line_count(const char *text, size_t length);
+
+/* cx_tokenizer_count of each line of the text, in one call: line i (the bytes between the
+ * i-th '\n' and the next, the newlines belonging to no line) gets counts[i], [CLS] and [SEP]
+ * included, untruncated. `capacity` is the room in `counts`; cx_tokenizer_line_count gives
+ * what the text needs. Returns the number of lines counted, or a negative cx_status
+ * (CX_ERR_ARGUMENT for a missing argument or a text of more lines than `capacity`; `counts`
+ * is then partly written). Allocates nothing; the caller owns `counts`. */
+int64_t cx_tokenizer_count_lines(const cx_tokenizer *tokenizer, const char *text, size_t length,
+                                 int64_t *counts, int64_t capacity, cx_error *err);
+
 /* The vocabulary: size, the token text of an id (NULL when out of range), special ids. */
 int64_t cx_tokenizer_vocab_size(const cx_tokenizer *tokenizer);
 const char *cx_tokenizer_id_to_token(const cx_tokenizer *tokenizer, int32_t id);

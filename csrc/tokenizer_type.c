@@ -56,6 +56,34 @@ static void Tokenizer_dealloc(Tokenizer *self)
     Py_DECREF(type);
 }
 
+/* Gives the GIL away for work on a text of `length` bytes when the text is long enough for it
+ * to be worth it (RELEASE_GIL_BYTES); NULL when the GIL is kept. retake_gil(the result) ends
+ * the stretch; in between, touch engine data only. */
+static PyThreadState *release_gil_for(Py_ssize_t length)
+{
+    return length < RELEASE_GIL_BYTES ? NULL : PyEval_SaveThread();
+}
+
+static void retake_gil(PyThreadState *saved)
+{
+    if (saved != NULL)
+        PyEval_RestoreThread(saved);
+}
+
+/* The UTF-8 of `text`, the str argument of `method`: TypeError for another type; *keepalive
+ * as cx_utf8_of sets it (the caller releases it once done with *data). */
+static int str_argument(PyObject *text, const char *method, const char **data,
+                        Py_ssize_t *length, PyObject **keepalive)
+{
+    *keepalive = NULL;
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument must be str, not %.100s", method,
+                     Py_TYPE(text)->tp_name);
+        return -1;
+    }
+    return cx_utf8_of(text, data, length, keepalive);
+}
+
 /* max_tokens: None (no truncation: INT64_MAX) or an int, which the engine judges. */
 static int parse_max_tokens(PyObject *value, int64_t *max_tokens)
 {
@@ -117,14 +145,9 @@ static PyObject *encode_utf8(Tokenizer *self, const char *data, Py_ssize_t lengt
     cx_error err;
     cx_error_clear(&err);
     int32_t *ids = NULL;
-    int64_t count;
-    if (length < RELEASE_GIL_BYTES) {
-        count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
-        Py_END_ALLOW_THREADS
-    }
+    PyThreadState *saved = release_gil_for(length);
+    int64_t count = encode_ids(self->tokenizer, data, (size_t)length, max_tokens, &ids, &err);
+    retake_gil(saved);
     if (count < 0)
         return cx_raise(cx_state_of(self), (cx_status)count, &err);
     PyObject *list = cx_ids_to_list(ids, count);
@@ -168,30 +191,78 @@ done:
 
 static PyObject *Tokenizer_count(Tokenizer *self, PyObject *text)
 {
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "count() argument must be str, not %.100s",
-                     Py_TYPE(text)->tp_name);
-        return NULL;
-    }
     const char *data;
     Py_ssize_t length;
-    PyObject *keepalive = NULL;
-    if (cx_utf8_of(text, &data, &length, &keepalive) < 0)
+    PyObject *keepalive;
+    if (str_argument(text, "count", &data, &length, &keepalive) < 0)
         return NULL;
     cx_error err;
     cx_error_clear(&err);
-    int64_t count;
-    if (length < RELEASE_GIL_BYTES) {
-        count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
-        Py_END_ALLOW_THREADS
-    }
+    PyThreadState *saved = release_gil_for(length);
+    int64_t count = cx_tokenizer_count(self->tokenizer, data, (size_t)length, &err);
+    retake_gil(saved);
     Py_XDECREF(keepalive);
     if (count < 0)
         return cx_raise(cx_state_of(self), (cx_status)count, &err);
     return PyLong_FromLongLong(count);
+}
+
+/* The engine work of count_lines: sizes the counts buffer and fills it. Touches no Python
+ * object, so it runs with or without the GIL. On success *counts is a PyMem_Raw buffer of the
+ * returned number of lines, which the caller frees. */
+static int64_t count_lines(const cx_tokenizer *tokenizer, const char *data, size_t length,
+                           int64_t **counts, cx_error *err)
+{
+    int64_t lines = cx_tokenizer_line_count(data, length);
+    *counts = (uint64_t)lines <= PY_SSIZE_T_MAX / sizeof(int64_t)
+                  ? PyMem_RawMalloc((size_t)lines * sizeof(int64_t))
+                  : NULL;
+    if (*counts == NULL)
+        return cx_error_set(err, CX_ERR_NOMEM, "cannot count tokens: out of memory for %lld "
+                            "lines", (long long)lines);
+    int64_t done = cx_tokenizer_count_lines(tokenizer, data, length, *counts, lines, err);
+    if (done < 0) {
+        PyMem_RawFree(*counts);
+        *counts = NULL;
+    }
+    return done;
+}
+
+static PyObject *counts_to_list(const int64_t *counts, int64_t lines)
+{
+    PyObject *list = PyList_New((Py_ssize_t)lines);
+    if (list == NULL)
+        return NULL;
+    for (int64_t i = 0; i < lines; i++) {
+        PyObject *count = PyLong_FromLongLong(counts[i]);
+        if (count == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, count);
+    }
+    return list;
+}
+
+static PyObject *Tokenizer_count_lines(Tokenizer *self, PyObject *text)
+{
+    const char *data;
+    Py_ssize_t length;
+    PyObject *keepalive;
+    if (str_argument(text, "count_lines", &data, &length, &keepalive) < 0)
+        return NULL;
+    cx_error err;
+    cx_error_clear(&err);
+    int64_t *counts = NULL;
+    PyThreadState *saved = release_gil_for(length);
+    int64_t lines = count_lines(self->tokenizer, data, (size_t)length, &counts, &err);
+    retake_gil(saved);
+    Py_XDECREF(keepalive);
+    if (lines < 0)
+        return cx_raise(cx_state_of(self), (cx_status)lines, &err);
+    PyObject *list = counts_to_list(counts, lines);
+    PyMem_RawFree(counts);
+    return list;
 }
 
 static PyObject *Tokenizer_id_to_token(Tokenizer *self, PyObject *args, PyObject *kwargs)
@@ -256,6 +327,9 @@ static PyMethodDef Tokenizer_methods[] = {
     {"count", (PyCFunction)Tokenizer_count, METH_O,
      "count(text) -> int\n\nlen(encode(text)) without building the list: [CLS] and [SEP] "
      "included, no truncation."},
+    {"count_lines", (PyCFunction)Tokenizer_count_lines, METH_O,
+     "count_lines(text) -> list[int]\n\n[count(line) for line in text.split('\\n')] in one "
+     "call, the GIL released\nfor long texts."},
     {"id_to_token", (PyCFunction)(void (*)(void))Tokenizer_id_to_token,
      METH_VARARGS | METH_KEYWORDS,
      "id_to_token(token_id) -> str\n\nThe vocabulary entry of an id; IndexError when out of "

@@ -5,12 +5,15 @@ Speed: each language's sample file from the tests (tests/test_languages.py, test
 repeated to about `--lines` lines as one file that still parses (the lines a language allows
 once per file, like Haskell's `module` line or Lua's final `return M`, kept once: a repetition
 that does not parse measures the grammar's error recovery), chunked `--rounds` times with the
-model's own token counter (the production path). Rounds go round-robin over the languages and
-time the process's CPU, so that a load spike on a shared machine hits no language alone. The
-figures: source lines per second, best round, and its ratio to Python's on the same-sized
-input; and the grammar's parse alone, as a share of Python's whole chunking time (over 2x, the
-grammar alone misses the target: not the chunker's to fix). Target: every language at least
-half Python's speed.
+model's own token counter, all lines of a file counted in one call, and,
+as the reference in the same rounds, with one tokenizer call per line. Rounds go round-robin
+over the languages and time the process's CPU, so that a load spike on a shared machine hits no
+language alone. The figures: source lines per second, best round, and its ratio to Python's on
+the same-sized input; the ratio to the per-line reference (which must give the same chunks);
+the same comparison for the indexer's chunker, which counts the model's form of the text;
+and the grammar's parse alone, as a share of Python's whole chunking time (over 2x, the grammar
+alone misses the target: not the chunker's to fix). Target: every language at least half
+Python's speed.
 
 Boundaries (`--tree DIR --language NAME`): every file of that language under DIR is chunked.
 A chunk starts at a definition boundary when its first line (0-based row r; chunks never start
@@ -55,7 +58,8 @@ import test_languages
 from benchenv import cpu_model
 
 import coarch
-from coarch.chunking import Chunker, _Def, _statements
+from coarch.chunk_syntax import Definition, statements
+from coarch.chunking import Chunker
 from coarch.languages import language_for
 
 _KINDS = ("file_start", "definition_start", "definition_head", "after_definition",
@@ -89,17 +93,25 @@ def repeated(text: str, language: str, lines: int) -> str:
     return "\n".join([*head, *[body] * max(1, lines // max(1, len(rows))), *tail])
 
 
-def speed_rounds(chunker: Chunker, inputs: dict[str, tuple[str, str]], rounds: int
-                 ) -> dict[str, dict[str, float]]:
-    """Best CPU seconds per language of chunking, and of parsing alone, round-robin; with
-    the chunk count and whether the input parses without errors."""
-    out = {language: {"chunk_s": float("inf"), "parse_s": float("inf")} for language in inputs}
+def speed_rounds(chunker: Chunker, reference: Chunker, inputs: dict[str, tuple[str, str]],
+                 rounds: int) -> dict[str, dict[str, float]]:
+    """Best CPU seconds per language of chunking, with `reference` too (it must give the same
+    chunks), and of parsing alone, round-robin; with the chunk count and whether the input
+    parses without errors."""
+    out = {language: {"chunk_s": float("inf"), "reference_s": float("inf"),
+                      "parse_s": float("inf")} for language in inputs}
     for _ in range(rounds):
         for language, (path, text) in inputs.items():
             row = out[language]
             start = time.process_time()
-            row["chunks"] = len(chunker.chunk(path, text, language))
+            chunks = chunker.chunk(path, text, language)
             row["chunk_s"] = min(row["chunk_s"], time.process_time() - start)
+            row["chunks"] = len(chunks)
+            start = time.process_time()
+            same = reference.chunk(path, text, language) == chunks
+            row["reference_s"] = min(row["reference_s"], time.process_time() - start)
+            if not same:
+                raise SystemExit(f"{language}: the per-line reference gives other chunks")
             grammar = chunker._grammar(language)
             if grammar is not None:
                 source = text.encode("utf-8")
@@ -163,7 +175,7 @@ class Boundaries:
         self.starts: set[int] = set()
         self.heads: set[int] = set()
         self.ends: set[int] = set()
-        self.defs: list[_Def] = []
+        self.defs: list[Definition] = []
         self.root: Any = None
         self.chunker = chunker
         grammar = chunker._grammar(language)
@@ -208,7 +220,7 @@ class Boundaries:
         for _ in range(3):
             below = []
             for node in level:
-                for child in _statements(node, self.lines):
+                for child in statements(node, self.lines):
                     if child.start_point.row == row:
                         return True
                     if child.start_point.row < row <= child.end_point.row \
@@ -222,38 +234,77 @@ class Boundaries:
         return self.chunker.count_tokens(text) > self.chunker.max_tokens
 
 
-def speed_figures(chunker: Chunker, lines: int, rounds: int) -> dict[str, Any]:
-    """Per language: lines per second, the ratio to Python's, the parse's share of Python's
-    time; printed as a table."""
-    inputs = {language: (path, repeated(text, language, lines))
-              for language, (path, text) in sorted(samples().items())}
-    timings = speed_rounds(chunker, inputs, rounds)
+def speed_inputs(lines: int) -> dict[str, tuple[str, str]]:
+    """language -> (path, its sample repeated to about `lines` lines)."""
+    return {language: (path, repeated(text, language, lines))
+            for language, (path, text) in sorted(samples().items())}
+
+
+def indexer_counting(embedder: coarch.Embedder, lines: int, rounds: int) -> dict[str, Any]:
+    """The indexer's chunker (tokens of the model's form of the text, identifiers split; a
+    file's lines counted in one call: coarch.indexer.new_chunker) against the same counting
+    one line at a time: best CPU seconds of a round over every language's input."""
+    from coarch.identifiers import model_text
+    from coarch.indexer import new_chunker
+
+    def count_model_tokens(text: str) -> int:
+        return embedder.count_tokens(model_text(text))
+
+    chunkers = {"batched": new_chunker(embedder),
+                "per_line": Chunker(count_model_tokens, embedder.max_seq_length)}
+    inputs = speed_inputs(lines)
+    best = dict.fromkeys(chunkers, float("inf"))
+    for _ in range(rounds):
+        for name, chunker in chunkers.items():
+            start = time.process_time()
+            for language, (path, text) in inputs.items():
+                chunker.chunk(path, text, language)
+            best[name] = min(best[name], time.process_time() - start)
+    print(f"indexer's chunker, all languages: {best['batched']:.3f} s CPU, per-line counting"
+          f" {best['per_line']:.3f} s ({best['per_line'] / best['batched']:.2f}x)")
+    return {"batched_s": round(best["batched"], 4), "per_line_s": round(best["per_line"], 4),
+            "ratio": round(best["per_line"] / best["batched"], 2)}
+
+
+def speed_figures(chunker: Chunker, reference: Chunker, lines: int, rounds: int
+                  ) -> dict[str, Any]:
+    """Per language: lines per second, the ratio to Python's and to the per-line reference,
+    the parse's share of Python's time; printed as a table."""
+    inputs = speed_inputs(lines)
+    timings = speed_rounds(chunker, reference, inputs, rounds)
     python_s = timings["python"]["chunk_s"]
     speed: dict[str, dict[str, Any]] = {}
     for language, row in timings.items():
         count = inputs[language][1].count("\n") + 1
         speed[language] = {
             "lines": count, "lines_per_s": round(count / row["chunk_s"]),
-            "ratio_to_python": round(python_s / row["chunk_s"], 2), "chunks": row["chunks"]}
+            "ratio_to_python": round(python_s / row["chunk_s"], 2), "chunks": row["chunks"],
+            "per_line_lines_per_s": round(count / row["reference_s"]),
+            "ratio_to_per_line": round(row["reference_s"] / row["chunk_s"], 2)}
         if row["parse_s"] != float("inf"):
             speed[language]["parse_ms"] = round(row["parse_s"] * 1e3, 1)
             speed[language]["parse_over_python_chunking"] = round(row["parse_s"] / python_s, 2)
             speed[language]["parses_cleanly"] = row["parses_cleanly"]
-    print(f"{'language':12} {'lines/s':>9} {'x python':>9} {'chunks':>7} {'parse ms':>9}"
-          f" {'parse/py':>9}")
+    print(f"{'language':12} {'lines/s':>9} {'x python':>9} {'x 1/line':>9} {'chunks':>7}"
+          f" {'parse ms':>9} {'parse/py':>9}")
     for language, row in sorted(speed.items(), key=lambda kv: -kv[1]["lines_per_s"]):
         parse = (f" {row['parse_ms']:9.1f} {row['parse_over_python_chunking']:9.2f}"
                  + ("" if row["parses_cleanly"] else "  (parse errors)")
                  if "parse_ms" in row else "")
         print(f"{language:12} {row['lines_per_s']:9.0f} {row['ratio_to_python']:9.2f}"
-              f" {row['chunks']:7.0f}{parse}")
+              f" {row['ratio_to_per_line']:9.2f} {row['chunks']:7.0f}{parse}")
     slowest = min(speed.items(), key=lambda kv: kv[1]["ratio_to_python"])
     grammar_bound = sorted(language for language, row in speed.items()
                            if row.get("parse_over_python_chunking", 0) > 2)
     print(f"slowest: {slowest[0]} at {slowest[1]['ratio_to_python']:.2f}x Python"
           " (target: at least 0.5x); parse alone over 2x Python's chunking:"
           f" {', '.join(grammar_bound) or 'none'}")
+    total = sum(row["chunk_s"] for row in timings.values())
+    total_reference = sum(row["reference_s"] for row in timings.values())
+    print(f"all languages: {total:.3f} s CPU, per-line counting {total_reference:.3f} s"
+          f" ({total_reference / total:.2f}x)")
     return {"speed": speed, "slowest": slowest[0], "target_ratio": 0.5,
+            "total_s": round(total, 4), "per_line_total_s": round(total_reference, 4),
             "speed_met": slowest[1]["ratio_to_python"] >= 0.5,
             "grammar_bound": grammar_bound}
 
@@ -272,13 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     embedder = coarch.Embedder()
-    chunker = Chunker(embedder.count_tokens, embedder.max_seq_length)
+    chunker = Chunker(embedder.count_tokens, embedder.max_seq_length,
+                      count_lines=embedder.count_line_tokens)
+    per_line = Chunker(embedder.count_tokens, embedder.max_seq_length)
     result: dict[str, Any] = {
         "environment": {"cpu_model": cpu_model(), "python": sys.version.split()[0],
                         "coarch": coarch.__version__, "lines": args.lines, "rounds": args.rounds},
     }
     if not args.no_speed:
-        result.update(speed_figures(chunker, args.lines, args.rounds))
+        result.update(speed_figures(chunker, per_line, args.lines, args.rounds))
+        result["indexer_counting"] = indexer_counting(embedder, args.lines, args.rounds)
     if args.tree is not None:
         boundary = boundary_share(chunker, args.tree, args.language, args.examples)
         for example in boundary["examples"]:

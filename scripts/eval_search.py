@@ -199,9 +199,9 @@ def _ts_name(node: Any) -> str | None:
     name = node.child_by_field_name("name")
     if name is not None:
         return _node_text(name)
-    from coarch.chunking import _declarator_name  # the chunker's C declarator walk
+    from coarch.chunk_syntax import declarator_name  # the chunker's C declarator walk
 
-    return _declarator_name(node)
+    return declarator_name(node)
 
 
 def _leading_comment(node: Any) -> tuple[Any, Any] | None:

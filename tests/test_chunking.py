@@ -352,3 +352,29 @@ def test_a_path_longer_than_the_model_input_keeps_its_file_name(
         header = c.embed_text[: len(c.embed_text) - len(c.text)]
         assert header.startswith("path: ") and "handlers.py" in header
         assert embedder.count_tokens(header) - 2 <= (limit - 2) // 2
+
+
+def test_counting_a_files_lines_in_one_call_changes_no_chunk(embedder: coarch.Embedder) -> None:
+    from coarch.identifiers import model_text
+    from coarch.indexer import new_chunker
+
+    def count_model_tokens(text: str) -> int:
+        return embedder.count_tokens(model_text(text))
+
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = [(rel, (lib / rel).read_text(), "python")
+             for rel in ("json/decoder.py", "textwrap.py", "shlex.py")]
+    files += [(path, text, language) for language, (path, text, _) in SAMPLES.items()]
+    files.append(("odd.txt", "a\u2028\n\u3000\n\x1c\n  \n[CLS] x\n\ud800y\n", None))
+    for limit in (embedder.max_seq_length, 40):
+        per_line = Chunker(embedder.count_tokens, limit, target_tokens=limit // 2)
+        batched = Chunker(embedder.count_tokens, limit, target_tokens=limit // 2,
+                          count_lines=embedder.count_line_tokens)
+        for path, text, language in files:
+            assert batched.chunk(path, text, language) == per_line.chunk(path, text, language)
+    # The indexer's chunker counts the model's form of the text (identifiers split) per file.
+    indexing = new_chunker(embedder)
+    assert indexing.count_lines is not None
+    reference = Chunker(count_model_tokens, embedder.max_seq_length)
+    for path, text, language in files:
+        assert indexing.chunk(path, text, language) == reference.chunk(path, text, language)

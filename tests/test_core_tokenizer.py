@@ -17,6 +17,7 @@ import sysconfig
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -294,6 +295,41 @@ def test_any_bytes_match_replace_decoding(
     ours: _core.Tokenizer, reference: HFTokenizer, data: bytes
 ) -> None:
     assert ours.encode_bytes(data) == reference.encode(data.decode("utf-8", "replace")).ids
+
+
+# ---- counts per line -------------------------------------------------------------------------
+
+
+def per_line(tokenizer: _core.Tokenizer, text: str) -> list[int]:
+    return [tokenizer.count(line) for line in text.split("\n")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(any_text.filter(lambda t: "\n" not in t), max_size=12))
+def test_count_lines_is_count_of_each_line(ours: _core.Tokenizer, lines: list[str]) -> None:
+    text = "\n".join(lines)
+    assert ours.count_lines(text) == per_line(ours, text)
+
+
+def test_count_lines_on_code(ours: _core.Tokenizer, ours_cased: _core.Tokenizer,
+                             big_code: str) -> None:
+    text = big_code[:300_000]  # over the size that releases the GIL
+    counts = ours.count_lines(text)
+    assert counts == per_line(ours, text)
+    assert len(counts) == text.count("\n") + 1
+    assert ours_cased.count_lines(text) == per_line(ours_cased, text)
+    assert ours.count_lines("") == [2]
+    assert ours.count_lines("\n\n") == [2, 2, 2]
+    assert ours.count_lines("[CLS] x\r\nb\x00\ud800") == per_line(ours, "[CLS] x\r\nb\x00\ud800")
+    with pytest.raises(TypeError, match="count_lines"):
+        ours.count_lines(b"bytes")  # type: ignore[arg-type]
+
+
+def test_count_lines_in_threads(ours: _core.Tokenizer, big_code: str) -> None:
+    texts = [big_code[i * 100_000 : (i + 1) * 100_000] for i in range(4)]
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        results = list(pool.map(ours.count_lines, texts))
+    assert results == [per_line(ours, text) for text in texts]
 
 
 # ---- linear time -----------------------------------------------------------------------------

@@ -702,7 +702,7 @@ def test_cli_control_characters_in_paths_are_escaped(
 
 
 def test_format_hit_escapes_symbols_and_snippet_controls() -> None:
-    from coarch.cli import format_hit
+    from coarch.cli_output import format_hit
 
     hit = Hit("a.py", 1, 1, 0.5, "python", "evil\x1b]0;title\x07", "x = '\x1b[2J'\u202e")
     assert format_hit(hit, "x", False, 1) == (

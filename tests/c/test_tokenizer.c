@@ -97,6 +97,45 @@ static void test_small_vocabulary(void)
     cx_tokenizer_free(t);
 }
 
+/* count_lines gives each '\n'-separated line what count gives it alone. */
+static void test_count_lines(void)
+{
+    cx_error err = {{0}};
+    const char *path = write_vocab("lines.txt", "[UNK]\n[CLS]\n[SEP]\nun\n##aff\n!\n");
+    cx_tokenizer *t = cx_tokenizer_new(path, 1, &err);
+    CHECK(t != NULL, "%s", err.message);
+    if (t == NULL)
+        return;
+    const char text[] = "un\n\n  \nunaff! un[SEP]\nxyz\xff\n";
+    size_t length = sizeof text - 1;
+    int64_t lines = cx_tokenizer_line_count(text, length);
+    CHECK(lines == 6, "%lld lines, want 6", (long long)lines);
+    int64_t counts[6];
+    CHECK(cx_tokenizer_count_lines(t, text, length, counts, 6, &err) == 6, "%s", err.message);
+    size_t start = 0;
+    for (int64_t i = 0; i < 6; i++) {
+        const char *newline = memchr(text + start, '\n', length - start);
+        size_t end = newline != NULL ? (size_t)(newline - text) : length;
+        int64_t alone = cx_tokenizer_count(t, text + start, end - start, &err);
+        CHECK(counts[i] == alone, "line %lld: %lld, alone %lld", (long long)i,
+              (long long)counts[i], (long long)alone);
+        start = end + 1;
+    }
+    CHECK(counts[0] == 3 && counts[1] == 2 && counts[2] == 2 && counts[5] == 2, "values");
+    CHECK(cx_tokenizer_line_count(NULL, 0) == 1 && cx_tokenizer_line_count("", 0) == 1,
+          "an empty text is one line");
+    CHECK(cx_tokenizer_count_lines(t, NULL, 0, counts, 1, &err) == 1 && counts[0] == 2,
+          "empty text");
+    CHECK(cx_tokenizer_count_lines(t, text, length, counts, 5, &err) == CX_ERR_ARGUMENT &&
+              strstr(err.message, "more than 5 lines") != NULL,
+          "capacity: %s", err.message);
+    CHECK(cx_tokenizer_count_lines(t, text, length, NULL, 6, &err) == CX_ERR_ARGUMENT,
+          "no counts");
+    CHECK(cx_tokenizer_count_lines(NULL, text, length, counts, 6, &err) == CX_ERR_ARGUMENT,
+          "no tokenizer");
+    cx_tokenizer_free(t);
+}
+
 typedef struct thread_job {
     const cx_tokenizer *tokenizer;
     const char *text;
@@ -166,6 +205,7 @@ int main(int argc, char **argv)
     }
     test_errors();
     test_small_vocabulary();
+    test_count_lines();
     const char *model_dir = argc > 1 ? argv[1] : getenv("COARCH_MODEL_DIR");
     if (model_dir != NULL && model_dir[0] != '\0')
         test_real_vocabulary(model_dir);

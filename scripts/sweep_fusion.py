@@ -29,8 +29,9 @@ import eval_search
 from eval_search import Definition, K, Outcome, outcome, summarise
 
 from coarch.fusion import RRF, Fusion, Ranked, ScoreFusion
+from coarch.hit import Hit
 from coarch.rerank import RERANK_DEPTH, Candidate, rerank
-from coarch.search import FUSION_DEPTH, Hit, Searcher
+from coarch.search import FUSION_DEPTH, Searcher
 from coarch.store import decode_symbols
 
 # Re-rank settings tried on top of each fusion: (name, file lift, drop repeats). "none" is the

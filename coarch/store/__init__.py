@@ -16,7 +16,6 @@ from coarch.store.damage import (
     move_aside,
     remove_index_files,
 )
-from coarch.store.reads import BM25_WEIGHTS
 from coarch.store.rows import (
     VECTOR_DTYPE,
     ChunkRow,
@@ -30,7 +29,6 @@ from coarch.store.schema import APP_MARKER, SCHEMA_VERSION, database_owner, fts_
 
 __all__ = [
     "APP_MARKER",
-    "BM25_WEIGHTS",
     "CORRUPT_HINT",
     "SCHEMA_VERSION",
     "VECTOR_DTYPE",

@@ -1,11 +1,12 @@
 """Which chunks define an identifier queried (`parse_config`, `HttpClient.send`), and how surely.
 
 coarch.search puts the definitions of a bare-identifier query first; this module decides what a
-definition is. A chunk defines the identifier when a line of its text is a definition of the
-name (`def name`, `class name`, `func (r T) name`, `pub fn name`, `export const name = (...) =>`,
-`#define name`, and in C-family languages `type name(args)`), and its symbol says how surely
-(`_DefinitionMatcher.tier`). Names are first compared as typed; when nothing matches, case and
-underscores are ignored (`parseConfig` finds `parse_config`).
+definition is. A chunk counts when a line of its text defines the name (`def name`, `class
+name`, `func (r T) name`, `pub fn name`, `export const name = (...) =>`, `#define name`, and in
+C-family languages `type name(args)`) or when its symbol names it (a long definition cut into
+chunks); its tier (`_DefinitionMatcher.tier`) says how surely, from both. Names are first
+compared as typed; when nothing matches, case and underscores are ignored (`parseConfig` finds
+`parse_config`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Default layout: IndexIDMap2 over IndexFlatIP (exact inner product = cosine on L2-normalised
 rows), ids = chunks.id. It is written by streaming rows out of SQLite straight into FAISS's
 serialisation format (coarch.faiss_format), so writing it holds one batch of vectors in memory,
-not all of them. Above
-`ivf_threshold` chunks an IndexIVFFlat (ids = chunk ids) is trained and built with FAISS itself.
+not all of them. Above `ivf_threshold` chunks an IndexIVFFlat (ids = chunk ids) is trained and
+built with FAISS itself.
 
 The file records what it covers through meta keys in SQLite, written after the file is in place:
 `faiss_generation` (the store's `generation` when the file was written), `faiss_chunk_count`,
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IVF_THRESHOLD = 200_000
 IVF_THRESHOLD_ENV = "COARCH_IVF_THRESHOLD"
+
 
 @dataclass(frozen=True)
 class SyncResult:

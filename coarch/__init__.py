@@ -44,20 +44,20 @@ from coarch.errors import (
 
 if TYPE_CHECKING:
     from coarch.embedder import Embedder
+    from coarch.hit import Hit
     from coarch.index import Index
     from coarch.indexer import IndexOptions, IndexSummary
     from coarch.memory import MemoryManager, MemoryPressure
     from coarch.models import default_model_path
     from coarch.progress import IndexProgress
     from coarch.registry import known_indexes, search_all
-    from coarch.search import Hit
 
 # The rest of the API is imported on first use: `coarch._core` loads libtorch (0.6 s idle,
 # seconds on a busy machine), which `coarch mcp` must not pay before it answers `initialize`,
 # nor the CLI's commands that never embed.
 _LAZY = {
     "Embedder": "coarch.embedder",
-    "Hit": "coarch.search",
+    "Hit": "coarch.hit",
     "Index": "coarch.index",
     "IndexOptions": "coarch.indexer",
     "IndexProgress": "coarch.progress",

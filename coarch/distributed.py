@@ -477,7 +477,6 @@ class RayPipeline:
                 store.put_vectors(pending.vectors.items())
                 for op, payload in pending.ready:
                     indexer._apply(op, payload)
-                store.set_meta("last_run_checkpoint", f"{time.time():.3f}")
             indexer._files_done += len(pending.ready)
             pending.vectors.clear()
             pending.ready.clear()

@@ -54,7 +54,8 @@ from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
     from coarch.embedder import Embedder
-    from coarch.search import Hit, Searcher
+    from coarch.hit import Hit
+    from coarch.search import Searcher
 
 if sys.version_info >= (3, 11):
     from typing import Self

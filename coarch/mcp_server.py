@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import anyio
 import anyio.from_thread
@@ -40,11 +40,12 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from coarch._version import __version__
 from coarch.discovery import check_root
 from coarch.errors import CoarchError, IndexingInterrupted, IndexNotFoundError
+from coarch.hit import Hit
 from coarch.location import DB_FILE, resolve_index_dir
 
 if TYPE_CHECKING:
@@ -66,16 +67,18 @@ MAX_K = 1000
 
 # ---- schemas ------------------------------------------------------------------------------------
 
-class HitOut(BaseModel):
-    """One search hit; `path` is relative to the served root, lines are 1-based inclusive."""
+def _hit_model() -> type[BaseModel]:
+    """HitOut: coarch.hit.Hit's fields but `explain`, all required, so the two never differ."""
+    fields: dict[str, Any] = {name: (hint, ...) for name, hint in get_type_hints(Hit).items()
+                              if name != "explain"}
+    doc = "One search hit; `path` is relative to the served root, lines are 1-based inclusive."
+    return create_model("HitOut", __doc__=doc, __module__=__name__, **fields)
 
-    path: str
-    start_line: int
-    end_line: int
-    score: float
-    language: str | None
-    symbol: str | None
-    snippet: str
+
+if TYPE_CHECKING:
+    HitOut = BaseModel
+else:
+    HitOut = _hit_model()
 
 
 class FreshnessOut(BaseModel):

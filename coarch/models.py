@@ -14,6 +14,7 @@ MODEL_ENV = "COARCH_MODEL"
 # Files whose bytes define what a model computes; a change in any of them changes the vectors.
 _IDENTITY_FILES = ("config.json", "vocab.txt", "tokenizer_config.json", "sentence_bert_config.json")
 _WEIGHTS_SAMPLE = 1 << 20
+_MODEL_IDS: dict[str, str] = {}
 
 
 def default_model_path() -> Path:
@@ -61,3 +62,12 @@ def model_id(folder: Path) -> str:
         with weights.open("rb") as handle:
             digest.update(handle.read(_WEIGHTS_SAMPLE))
     return f"{folder.name}-{digest.hexdigest()[:16]}"
+
+
+def model_id_once(folder: Path) -> str:
+    """model_id(folder), computed once per folder and process (it hashes files): a long-lived
+    process that searches often checks its model folder once."""
+    key = str(folder)
+    if key not in _MODEL_IDS:
+        _MODEL_IDS[key] = model_id(folder)
+    return _MODEL_IDS[key]

@@ -27,7 +27,7 @@ from coarch.errors import CorruptIndexError, IndexNotFoundError, ModelError, Mod
 from coarch.location import DB_FILE, REBUILD_SUFFIX, cache_root
 
 if TYPE_CHECKING:
-    from coarch.search import Hit
+    from coarch.hit import Hit
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,9 @@ from typing import Any
 
 from coarch.embedder import PRECISIONS
 from coarch.fusion import query_kind as fusion_query_kind
+from coarch.hit import Hit
 from coarch.index import Index
-from coarch.search import Hit, Searcher
+from coarch.search import Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus

@@ -29,9 +29,9 @@ import eval_search
 from eval_search import Definition, K, Outcome, outcome, summarise
 
 from coarch.fusion import RRF, Fusion, Ranked, ScoreFusion
+from coarch.hit import Hit
 from coarch.rerank import RERANK_DEPTH, Candidate, rerank
-from coarch.search import FUSION_DEPTH, Hit, Searcher
-from coarch.store import decode_symbols
+from coarch.search import FUSION_DEPTH, Searcher
 
 # Re-rank settings tried on top of each fusion: (name, file lift, drop repeats). "none" is the
 # fused order as it is.
@@ -57,10 +57,9 @@ Row = tuple[str, int, int, tuple[str, ...]]
 
 def rows_of(searcher: Searcher) -> dict[int, Row]:
     """(path, start, end, symbols) of every chunk of the index."""
-    sql = "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol FROM chunks c JOIN files f " \
-          "ON f.id = c.file_id"
-    return {int(r[0]): (r[1], int(r[2]), int(r[3]), decode_symbols(r[4]))
-            for r in searcher.store.conn.execute(sql)}
+    store = searcher.store
+    return {r.id: (r.path, r.start_line, r.end_line, r.symbols)
+            for r in store.chunks_by_ids(range(1, store.max_chunk_id() + 1))}
 
 
 def hits_of(order: list[int], rows: dict[int, Row]) -> list[Hit]:

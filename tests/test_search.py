@@ -23,9 +23,11 @@ import pytest
 
 import coarch
 from coarch.cli import main
+from coarch.embedder import get_embedder
 from coarch.errors import IndexNotFoundError, ModelMismatchError, UsageError
+from coarch.hit import Hit
 from coarch.index import Index
-from coarch.search import Hit, Searcher, get_embedder
+from coarch.search import Searcher
 from coarch.store import NewChunk, Store, text_hash
 
 TREE: dict[str, str] = {

@@ -1,0 +1,229 @@
+"""Which chunks define an identifier queried (`parse_config`, `HttpClient.send`), and how surely.
+
+coarch.search puts the definitions of a bare-identifier query first; this module decides what a
+definition is. A chunk counts when a line of its text defines the name (`def name`, `class
+name`, `func (r T) name`, `pub fn name`, `export const name = (...) =>`, `#define name`, and in
+C-family languages `type name(args)`) or when its symbol names it (a long definition cut into
+chunks); its tier (`_DefinitionMatcher.tier`) says how surely, from both. Names are first
+compared as typed; when nothing matches, case and underscores are ignored (`parseConfig` finds
+`parse_config`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+
+from coarch.store import ChunkRow
+
+# Tiers are 0 (surest) to DEFINITION_TIERS - 1 (see _DefinitionMatcher.tier).
+DEFINITION_TIERS = 5
+
+# Words that introduce a definition, across the common languages.
+_DEF_KEYWORDS = (
+    r"def|class|function\*?|func|fn|fun|struct|enum|union|trait|interface|type|typedef|impl"
+    r"|module|namespace|macro_rules!|sub|proc|object|record|protocol|newtype|let|const|var|val"
+)
+# Words that may stand before a definition keyword: `export default async function`,
+# `pub(crate) fn`, `public static final class`.
+_MODIFIERS = (
+    r"export|default|public|private|protected|internal|static|abstract|final|sealed|open"
+    r"|override|virtual|inline|extern|unsafe|async|pub(?:\([^)\n]*\))?|partial|declare"
+    r"|readonly|data|inner|suspend|operator|const|mut|local|case|implicit|lazy"
+)
+# Languages whose functions are declared as `type name(args)` (no keyword): for these a line
+# like that defines `name` unless it is a statement. Elsewhere such a line is a call (or prose).
+_C_FAMILY_NAMES = "c cpp java csharp objective-c objective-cpp cuda dart glsl d solidity groovy"
+_C_FAMILY = frozenset(_C_FAMILY_NAMES.split())
+# First words of a C-family line that make it a statement, not a function head.
+_STATEMENT_WORDS = """
+return if while for switch else new throw case do sizeof delete await yield goto typeof
+"""
+_NOT_A_TYPE = frozenset(_STATEMENT_WORDS.split())
+
+
+@functools.lru_cache(maxsize=256)
+def _definition_pattern(names: tuple[str, ...], fold: bool, c_family: bool) -> re.Pattern[str]:
+    """A line that defines one of `names`: `def name`, `class name`, `func (r T) name`,
+    `pub fn name`, `export const name = (...) =>`, `name = lambda`, `#define name`, a
+    JavaScript method head `name(args) {`, and in C-family languages `type name(args)` not
+    ending in `;`. The keyword forms allow only modifiers before them, so prose in a comment
+    or docstring ("uses the class Foo") does not count."""
+    n = "(?:" + "|".join(re.escape(name) for name in names) + ")"
+    ws = r"[^\S\n]"
+    alternatives = [
+        (
+            rf"(?:@[\w.]+(?:\([^)\n]*\))?{ws}+)*(?:(?:{_MODIFIERS}){ws}+)*(?:{_DEF_KEYWORDS})"
+            rf"{ws}+(?:\([^)\n]*\){ws}*)?[*&]?(?:[\w.]+\.)?{n}\b"
+        ),
+        rf"#{ws}*define{ws}+{n}\b",
+        (
+            rf"(?:(?:{_MODIFIERS}){ws}+)*(?:(?:const|let|var){ws}+)?(?:[\w.]+\.)?{n}{ws}*[:=]"
+            rf"{ws}*(?:async{ws}+)?(?:function\b|\([^)\n]*\){ws}*=>|\w+{ws}*=>|lambda\b)"
+        ),
+        rf"(?:(?:{_MODIFIERS}|get|set){ws}+)*{n}{ws}*\([^)\n]*\){ws}*(?::[^{{\n]*)?\{{",
+    ]
+    if c_family:
+        alternatives.append(
+            rf"(?P<ctype>(?:[\w<>\[\],*&:~]+{ws}+)+)[*&]*(?:[\w:]+::)?~?{n}{ws}*\([^;\n]*$"
+        )
+    return re.compile(rf"^{ws}*(?:" + "|".join(alternatives) + ")", re.IGNORECASE if fold else 0)
+
+
+def _definition_indent(
+    pattern: re.Pattern[str], text: str, names: Sequence[str], fold: bool
+) -> int | None:
+    """Indentation of the first line of `text` that defines one of `names`, or None when no
+    line does. The pattern runs only on the lines that contain a name at all (a substring
+    test), which keeps it cheap on big chunks."""
+    needles = [n.lower() for n in names] if fold else list(names)
+    for line in text.splitlines():
+        hay = line.lower() if fold else line
+        if not any(n in hay for n in needles):
+            continue
+        match = pattern.match(line)
+        if match is None:
+            continue
+        ctype = match.groupdict().get("ctype")
+        if ctype is not None and ctype.split()[0] in _NOT_A_TYPE:
+            continue
+        return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+    return None
+
+
+# Type or template arguments in a definition's name (`LruCache<K, V>.get`, `Map<K, V>::find`):
+# a query names the type without them. Only after a word character, so `operator<=` stays.
+_TYPE_ARGUMENTS = re.compile(r"(?<=\w)<[^<>]*>")
+_SCOPE_SEPARATORS = re.compile(r"\.|::")
+
+
+def _segments(component: str) -> list[str]:
+    """The scope path of one definition name: `HttpClient.send` -> [HttpClient, send],
+    `Table<K, Map<A, B>>::put` -> [Table, put]."""
+    bare = component
+    if "operator" not in bare:
+        while (stripped := _TYPE_ARGUMENTS.sub("", bare)) != bare:
+            bare = stripped
+    return [part for part in _SCOPE_SEPARATORS.split(bare) if part]
+
+
+def _loose(name: str) -> str:
+    """A name with case and underscores ignored: `parseConfig`, `parse_config` and
+    `ParseConfig` compare equal (a query typed in another language's naming convention)."""
+    return name.replace("_", "").lower()
+
+
+class _DefinitionMatcher:
+    """Decides whether a chunk defines the identifier queried, and how surely (its tier).
+
+    `fold` False compares names as typed; True ignores case and underscores (a second pass,
+    used only when the first finds nothing)."""
+
+    def __init__(self, ident: str, fold: bool) -> None:
+        self.fold = fold
+        self.segments = [self._key(s) for s in ident.split(".")]
+        self.last = ident.rsplit(".", 1)[-1]
+        self.qualified = len(self.segments) > 1
+
+    def _key(self, name: str) -> str:
+        return _loose(name) if self.fold else name
+
+    def _parts(self, component: str) -> list[str]:
+        return [self._key(s) for s in _segments(component)]
+
+    def _named(self, component: str) -> bool:
+        parts = self._parts(component)
+        return parts[-len(self.segments) :] == self.segments
+
+    def _outer(self, component: str) -> bool:
+        """The identifier is the component or its outermost scope (`Foo` in `Foo.bar`)."""
+        parts = self._parts(component)
+        return parts[: len(self.segments)] == self.segments
+
+    def _segment(self, component: str) -> bool:
+        parts = self._parts(component)
+        width = len(self.segments)
+        return any(parts[i : i + width] == self.segments for i in range(len(parts) - width))
+
+    def _enclosing(self, component: str) -> bool:
+        """The component is a scope around the identifier (`HttpClient` for
+        `HttpClient.send`): its chunk may hold the definition of a small member."""
+        parts = self._parts(component)
+        return len(parts) < len(self.segments) and self.segments[: len(parts)] == parts
+
+    def _definition_line(self, components: Sequence[str], row: ChunkRow) -> int | None:
+        """Indentation of the chunk's definition line (None: it has none), the name spelled
+        as typed (first pass) or as the chunk's symbol spells it (second pass)."""
+        c_family = (row.language or "") in _C_FAMILY
+        names: tuple[str, ...] = (self.last,)
+        fold = False
+        if self.fold:
+            key = self.segments[-1]
+            names = tuple(
+                sorted({s for c in components for s in _segments(c) if _loose(s) == key})
+            )
+            if not names:
+                names, fold = (self.last,), True
+        pattern = _definition_pattern(names, fold, c_family)
+        return _definition_indent(pattern, row.text, names, fold)
+
+    def tier(self, row: ChunkRow) -> tuple[int, int] | None:
+        """How surely `row` defines the identifier, or None when it does not: (tier, indent),
+        lower is surer. `indent` is that of the definition line: within a tier, an outer
+        definition (`class _patch_dict`) comes before a nested one of the same name (its
+        method `def _patch_dict`). Tiers:
+
+        0: its text has the definition line and its symbol is the identifier or starts with
+           it (`Foo` or `Foo.__init__` for `Foo`: the identifier is the chunk's outer scope).
+        1: its text has the definition line and its symbol ends with the identifier
+           (`HttpClient.send` for `send`): a bare name prefers a top-level definition.
+        2: its text has the definition line, and its symbol holds the identifier as a path
+           segment inside, or encloses it (`def send` in the chunk of class `HttpClient`), or
+           it has no symbol at all.
+        3: its text has the definition line (an unqualified name defined inside something
+           else).
+        4: its symbol names the identifier but the definition line is in another chunk (a
+           long body cut into pieces).
+        """
+        components = row.symbols
+        named = any(self._named(c) for c in components)
+        outer = any(self._outer(c) for c in components)
+        segment = any(self._segment(c) or self._enclosing(c) for c in components)
+        indent = self._definition_line(components, row)
+        if indent is not None:
+            if outer:
+                return 0, indent
+            if named:
+                return 1, indent
+            if segment or (not components and not self.qualified):
+                return 2, indent
+            if not self.qualified:
+                return 3, indent
+        if named:
+            return 4, 0
+        return None
+
+
+
+def ranked_definitions(
+    ident: str, rows: Sequence[ChunkRow], fused_order: Sequence[int]
+) -> list[tuple[ChunkRow, tuple[int, int]]]:
+    """The rows that define `ident` with their (tier, indent), best first: by (tier, indent),
+    then rank in `fused_order`, then position. Names compared as typed first; only when none
+    matches, with case and underscores ignored."""
+    fused_rank = {cid: rank for rank, cid in enumerate(fused_order)}
+    for fold in (False, True):
+        matcher = _DefinitionMatcher(ident, fold)
+        found = [(row, tier) for row in rows if (tier := matcher.tier(row)) is not None]
+        if found:
+            found.sort(
+                key=lambda rt: (
+                    rt[1],
+                    fused_rank.get(rt[0].id, len(fused_rank)),
+                    rt[0].path,
+                    rt[0].start_line,
+                )
+            )
+            return found
+    return []

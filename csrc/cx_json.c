@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cx_utf8.h"
+
 #define JSON_MAX_DEPTH 64          /* nesting of arrays and objects */
 #define JSON_MAX_NUMBER_LENGTH 256 /* characters of one number literal */
 #define ARENA_BLOCK_SIZE 65536
@@ -193,66 +195,6 @@ static long read_hex4(parser *p)
     return unit;
 }
 
-static size_t put_utf8(unsigned char *out, unsigned long code)
-{
-    if (code < 0x80) {
-        out[0] = (unsigned char)code;
-        return 1;
-    }
-    if (code < 0x800) {
-        out[0] = (unsigned char)(0xC0 | (code >> 6));
-        out[1] = (unsigned char)(0x80 | (code & 0x3F));
-        return 2;
-    }
-    if (code < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | (code >> 12));
-        out[1] = (unsigned char)(0x80 | ((code >> 6) & 0x3F));
-        out[2] = (unsigned char)(0x80 | (code & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | (code >> 18));
-    out[1] = (unsigned char)(0x80 | ((code >> 12) & 0x3F));
-    out[2] = (unsigned char)(0x80 | ((code >> 6) & 0x3F));
-    out[3] = (unsigned char)(0x80 | (code & 0x3F));
-    return 4;
-}
-
-/* Length of the valid, shortest-form UTF-8 sequence at s[0..available), or 0 when invalid
- * (overlong, surrogate, above U+10FFFF, truncated, stray continuation byte). */
-static size_t utf8_sequence_length(const unsigned char *s, size_t available)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t length;
-    unsigned char low = 0x80, high = 0xBF; /* bounds of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        length = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        length = 3;
-        if (c == 0xE0)
-            low = 0xA0; /* overlong */
-        else if (c == 0xED)
-            high = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        length = 4;
-        if (c == 0xF0)
-            low = 0x90; /* overlong */
-        else if (c == 0xF4)
-            high = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (available < length)
-        return 0;
-    if (s[1] < low || s[1] > high)
-        return 0;
-    for (size_t i = 2; i < length; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return length;
-}
-
 /* Parses a string whose opening quote is at p->pos; on success *out and *out_length hold the
  * decoded NUL-terminated bytes in the arena. Decoded text is never longer than its source, so the
  * source length bounds the allocation. */
@@ -280,7 +222,8 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             return 0;
         }
         if (c != '\\') {
-            size_t n = utf8_sequence_length(p->text + p->pos, end - p->pos);
+            uint32_t code;
+            size_t n = cx_utf8_next(p->text + p->pos, end - p->pos, &code);
             if (n == 0) {
                 fail(p, "invalid UTF-8 in string");
                 return 0;
@@ -319,7 +262,7 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             fail(p, "invalid \\u escape in string");
             return 0;
         }
-        unsigned long code = (unsigned long)unit;
+        uint32_t code = (uint32_t)unit;
         if (unit >= 0xDC00 && unit <= 0xDFFF) {
             p->pos = escape_at;
             fail(p, "unpaired low surrogate in \\u escape");
@@ -336,7 +279,7 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
                 fail(p, "unpaired high surrogate in \\u escape");
                 return 0;
             }
-            code = 0x10000 + (((unsigned long)unit - 0xD800) << 10) + ((unsigned long)low - 0xDC00);
+            code = 0x10000 + (((uint32_t)unit - 0xD800) << 10) + ((uint32_t)low - 0xDC00);
         }
         if (code == 0) {
             /* Strings are handed out NUL-terminated; an embedded NUL would silently cut them. */
@@ -344,7 +287,7 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             fail(p, "escaped NUL (\\u0000) in string is not supported");
             return 0;
         }
-        written += put_utf8(decoded + written, code);
+        written += cx_utf8_put(decoded + written, code);
     }
     decoded[written] = '\0';
     p->pos = end + 1; /* past the closing quote */

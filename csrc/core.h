@@ -48,6 +48,15 @@ int cx_embedder_type_setup(PyObject *module, cx_module_state *state);
 int cx_tokenizer_type_setup(PyObject *module, cx_module_state *state);
 int cx_memory_manager_type_setup(PyObject *module, cx_module_state *state);
 
+/* What each setup function does: creates the heap type of `spec` for `module` into *type (a
+ * reference the state owns) and adds it to `module` under its name after the last dot. Returns
+ * 0, or -1 with an exception set (*type may then hold the type, which the state's clear drops). */
+int cx_type_add(PyObject *module, PyType_Spec *spec, PyTypeObject **type);
+
+/* The end of every tp_dealloc of these heap types, after the object's own fields are released:
+ * tp_free, then the reference to its type that each instance of a heap type holds. */
+void cx_object_free(PyObject *self);
+
 /* UTF-8 of a str for the engine. Lone surrogates (which strict UTF-8 refuses) are encoded with
  * "surrogatepass", giving bytes the tokenizer decodes as invalid (dropped, see cx_tokenizer.h).
  * On success *data and *length are valid while *keepalive (a new reference, possibly NULL when the

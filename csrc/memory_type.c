@@ -119,10 +119,8 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
 
 static void MemoryManager_dealloc(MemoryManager *self)
 {
-    PyTypeObject *type = Py_TYPE(self);
     cx_memory_free(self->memory);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
+    cx_object_free((PyObject *)self);
 }
 
 static PyObject *MemoryManager_pressure(MemoryManager *self, PyObject *unused)
@@ -317,9 +315,5 @@ static PyType_Spec MemoryManager_spec = {
 
 int cx_memory_manager_type_setup(PyObject *module, cx_module_state *state)
 {
-    state->memory_manager_type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &MemoryManager_spec, NULL);
-    if (state->memory_manager_type == NULL)
-        return -1;
-    return PyModule_AddObjectRef(module, "MemoryManager", (PyObject *)state->memory_manager_type);
+    return cx_type_add(module, &MemoryManager_spec, &state->memory_manager_type);
 }

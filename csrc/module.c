@@ -128,6 +128,21 @@ static PyMethodDef core_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int cx_type_add(PyObject *module, PyType_Spec *spec, PyTypeObject **type)
+{
+    *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (*type == NULL)
+        return -1;
+    return PyModule_AddType(module, *type);
+}
+
+void cx_object_free(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
 static int core_traverse(PyObject *module, visitproc visit, void *arg)
 {
     cx_module_state *state = PyModule_GetState(module);

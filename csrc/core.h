@@ -13,7 +13,8 @@
 
 /* Module state: the exception classes and types, one instance per module object (multi-phase
  * init, as CPython's _sqlite). Bridge functions find it from a type or an object of one of the
- * module's types (cx_state_of_type, cx_state_of), never from a global. */
+ * module's types (cx_state_of_type, cx_state_of), never from a global. Every field is a strong
+ * reference, listed in module.c's STATE_REFERENCES, which the module's traverse and clear walk. */
 typedef struct cx_module_state {
     PyObject *error;           /* coarch._core.CoreError(Exception): base of the tree */
     PyObject *model_error;     /* ModelError(CoreError, ValueError): unusable model folder */

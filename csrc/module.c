@@ -1,5 +1,6 @@
 /* module.c: the coarch._core module (multi-phase init): its state (exception classes, types),
- * the one mapping from engine statuses to Python exceptions, and functions about the backend. */
+ * the one mapping from engine statuses to Python exceptions, the helpers core.h declares for the
+ * type files, and functions about the backend. */
 #include "core.h"
 
 #include <stddef.h>

@@ -13,7 +13,8 @@
 
 /* Module state: the exception classes and types, one instance per module object (multi-phase
  * init, as CPython's _sqlite). Bridge functions find it from a type or an object of one of the
- * module's types (cx_state_of_type, cx_state_of), never from a global. */
+ * module's types (cx_state_of_type, cx_state_of), never from a global. Every field is a strong
+ * reference, listed in module.c's STATE_REFERENCES, which the module's traverse and clear walk. */
 typedef struct cx_module_state {
     PyObject *error;           /* coarch._core.CoreError(Exception): base of the tree */
     PyObject *model_error;     /* ModelError(CoreError, ValueError): unusable model folder */
@@ -47,6 +48,15 @@ PyObject *cx_raise_loading(cx_module_state *state, cx_status status, const cx_er
 int cx_embedder_type_setup(PyObject *module, cx_module_state *state);
 int cx_tokenizer_type_setup(PyObject *module, cx_module_state *state);
 int cx_memory_manager_type_setup(PyObject *module, cx_module_state *state);
+
+/* What each setup function does: creates the heap type of `spec` for `module` into *type (a
+ * reference the state owns) and adds it to `module` under its name after the last dot. Returns
+ * 0, or -1 with an exception set (*type may then hold the type, which the state's clear drops). */
+int cx_type_add(PyObject *module, PyType_Spec *spec, PyTypeObject **type);
+
+/* The end of every tp_dealloc of these heap types, after the object's own fields are released:
+ * tp_free, then the reference to its type that each instance of a heap type holds. */
+void cx_object_free(PyObject *self);
 
 /* UTF-8 of a str for the engine. Lone surrogates (which strict UTF-8 refuses) are encoded with
  * "surrogatepass", giving bytes the tokenizer decodes as invalid (dropped, see cx_tokenizer.h).

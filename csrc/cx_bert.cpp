@@ -17,8 +17,9 @@
  * Matrix products use out= variants into scratch tensors that are grown once and reused,
  * because a fresh 100 MB output per product costs 30-50% in page faults. The memory-bound steps
  * (embedding gather, residual + LayerNorm, softmax, bf16 bias + GELU, mean pooling) are fused
- * loops over rows (cx_rows.c). Every export catches all exceptions and turns them into a
- * cx_status: nothing throws across the C boundary. */
+ * loops over rows: the gather (on CPU) and the pooling here, the others in cx_rows.c. Every
+ * export catches all exceptions and turns them into a cx_status: nothing throws across the C
+ * boundary. */
 #include "cx_bert.h"
 #include "cx_backend.h"
 #include "cx_footprint.h"

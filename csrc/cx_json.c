@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cx_utf8.h"
+
 #define JSON_MAX_DEPTH 64          /* nesting of arrays and objects */
 #define JSON_MAX_NUMBER_LENGTH 256 /* characters of one number literal */
 #define ARENA_BLOCK_SIZE 65536
@@ -56,6 +58,13 @@ struct cx_json_document {
     const cx_json_value *root; /* in the arena */
 };
 
+/* A stack shared by all nesting levels (malloc'ed, freed after parsing): the children of the
+ * open containers, moved into the arena when each container closes. */
+typedef struct scratch {
+    void *data; /* owned; [capacity] elements */
+    size_t count, capacity, element_size;
+} scratch;
+
 typedef struct parser {
     const unsigned char *text; /* borrowed input */
     size_t length, pos;
@@ -63,12 +72,8 @@ typedef struct parser {
     cx_error *err;
     cx_status status; /* first failure; CX_OK while parsing */
     cx_json_document *document;
-    /* Scratch stacks shared by all nesting levels (malloc'ed, freed after parsing): children of
-     * the open containers, copied into the arena when each container closes. */
-    const cx_json_value **items;
-    size_t item_count, item_capacity;
-    cx_json_member *members;
-    size_t member_count, member_capacity;
+    scratch items;   /* of const cx_json_value *: the items of the open arrays */
+    scratch members; /* of cx_json_member: the members of the open objects */
 } parser;
 
 static void *arena_alloc(cx_json_document *document, size_t size)
@@ -129,22 +134,38 @@ static void skip_whitespace(parser *p)
     }
 }
 
-static int grow(void **buffer, size_t *capacity, size_t needed, size_t element_size)
+/* Pushes a copy of the element_size bytes at `element`; 0 (failed: out of memory) or 1. */
+static int scratch_push(parser *p, scratch *stack, const void *element)
 {
-    if (needed <= *capacity)
-        return 1;
-    size_t capacity_new = *capacity ? *capacity : 16;
-    while (capacity_new < needed) {
-        if (capacity_new > SIZE_MAX / 2 / element_size)
+    if (stack->count == stack->capacity) {
+        size_t capacity = stack->capacity ? 2 * stack->capacity : 16;
+        void *grown = stack->capacity > SIZE_MAX / 2 / stack->element_size
+                          ? NULL
+                          : realloc(stack->data, capacity * stack->element_size);
+        if (grown == NULL) {
+            fail_nomem(p);
             return 0;
-        capacity_new *= 2;
+        }
+        stack->data = grown;
+        stack->capacity = capacity;
     }
-    void *grown = realloc(*buffer, capacity_new * element_size);
-    if (grown == NULL)
-        return 0;
-    *buffer = grown;
-    *capacity = capacity_new;
+    memcpy((unsigned char *)stack->data + stack->count * stack->element_size, element,
+           stack->element_size);
+    stack->count++;
     return 1;
+}
+
+/* Pops the elements above `base` into a copy in the arena; NULL (failed) when out of memory. */
+static void *scratch_pop(parser *p, scratch *stack, size_t base)
+{
+    size_t bytes = (stack->count - base) * stack->element_size;
+    void *copy = arena_alloc(p->document, bytes);
+    if (copy == NULL)
+        return fail_nomem(p);
+    if (bytes)
+        memcpy(copy, (unsigned char *)stack->data + base * stack->element_size, bytes);
+    stack->count = base;
+    return copy;
 }
 
 static int hex_digit(unsigned char c)
@@ -174,66 +195,6 @@ static long read_hex4(parser *p)
     return unit;
 }
 
-static size_t put_utf8(unsigned char *out, unsigned long code)
-{
-    if (code < 0x80) {
-        out[0] = (unsigned char)code;
-        return 1;
-    }
-    if (code < 0x800) {
-        out[0] = (unsigned char)(0xC0 | (code >> 6));
-        out[1] = (unsigned char)(0x80 | (code & 0x3F));
-        return 2;
-    }
-    if (code < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | (code >> 12));
-        out[1] = (unsigned char)(0x80 | ((code >> 6) & 0x3F));
-        out[2] = (unsigned char)(0x80 | (code & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | (code >> 18));
-    out[1] = (unsigned char)(0x80 | ((code >> 12) & 0x3F));
-    out[2] = (unsigned char)(0x80 | ((code >> 6) & 0x3F));
-    out[3] = (unsigned char)(0x80 | (code & 0x3F));
-    return 4;
-}
-
-/* Length of the valid, shortest-form UTF-8 sequence at s[0..available), or 0 when invalid
- * (overlong, surrogate, above U+10FFFF, truncated, stray continuation byte). */
-static size_t utf8_sequence_length(const unsigned char *s, size_t available)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t length;
-    unsigned char low = 0x80, high = 0xBF; /* bounds of the second byte */
-    if (c >= 0xC2 && c <= 0xDF) {
-        length = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        length = 3;
-        if (c == 0xE0)
-            low = 0xA0; /* overlong */
-        else if (c == 0xED)
-            high = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        length = 4;
-        if (c == 0xF0)
-            low = 0x90; /* overlong */
-        else if (c == 0xF4)
-            high = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (available < length)
-        return 0;
-    if (s[1] < low || s[1] > high)
-        return 0;
-    for (size_t i = 2; i < length; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return length;
-}
-
 /* Parses a string whose opening quote is at p->pos; on success *out and *out_length hold the
  * decoded NUL-terminated bytes in the arena. Decoded text is never longer than its source, so the
  * source length bounds the allocation. */
@@ -261,7 +222,8 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             return 0;
         }
         if (c != '\\') {
-            size_t n = utf8_sequence_length(p->text + p->pos, end - p->pos);
+            uint32_t code;
+            size_t n = cx_utf8_next(p->text + p->pos, end - p->pos, &code);
             if (n == 0) {
                 fail(p, "invalid UTF-8 in string");
                 return 0;
@@ -300,7 +262,7 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             fail(p, "invalid \\u escape in string");
             return 0;
         }
-        unsigned long code = (unsigned long)unit;
+        uint32_t code = (uint32_t)unit;
         if (unit >= 0xDC00 && unit <= 0xDFFF) {
             p->pos = escape_at;
             fail(p, "unpaired low surrogate in \\u escape");
@@ -317,7 +279,7 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
                 fail(p, "unpaired high surrogate in \\u escape");
                 return 0;
             }
-            code = 0x10000 + (((unsigned long)unit - 0xD800) << 10) + ((unsigned long)low - 0xDC00);
+            code = 0x10000 + (((uint32_t)unit - 0xD800) << 10) + ((uint32_t)low - 0xDC00);
         }
         if (code == 0) {
             /* Strings are handed out NUL-terminated; an embedded NUL would silently cut them. */
@@ -325,13 +287,21 @@ static int parse_string(parser *p, const char **out, size_t *out_length)
             fail(p, "escaped NUL (\\u0000) in string is not supported");
             return 0;
         }
-        written += put_utf8(decoded + written, code);
+        written += cx_utf8_put(decoded + written, code);
     }
     decoded[written] = '\0';
     p->pos = end + 1; /* past the closing quote */
     *out = (const char *)decoded;
     *out_length = written;
     return 1;
+}
+
+/* The index after the decimal digits that start at t[i] (i itself when none does). */
+static size_t skip_digits(const unsigned char *t, size_t i, size_t n)
+{
+    while (i < n && t[i] >= '0' && t[i] <= '9')
+        i++;
+    return i;
 }
 
 static const cx_json_value *parse_number(parser *p)
@@ -346,33 +316,31 @@ static const cx_json_value *parse_number(parser *p)
     if (i < n && t[i] == '0') {
         i++;
     } else if (i < n && t[i] >= '1' && t[i] <= '9') {
-        while (i < n && t[i] >= '0' && t[i] <= '9')
-            i++;
+        i = skip_digits(t, i, n);
     } else {
         p->pos = i;
         return fail(p, "invalid number");
     }
     if (i < n && t[i] == '.') {
         integral = 0;
-        i++;
-        if (i >= n || t[i] < '0' || t[i] > '9') {
+        size_t digits = ++i;
+        i = skip_digits(t, i, n);
+        if (i == digits) {
             p->pos = i;
             return fail(p, "invalid number: expected a digit after '.'");
         }
-        while (i < n && t[i] >= '0' && t[i] <= '9')
-            i++;
     }
     if (i < n && (t[i] == 'e' || t[i] == 'E')) {
         integral = 0;
         i++;
         if (i < n && (t[i] == '+' || t[i] == '-'))
             i++;
-        if (i >= n || t[i] < '0' || t[i] > '9') {
+        size_t digits = i;
+        i = skip_digits(t, i, n);
+        if (i == digits) {
             p->pos = i;
             return fail(p, "invalid number: expected a digit in the exponent");
         }
-        while (i < n && t[i] >= '0' && t[i] <= '9')
-            i++;
     }
     size_t literal_length = i - start;
     if (literal_length > JSON_MAX_NUMBER_LENGTH)
@@ -439,6 +407,19 @@ static int compare_members(const void *a, const void *b)
 
 static const cx_json_value *parse_value(parser *p, int depth);
 
+/* After the opening bracket of an array or object: 1 when `close` follows (an empty container;
+ * the bracket is consumed), else 0. */
+static int open_container(parser *p, unsigned char close)
+{
+    p->pos++; /* '[' or '{' */
+    skip_whitespace(p);
+    if (p->pos < p->length && p->text[p->pos] == close) {
+        p->pos++;
+        return 1;
+    }
+    return 0;
+}
+
 /* After an item of an array or object: ',' (0: another item follows) or `close` (1: the end);
  * anything else fails with `unterminated` at the end of the text, else `expected` (-1). */
 static int after_item(parser *p, unsigned char close, const char *unterminated,
@@ -462,88 +443,53 @@ static int after_item(parser *p, unsigned char close, const char *unterminated,
 
 static const cx_json_value *parse_array(parser *p, int depth)
 {
-    p->pos++; /* '[' */
-    size_t base = p->item_count;
-    skip_whitespace(p);
-    if (p->pos < p->length && p->text[p->pos] == ']') {
-        p->pos++;
-    } else {
-        for (;;) {
-            const cx_json_value *item = parse_value(p, depth + 1);
-            if (item == NULL)
-                return NULL;
-            if (!grow((void **)&p->items, &p->item_capacity, p->item_count + 1, sizeof *p->items))
-                return fail_nomem(p);
-            p->items[p->item_count++] = item;
-            int end = after_item(p, ']', "unterminated array", "expected ',' or ']' in array");
-            if (end < 0)
-                return NULL;
-            if (end)
-                break;
-        }
+    size_t base = p->items.count;
+    int end = open_container(p, ']');
+    while (end == 0) {
+        const cx_json_value *item = parse_value(p, depth + 1);
+        if (item == NULL || !scratch_push(p, &p->items, &item))
+            return NULL;
+        end = after_item(p, ']', "unterminated array", "expected ',' or ']' in array");
     }
-    cx_json_value *value = new_value(p, CX_JSON_ARRAY);
-    if (value == NULL)
+    if (end < 0)
         return NULL;
-    size_t count = p->item_count - base;
-    const cx_json_value **items = arena_alloc(p->document, count * sizeof *items);
+    size_t count = p->items.count - base;
+    const cx_json_value **items = scratch_pop(p, &p->items, base);
     if (items == NULL)
-        return fail_nomem(p);
-    if (count)
-        memcpy(items, p->items + base, count * sizeof *items);
-    p->item_count = base;
-    value->as.array.items = items;
-    value->as.array.count = count;
+        return NULL;
+    cx_json_value *value = new_value(p, CX_JSON_ARRAY);
+    if (value != NULL) {
+        value->as.array.items = items;
+        value->as.array.count = count;
+    }
     return value;
 }
 
-static const cx_json_value *parse_object(parser *p, int depth)
+/* One member of an object, from its key at p->pos to the end of its value; returns the value
+ * (also in member->value), or NULL (failed). */
+static const cx_json_value *parse_member(parser *p, int depth, cx_json_member *member)
 {
-    p->pos++; /* '{' */
-    size_t base = p->member_count;
     skip_whitespace(p);
-    if (p->pos < p->length && p->text[p->pos] == '}') {
-        p->pos++;
-    } else {
-        for (;;) {
-            skip_whitespace(p);
-            if (p->pos >= p->length)
-                return fail(p, "unterminated object");
-            if (p->text[p->pos] != '"')
-                return fail(p, "expected a string key in object");
-            cx_json_member member;
-            member.offset = p->pos;
-            if (!parse_string(p, &member.key, &member.key_length))
-                return NULL;
-            skip_whitespace(p);
-            if (p->pos >= p->length || p->text[p->pos] != ':')
-                return fail(p, "expected ':' after object key");
-            p->pos++;
-            member.value = parse_value(p, depth + 1);
-            if (member.value == NULL)
-                return NULL;
-            if (!grow((void **)&p->members, &p->member_capacity, p->member_count + 1,
-                      sizeof *p->members))
-                return fail_nomem(p);
-            p->members[p->member_count++] = member;
-            int end = after_item(p, '}', "unterminated object", "expected ',' or '}' in object");
-            if (end < 0)
-                return NULL;
-            if (end)
-                break;
-        }
-    }
-    cx_json_value *value = new_value(p, CX_JSON_OBJECT);
-    if (value == NULL)
+    if (p->pos >= p->length)
+        return fail(p, "unterminated object");
+    if (p->text[p->pos] != '"')
+        return fail(p, "expected a string key in object");
+    member->offset = p->pos;
+    if (!parse_string(p, &member->key, &member->key_length))
         return NULL;
-    size_t count = p->member_count - base;
-    cx_json_member *members = arena_alloc(p->document, count * sizeof *members);
-    const cx_json_member **sorted = arena_alloc(p->document, count * sizeof *sorted);
-    if (members == NULL || sorted == NULL)
-        return fail_nomem(p);
-    if (count)
-        memcpy(members, p->members + base, count * sizeof *members);
-    p->member_count = base;
+    skip_whitespace(p);
+    if (p->pos >= p->length || p->text[p->pos] != ':')
+        return fail(p, "expected ':' after object key");
+    p->pos++;
+    member->value = parse_value(p, depth + 1);
+    return member->value;
+}
+
+/* Fills sorted[count] with the members ordered by key (then by position); 0 (failed) when a
+ * key stands twice, reported at its second place. */
+static int sort_members(parser *p, const cx_json_member *members, const cx_json_member **sorted,
+                        size_t count)
+{
     for (size_t i = 0; i < count; i++)
         sorted[i] = &members[i];
     if (count > 1)
@@ -557,12 +503,39 @@ static const cx_json_value *parse_object(parser *p, int depth)
                                          "invalid JSON (%s): duplicate key \"%.*s\" at byte %zu",
                                          p->source, (int)(b->key_length > 80 ? 80 : b->key_length),
                                          b->key, b->offset);
-            return NULL;
+            return 0;
         }
     }
-    value->as.object.members = members;
-    value->as.object.sorted = sorted;
-    value->as.object.count = count;
+    return 1;
+}
+
+static const cx_json_value *parse_object(parser *p, int depth)
+{
+    size_t base = p->members.count;
+    int end = open_container(p, '}');
+    while (end == 0) {
+        cx_json_member member;
+        if (parse_member(p, depth, &member) == NULL || !scratch_push(p, &p->members, &member))
+            return NULL;
+        end = after_item(p, '}', "unterminated object", "expected ',' or '}' in object");
+    }
+    if (end < 0)
+        return NULL;
+    size_t count = p->members.count - base;
+    const cx_json_member *members = scratch_pop(p, &p->members, base);
+    if (members == NULL)
+        return NULL;
+    const cx_json_member **sorted = arena_alloc(p->document, count * sizeof *sorted);
+    if (sorted == NULL)
+        return fail_nomem(p);
+    if (!sort_members(p, members, sorted, count))
+        return NULL;
+    cx_json_value *value = new_value(p, CX_JSON_OBJECT);
+    if (value != NULL) {
+        value->as.object.members = members;
+        value->as.object.sorted = sorted;
+        value->as.object.count = count;
+    }
     return value;
 }
 
@@ -633,13 +606,14 @@ cx_json_document *cx_json_parse(const char *text, size_t length, const char *sou
         cx_error_set(err, CX_ERR_NOMEM, "out of memory (%s): while parsing JSON", source);
         return NULL;
     }
-    parser p = {0};
-    p.text = (const unsigned char *)text;
-    p.length = length;
-    p.source = source;
-    p.err = err;
-    p.status = CX_OK;
-    p.document = document;
+    parser p = {.text = (const unsigned char *)text,
+                .length = length,
+                .source = source,
+                .err = err,
+                .status = CX_OK,
+                .document = document,
+                .items = {.element_size = sizeof(const cx_json_value *)},
+                .members = {.element_size = sizeof(cx_json_member)}};
     /* A UTF-8 byte order mark is not JSON, but some editors write one; skip it. */
     if (length >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         p.pos = 3;
@@ -649,8 +623,8 @@ cx_json_document *cx_json_parse(const char *text, size_t length, const char *sou
         if (p.pos != p.length)
             root = fail(&p, "unexpected data after the document");
     }
-    free(p.items);
-    free(p.members);
+    free(p.items.data);
+    free(p.members.data);
     if (root == NULL) {
         cx_json_free(document);
         return NULL;

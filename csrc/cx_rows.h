@@ -1,5 +1,6 @@
 /* cx_rows.h: the row kernels of the forward pass that libtorch would run scalar or in several
- * passes: residual + LayerNorm, softmax of attention rows, bfloat16 conversions.
+ * passes: residual + LayerNorm, softmax of attention rows, bf16 bias + GELU, the head split and
+ * merge of bf16 attention, bfloat16 conversions.
  *
  * Each works on a range of rows so that the caller can split rows across threads. They cannot
  * fail. Arithmetic is fp32 whatever the storage; bf16 values are the upper 16 bits of an IEEE

@@ -215,7 +215,6 @@ static int Embedder_clear(Embedder *self)
 
 static void Embedder_dealloc(Embedder *self)
 {
-    PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Embedder_clear(self);
     cx_encode_scratch_release(&self->scratch);
@@ -224,8 +223,7 @@ static void Embedder_dealloc(Embedder *self)
     cx_model_free(self->model);
     if (self->lock != NULL)
         PyThread_free_lock(self->lock);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
+    cx_object_free((PyObject *)self);
 }
 
 static int require_ready(Embedder *self)
@@ -631,8 +629,5 @@ static PyType_Spec Embedder_spec = {
 
 int cx_embedder_type_setup(PyObject *module, cx_module_state *state)
 {
-    state->embedder_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Embedder_spec, NULL);
-    if (state->embedder_type == NULL)
-        return -1;
-    return PyModule_AddObjectRef(module, "Embedder", (PyObject *)state->embedder_type);
+    return cx_type_add(module, &Embedder_spec, &state->embedder_type);
 }

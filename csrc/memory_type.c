@@ -119,10 +119,8 @@ static int MemoryManager_init(MemoryManager *self, PyObject *args, PyObject *kwa
 
 static void MemoryManager_dealloc(MemoryManager *self)
 {
-    PyTypeObject *type = Py_TYPE(self);
     cx_memory_free(self->memory);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
+    cx_object_free((PyObject *)self);
 }
 
 static PyObject *MemoryManager_pressure(MemoryManager *self, PyObject *unused)
@@ -163,13 +161,21 @@ static PyObject *mb_or_none(int64_t bytes)
     return bytes > 0 ? PyFloat_FromDouble((double)bytes / MIB) : Py_NewRef(Py_None);
 }
 
-static PyObject *MemoryManager_stats(MemoryManager *self, PyObject *unused)
+/* Fresh stats of an initialised manager; -1 with RuntimeError set when it is not one. */
+static int read_stats(MemoryManager *self, cx_memory_stats *stats)
 {
     cx_memory *memory = require_memory(self);
     if (memory == NULL)
-        return NULL;
+        return -1;
+    cx_memory_get_stats(memory, stats);
+    return 0;
+}
+
+static PyObject *MemoryManager_stats(MemoryManager *self, PyObject *unused)
+{
     cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
+    if (read_stats(self, &s) < 0)
+        return NULL;
     return Py_BuildValue(
         "{s:d,s:d,s:d,s:d,s:d,s:s,s:i,s:d,s:L,s:L,s:L,s:L,s:L,s:L,s:O,"
         "s:s,s:O,s:(ddd),s:L,s:L,s:d,s:d,s:i,s:N,s:N,s:O,s:d,s:d,s:d}",
@@ -239,11 +245,9 @@ enum { SETTING_LIMIT_MB, SETTING_LIMIT_SOURCE, SETTING_PROFILE, SETTING_ADAPTIVE
 
 static PyObject *MemoryManager_get_setting(MemoryManager *self, void *closure)
 {
-    cx_memory *memory = require_memory(self);
-    if (memory == NULL)
-        return NULL;
     cx_memory_stats s;
-    cx_memory_get_stats(memory, &s);
+    if (read_stats(self, &s) < 0)
+        return NULL;
     switch ((intptr_t)closure) {
     case SETTING_LIMIT_MB:
         return PyFloat_FromDouble((double)s.limit_bytes / MIB);
@@ -317,9 +321,5 @@ static PyType_Spec MemoryManager_spec = {
 
 int cx_memory_manager_type_setup(PyObject *module, cx_module_state *state)
 {
-    state->memory_manager_type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &MemoryManager_spec, NULL);
-    if (state->memory_manager_type == NULL)
-        return -1;
-    return PyModule_AddObjectRef(module, "MemoryManager", (PyObject *)state->memory_manager_type);
+    return cx_type_add(module, &MemoryManager_spec, &state->memory_manager_type);
 }

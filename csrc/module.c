@@ -1,6 +1,9 @@
 /* module.c: the coarch._core module (multi-phase init): its state (exception classes, types),
- * the one mapping from engine statuses to Python exceptions, and functions about the backend. */
+ * the one mapping from engine statuses to Python exceptions, the helpers core.h declares for the
+ * type files, and functions about the backend. */
 #include "core.h"
+
+#include <stddef.h>
 
 #include "cx_backend.h"
 #include "cx_threads.h"
@@ -18,35 +21,26 @@ static const char *message_or(const cx_error *err, const char *fallback)
     return err != NULL && err->message[0] != '\0' ? err->message : fallback;
 }
 
+/* The exception class of an engine status (borrowed: a builtin or one of the state's). */
+static PyObject *exception_of(const cx_module_state *state, cx_status status)
+{
+    switch (status) {
+    case CX_ERR_NOMEM: return PyExc_MemoryError;
+    case CX_ERR_IO: return PyExc_OSError;
+    case CX_ERR_FORMAT:
+    case CX_ERR_MODEL: return state->model_error;
+    case CX_ERR_INTERRUPTED: return PyExc_KeyboardInterrupt;
+    case CX_ERR_ARGUMENT: return PyExc_ValueError;
+    case CX_ERR_MEMORY_LIMIT: return state->memory_limit_error;
+    default: return state->error;
+    }
+}
+
 PyObject *cx_raise(cx_module_state *state, cx_status status, const cx_error *err)
 {
     if (state == NULL || PyErr_Occurred())
         return NULL; /* a hook (progress callback, signal handler) raised: keep its exception */
-    const char *message = message_or(err, "coarch core error");
-    switch (status) {
-    case CX_ERR_NOMEM:
-        PyErr_SetString(PyExc_MemoryError, message);
-        break;
-    case CX_ERR_IO:
-        PyErr_SetString(PyExc_OSError, message);
-        break;
-    case CX_ERR_FORMAT:
-    case CX_ERR_MODEL:
-        PyErr_SetString(state->model_error, message);
-        break;
-    case CX_ERR_INTERRUPTED:
-        PyErr_SetString(PyExc_KeyboardInterrupt, message);
-        break;
-    case CX_ERR_ARGUMENT:
-        PyErr_SetString(PyExc_ValueError, message);
-        break;
-    case CX_ERR_MEMORY_LIMIT:
-        PyErr_SetString(state->memory_limit_error, message);
-        break;
-    default:
-        PyErr_SetString(state->error, message);
-        break;
-    }
+    PyErr_SetString(exception_of(state, status), message_or(err, "coarch core error"));
     return NULL;
 }
 
@@ -128,27 +122,50 @@ static PyMethodDef core_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int cx_type_add(PyObject *module, PyType_Spec *spec, PyTypeObject **type)
+{
+    *type = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (*type == NULL)
+        return -1;
+    return PyModule_AddType(module, *type);
+}
+
+void cx_object_free(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+/* Every reference the state owns, as offsets of its fields: one list for traverse and clear. */
+static const size_t STATE_REFERENCES[] = {
+    offsetof(cx_module_state, error),
+    offsetof(cx_module_state, model_error),
+    offsetof(cx_module_state, memory_limit_error),
+    offsetof(cx_module_state, embedder_type),
+    offsetof(cx_module_state, tokenizer_type),
+    offsetof(cx_module_state, memory_manager_type),
+};
+#define STATE_REFERENCE_COUNT (sizeof STATE_REFERENCES / sizeof STATE_REFERENCES[0])
+
+static PyObject **state_reference(PyObject *module, size_t i)
+{
+    return (PyObject **)((char *)PyModule_GetState(module) + STATE_REFERENCES[i]);
+}
+
 static int core_traverse(PyObject *module, visitproc visit, void *arg)
 {
-    cx_module_state *state = PyModule_GetState(module);
-    Py_VISIT(state->error);
-    Py_VISIT(state->model_error);
-    Py_VISIT(state->memory_limit_error);
-    Py_VISIT(state->embedder_type);
-    Py_VISIT(state->tokenizer_type);
-    Py_VISIT(state->memory_manager_type);
+    for (size_t i = 0; i < STATE_REFERENCE_COUNT; i++)
+        Py_VISIT(*state_reference(module, i));
     return 0;
 }
 
 static int core_clear(PyObject *module)
 {
-    cx_module_state *state = PyModule_GetState(module);
-    Py_CLEAR(state->error);
-    Py_CLEAR(state->model_error);
-    Py_CLEAR(state->memory_limit_error);
-    Py_CLEAR(state->embedder_type);
-    Py_CLEAR(state->tokenizer_type);
-    Py_CLEAR(state->memory_manager_type);
+    for (size_t i = 0; i < STATE_REFERENCE_COUNT; i++) {
+        PyObject **reference = state_reference(module, i);
+        Py_CLEAR(*reference);
+    }
     return 0;
 }
 

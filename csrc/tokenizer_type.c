@@ -50,10 +50,8 @@ static PyObject *Tokenizer_new(PyTypeObject *type, PyObject *args, PyObject *kwa
 
 static void Tokenizer_dealloc(Tokenizer *self)
 {
-    PyTypeObject *type = Py_TYPE(self);
     cx_tokenizer_free(self->tokenizer);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
+    cx_object_free((PyObject *)self);
 }
 
 /* Gives the GIL away for work on a text of `length` bytes when the text is long enough for it
@@ -377,9 +375,5 @@ static PyType_Spec Tokenizer_spec = {
 
 int cx_tokenizer_type_setup(PyObject *module, cx_module_state *state)
 {
-    state->tokenizer_type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &Tokenizer_spec, NULL);
-    if (state->tokenizer_type == NULL)
-        return -1;
-    return PyModule_AddObjectRef(module, "Tokenizer", (PyObject *)state->tokenizer_type);
+    return cx_type_add(module, &Tokenizer_spec, &state->tokenizer_type);
 }

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport, check_root
 from coarch.errors import CoarchError, ConfigError, IndexingInterrupted, IndexLockedError
 from coarch.indexer import META_MAX_FILE_SIZE, META_USE_GIT, IndexOptions
+from coarch.settings import env_number
 from coarch.store import Store
 
 if TYPE_CHECKING:
@@ -82,13 +83,7 @@ def refresh_max_files(explicit: int | None = None) -> int:
     $COARCH_REFRESH_MAX_FILES, else 20. 0 never re-indexes (the search only reports)."""
     if explicit is not None:
         return max(0, explicit)
-    raw = os.environ.get(REFRESH_ENV)
-    if not raw:
-        return DEFAULT_REFRESH_MAX_FILES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{REFRESH_ENV}={raw!r} is not a whole number") from None
+    value = env_number(REFRESH_ENV, DEFAULT_REFRESH_MAX_FILES, int, "a whole number")
     if value < 0:
         raise ConfigError(f"{REFRESH_ENV} must be 0 or more, not {value}")
     return value

@@ -60,6 +60,7 @@ from coarch.progress import (
     peak_rss,
     pressure_name,
 )
+from coarch.settings import env_number
 from coarch.store import FileState, NewChunk, Store, text_hash
 
 if TYPE_CHECKING:
@@ -123,16 +124,8 @@ def check_max_file_size(options: IndexOptions) -> None:
 def checkpoint_seconds(explicit: float | None) -> float:
     """Seconds between checkpoints: the explicit value, else $COARCH_CHECKPOINT_FREQUENCY,
     else 5."""
-    if explicit is not None:
-        value = float(explicit)
-    else:
-        raw = os.environ.get(CHECKPOINT_ENV)
-        if not raw:
-            return DEFAULT_CHECKPOINT_SECONDS
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{CHECKPOINT_ENV}={raw!r} is not a number of seconds") from None
+    value = float(explicit) if explicit is not None else env_number(
+        CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, float, "a number of seconds")
     if value < 0:
         raise ConfigError(f"checkpoint interval must be >= 0 seconds, not {value}")
     return value

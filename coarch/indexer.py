@@ -41,7 +41,6 @@ from coarch.discovery import (
     Skip,
     SkippedFile,
     SourceFile,
-    human_size,
 )
 from coarch.embedder import PRECISION_ENV, resolve_precision
 from coarch.errors import (
@@ -52,6 +51,7 @@ from coarch.errors import (
 )
 from coarch.identifiers import model_text
 from coarch.location import resolve_index_dir
+from coarch.memory import check_max_file_size, manager_for
 from coarch.models import model_id, resolve_model_path
 from coarch.progress import (
     IndexProgress,
@@ -80,45 +80,6 @@ _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unc
 # the same files as the run did.
 META_MAX_FILE_SIZE = "discovery_max_file_size"
 META_USE_GIT = "discovery_use_git"
-# Memory a file takes while it is read, chunked and waits for its vectors, per byte of it: peak
-# RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
-# 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
-FILE_MEMORY_PER_BYTE = 12
-PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
-MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
-
-
-def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
-    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB),
-    for a process holding `rss_mb` before the model is loaded."""
-    reserve = max(PROCESS_RESERVE_MB, rss_mb + MODEL_RESERVE_MB)
-    return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
-
-
-def check_max_file_size(options: IndexOptions) -> None:
-    """Refuses, before any work, a size cap whose files cannot be chunked within the memory
-    limit: a file is held whole while it is chunked. The default cap is not checked: the
-    reserve is generous for 1 MB files (ordinary trees peak at 308 MB under a 400 MB limit), and
-    refusing it would refuse small limits that work."""
-    cap = options.max_file_size
-    if cap <= DEFAULT_MAX_FILE_SIZE:
-        return
-    memory = _memory_manager(options)
-    if memory is None:
-        return
-    limit = float(memory.limit_mb)
-    ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
-    if cap <= ceiling:
-        return
-    # Shown rounded down, so the figure named is one that passes this check.
-    ceiling -= ceiling % 100_000
-    hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
-            if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
-    raise ConfigError(
-        f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
-        f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
-        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)
-
 
 
 def checkpoint_seconds(explicit: float | None) -> float:
@@ -153,7 +114,7 @@ class IndexOptions:
     ray: RayOptions | None = None
 
     def __post_init__(self) -> None:
-        check_max_file_size(self)
+        check_max_file_size(self.max_file_size, self.memory_limit_mb, self.profile)
 
 
 @dataclass
@@ -315,7 +276,7 @@ def load_model(plan: RunPlan, options: IndexOptions) -> LoadedModel:
     bad memory settings."""
     from coarch.embedder import Embedder
 
-    memory = _memory_manager(options)
+    memory = manager_for(options.memory_limit_mb, options.profile)
     embedder = Embedder(plan.model_path, threads=options.threads, memory=memory,
                         precision=plan.precision_request)
     return LoadedModel(embedder, memory)
@@ -408,7 +369,7 @@ class Indexer:
     def _run(self) -> None:
         store, opts, plan = self.store, self.options, self.plan
         if self._embedder is None:
-            self._memory = _memory_manager(opts)  # bad memory settings fail before any write
+            self._memory = manager_for(opts.memory_limit_mb, opts.profile)  # bad memory settings fail before any write
         meta = store.meta()
         if plan.rebuild:
             self.summary.rebuild_reason = plan.rebuild
@@ -870,21 +831,3 @@ class Indexer:
 def _stop_word(signum: int | None) -> str:
     """How the messages name a stop: "terminated" for SIGTERM, else "interrupted"."""
     return "terminated" if signum == signal.SIGTERM else "interrupted"
-
-
-def _memory_manager(options: IndexOptions) -> Any:
-    """The MemoryManager for a run, or None when the memory module is not available."""
-    try:
-        from coarch.memory import MemoryManager
-    except ImportError:
-        log.debug("coarch.memory not available: no memory manager")
-        return None
-    kwargs: dict[str, Any] = {}
-    if options.memory_limit_mb is not None:
-        kwargs["limit_mb"] = options.memory_limit_mb
-    if options.profile is not None:
-        kwargs["profile"] = options.profile
-    try:
-        return MemoryManager(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coarch import vectors as faiss_file
+from coarch.changes import compare
 from coarch.chunking import CHUNKER_VERSION, Chunk, Chunker
 from coarch.discovery import (
     DEFAULT_MAX_FILE_SIZE,
@@ -388,16 +389,10 @@ class Indexer:
         if rechunk:  # as forget_file_states() will record: every file looks changed
             states = {p: dataclasses.replace(st, mtime_ns=-1, content_hash="")
                       for p, st in states.items()}
+        changes = compare(candidates, states)
+        to_read, deleted = changes.to_read, changes.deleted
         self.summary.files_total = len(candidates)
-        listed = {c.path for c in candidates}
-        to_read: list[Candidate] = []
-        for c in candidates:
-            st = states.get(c.path)
-            if st is not None and st.size == c.size and st.mtime_ns == c.mtime_ns:
-                self.summary.files_unchanged += 1
-            else:
-                to_read.append(c)
-        deleted = [p for p in states if p not in listed]
+        self.summary.files_unchanged = changes.unchanged
         if not candidates and not states:
             log.warning("nothing to index in %s: no files found", self.root)
         self._files_to_read = len(to_read)

@@ -349,6 +349,7 @@ class RayPipeline:
             connect(ray, self.options)
         dataset = self._dataset(ray, indexer, to_read, states)
         checkpoint, prepare = indexer.checkpoint, Preparer(indexer, embedder)
+        checkpoint.begin()
         workers: dict[str, dict[str, Any]] = {}
         t0 = time.monotonic()
         try:

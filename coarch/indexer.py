@@ -38,8 +38,15 @@ from coarch.errors import IndexingInterrupted, IndexingTerminated, disk_full_err
 from coarch.location import resolve_index_dir
 from coarch.memory import check_max_file_size, manager_for
 from coarch.models import model_id, resolve_model_path
-from coarch.pipeline import Checkpoint, LocalPipeline, Remove, Tally, apply, checkpoint_seconds
-from coarch.progress import IndexProgress, ProgressCallback, current_rss, peak_rss, pressure_name
+from coarch.pipeline import Checkpoint, LocalPipeline, Remove, apply, checkpoint_seconds
+from coarch.progress import (
+    IndexProgress,
+    ProgressCallback,
+    Tally,
+    current_rss,
+    peak_rss,
+    pressure_name,
+)
 from coarch.store import FileState, Store
 
 if TYPE_CHECKING:

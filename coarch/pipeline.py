@@ -152,6 +152,11 @@ class Checkpoint:
         self.files_committed = 0
         self._last = time.monotonic()
 
+    def begin(self) -> None:
+        """Starts the clock as a pipeline starts, so that the listing and the model load do not
+        count towards the first commit."""
+        self._last = time.monotonic()
+
     def due(self) -> bool:
         waiting = bool(self.ops or self.vectors)
         return (waiting and time.monotonic() - self._last >= self.every) \
@@ -167,22 +172,6 @@ class Checkpoint:
             self.vectors.clear()
             self.ops.clear()
         self._last = time.monotonic()
-
-
-@dataclass
-class Tally:
-    """What a run's progress estimate is made from, beside its IndexSummary: the files and
-    bytes to read, the bytes handed over so far and the chunks they held."""
-
-    files_to_read: int = 0
-    bytes_total: int = 0
-    bytes_done: int = 0
-    chunks_seen: int = 0
-
-    def chunks_estimate(self) -> int:
-        if self.bytes_done and self.bytes_total:
-            return int(self.chunks_seen * self.bytes_total / self.bytes_done)
-        return self.chunks_seen
 
 
 # ---- what the reader hands over -------------------------------------------------------------
@@ -203,8 +192,8 @@ class _ReaderFailed:
     error: BaseException
 
 
-class _ReaderDone:
-    """Handed over after the last file."""
+class _ReaderDone:  # handed over after the last file
+    pass
 
 
 _Handed: TypeAlias = WorkItem | _ReaderFailed | _ReaderDone
@@ -410,6 +399,7 @@ class LocalPipeline:
         checked between calls: the call in hand is finished, then what is complete is
         committed."""
         indexer, checkpoint = self.indexer, self.indexer.checkpoint
+        checkpoint.begin()
         reader_done = False
         try:
             while not indexer.stop_requested:

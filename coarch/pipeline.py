@@ -233,8 +233,9 @@ def chunk_file(chunker: Chunker, src: SourceFile) -> ChunkedFile:
 def _read_files(discovery: Discovery, to_read: list[Candidate], states: Mapping[str, FileState],
                 by_hash: Mapping[str, str], chunker: Chunker, handoff: queue.Queue[_Handed],
                 stop: threading.Event) -> None:
-    """Thread: reads, checks and chunks files in order, handing each over. Touches no state of
-    the run: what it makes goes through `handoff` only."""
+    """Thread: reads, checks and chunks files in order, handing each over. Of the run's state it
+    writes only the discovery report (read once the reader is done); its files go through
+    `handoff`."""
 
     def put(item: _Handed) -> bool:
         while not stop.is_set():
@@ -309,6 +310,7 @@ class Preparer:
         return self._rows(got)
 
     def _rows(self, got: ChunkedFile) -> Waiting | WriteFile:
+        """A chunked file's rows, waiting for the vectors neither cache holds."""
         store, vectors = self.indexer.store, self.indexer.checkpoint.vectors
         self.indexer.tally.bytes_done += got.size
         self.indexer.tally.chunks_seen += len(got.chunks)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from coarch.discovery import Candidate
     from coarch.embedder import Embedder
     from coarch.indexer import Indexer
+    from coarch.pipeline import Preparer
     from coarch.store import FileState
 
 log = logging.getLogger(__name__)
@@ -243,10 +244,10 @@ class IndexWorker:
 
         from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport
         from coarch.embedder import Embedder
-        from coarch.indexer import new_chunker
         from coarch.memory import MemoryManager
+        from coarch.pipeline import new_chunker
 
-        given = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+        given = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call, unused-ignore]
         threads = max(1, int(given.get("CPU", 1)))
         memory_bytes = given.get("memory")
         self.limit_mb = float(memory_bytes) / 2**20 if memory_bytes else 0.0
@@ -265,7 +266,7 @@ class IndexWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np
 
-        from coarch.indexer import model_input
+        from coarch.pipeline import model_input
         from coarch.progress import peak_rss
         from coarch.store import text_hash
 
@@ -293,21 +294,14 @@ class IndexWorker:
         return {"result": out}
 
     def _read(self, path: str, size: int, mtime_ns: int, held_hash: str) -> Any:
-        """The reader thread's decision for one file, made here: skipped, touched (same content
-        as held), copied (content of another committed file) or chunked."""
-        from coarch.discovery import Candidate, SkippedFile
-        from coarch.indexer import _Chunked, _Copy, _Touched
+        """The local reader thread's decision for one file (coarch.pipeline.decide), made
+        here: skipped, touched (same content as held), copied (content of another committed
+        file) or chunked."""
+        from coarch.discovery import Candidate
+        from coarch.pipeline import decide
 
         got = self.discovery.read(Candidate(path, size, mtime_ns))
-        if isinstance(got, SkippedFile):
-            return got
-        if held_hash and held_hash == got.content_hash:
-            return _Touched(got.path, got.size, got.mtime_ns)
-        twin = self.settings.by_hash.get(got.content_hash, got.path)
-        if twin != got.path:
-            return _Copy(got, twin)
-        return _Chunked(got.path, got.size, got.mtime_ns, got.content_hash, got.language,
-                        self.chunker.chunk(got.path, got.text, got.language))
+        return decide(got, held_hash, self.settings.by_hash, self.chunker)
 
     def _embed(self, paths: list[str], items: list[Any], held: list[set[str]]
                ) -> tuple[dict[str, bytes], dict[str, int]]:
@@ -315,7 +309,7 @@ class IndexWorker:
         by length (little padding), and how many each file needed."""
         import numpy as np
 
-        from coarch.indexer import model_input
+        from coarch.pipeline import model_input
         from coarch.store import text_hash
 
         pool: dict[str, tuple[int, str]] = {}
@@ -338,81 +332,72 @@ class IndexWorker:
 
 # ---- the driver's side -----------------------------------------------------------------------
 
-@dataclass
-class _Checkpoint:
-    """What waits for the next commit: vectors, and the operations of whole files."""
-
-    vectors: dict[str, bytes] = field(default_factory=dict)
-    ready: list[tuple[str, Any]] = field(default_factory=list)
-    last: float = field(default_factory=time.monotonic)
-
-
 class RayPipeline:
-    """Replaces the local reader thread and embedding loop of one Indexer run: the files to
-    read go through Ray Data, the results are committed here with the Indexer's checkpoints."""
+    """Replaces the local pipeline (coarch.pipeline.LocalPipeline) of one Indexer run: the
+    files to read go through Ray Data, the results are committed here with the Indexer's
+    checkpoint."""
 
     def __init__(self, options: RayOptions) -> None:
         self.options = options
 
     def run(self, indexer: Indexer, to_read: list[Candidate], states: dict[str, FileState],
             embedder: Embedder) -> None:
-        from coarch.indexer import MAX_PENDING_FILES
+        from coarch.pipeline import Preparer
 
         ray = import_ray(self.options)
         if not ray.is_initialized():
             connect(ray, self.options)
         dataset = self._dataset(ray, indexer, to_read, states)
-        pending = _Checkpoint()
+        checkpoint, prepare = indexer.checkpoint, Preparer(indexer, embedder)
+        checkpoint.begin()
         workers: dict[str, dict[str, Any]] = {}
         t0 = time.monotonic()
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy",
                                               prefetch_batches=1):
                 for result in batch["result"]:
-                    self._take(indexer, result, pending, workers, embedder)
+                    self._take(indexer, prepare, result, workers, embedder)
                     indexer.summary.embed_seconds = time.monotonic() - t0
-                    due = time.monotonic() - pending.last >= indexer.checkpoint_every
-                    if (due and (pending.ready or pending.vectors)) or \
-                            len(pending.ready) >= MAX_PENDING_FILES:
-                        self._commit(indexer, pending)
-                    indexer._progress("indexing")
-                if indexer._stop_requested:
+                    if checkpoint.due():
+                        checkpoint.commit()
+                    indexer.progress("indexing")
+                if indexer.stop_requested:
                     break
-            self._commit(indexer, pending)
+            checkpoint.commit()
         except KeyboardInterrupt:
             with contextlib.suppress(Exception):
-                self._commit(indexer, pending)
-            indexer._raise_interrupted()
+                checkpoint.commit()
+            indexer.raise_interrupted()
         except ray.exceptions.RayError as exc:
             with contextlib.suppress(Exception):
-                self._commit(indexer, pending)
+                checkpoint.commit()
             raise ClusterError(f"the Ray cluster failed the run: {_first_line(exc)}",
                                hint="what was committed is kept: run the same command again"
                                     " to resume") from exc
         finally:
             indexer.summary.embed_seconds = time.monotonic() - t0
             indexer.summary.workers = sorted(workers.values(), key=lambda w: w["worker"])
-        indexer._progress("indexing")
-        indexer._check_stop()
+        indexer.progress("indexing")
+        indexer.check_stop()
 
     def _dataset(self, ray: Any, indexer: Indexer, to_read: list[Candidate],
                  states: dict[str, FileState]) -> Any:
         """The run as a Ray Data pipeline: file jobs, one block per batch, mapped by a pool of
         IndexWorker actors."""
+        from coarch.pipeline import held_hash, twins
+
         opts, plan, store = self.options, indexer.plan, indexer.store
         jobs = []
         for c in to_read:
             held = states.get(c.path)
             known = [r.text_hash for r in store.chunks_of(c.path)] if held else []
-            jobs.append(file_job(c.path, c.size, c.mtime_ns,
-                                 held.content_hash if held and held.skipped is None else "",
-                                 known))
+            jobs.append(file_job(c.path, c.size, c.mtime_ns, held_hash(held), known))
         settings = WorkerSettings(
             root=str(indexer.root), model_path=str(plan.model_path), precision=plan.precision,
             max_file_size=indexer.options.max_file_size,
             target_tokens=indexer.options.target_tokens,
             batch_tokens=indexer.options.batch_tokens, profile=indexer.options.profile,
-            by_hash={st.content_hash: p for p, st in states.items() if st.skipped is None})
+            by_hash=twins(states))
         workers = opts.workers or self._workers_that_fit(ray)
         # Small runs are cut finer, so that every worker gets a share.
         per_batch = max(1, min(opts.files_per_batch, math.ceil(len(jobs) / (2 * workers))))
@@ -431,19 +416,19 @@ class RayPipeline:
         return max(1, int(cpus // self.options.cpus))
 
     @staticmethod
-    def _take(indexer: Indexer, result: FileResult, pending: _Checkpoint,
+    def _take(indexer: Indexer, prepare: Preparer, result: FileResult,
               workers: dict[str, dict[str, Any]], embedder: Embedder) -> None:
-        """One file's result into the next checkpoint, through the Indexer's own decision
-        (`_prepare`: cache look-up, copies, skips). A copy whose twin changed meanwhile is
-        chunked and embedded here, as a local run does."""
+        """One file's result into the next checkpoint, through the local run's own decision
+        (coarch.pipeline.Preparer: cache look-up, copies, skips). A copy whose twin changed
+        meanwhile is chunked and embedded here, as a local run does."""
         import numpy as np
 
         from coarch.discovery import SkippedFile
-        from coarch.indexer import _Waiting
+        from coarch.pipeline import Waiting, WriteFile
 
-        summary = indexer.summary
+        summary, checkpoint = indexer.summary, indexer.checkpoint
         summary.chunks_embedded += result.embedded
-        pending.vectors.update(result.vectors)
+        checkpoint.vectors.update(result.vectors)
         seen = workers.setdefault(result.worker, {"worker": result.worker, "peak_rss": 0,
                                                   "limit_mb": result.limit_mb, "files": 0,
                                                   "chunks_embedded": 0})
@@ -454,32 +439,15 @@ class RayPipeline:
         if isinstance(item, SkippedFile):
             indexer.report.skip(item.reason, item.path)
         indexer.report.invalid_utf8 += result.invalid_utf8
-        op = indexer._prepare(item, embedder, pending.vectors)
-        # _prepare counts every chunk whose vector it finds as re-used; those the worker has
+        op = prepare(item)
+        # `prepare` counts every chunk whose vector it finds as re-used; those the worker has
         # just embedded were not.
         summary.chunks_reused -= result.embedded
-        if isinstance(op, _Waiting):
+        if isinstance(op, Waiting):
             texts = [text for _, _, text in op.need]
             rows = np.ascontiguousarray(embedder.encode(texts), dtype="<f4")
             for (key, _, _), row in zip(op.need, rows):
-                pending.vectors[key] = row.tobytes()
+                checkpoint.vectors[key] = row.tobytes()
             summary.chunks_embedded += len(texts)
-            op = ("put", (op.item, op.rows))
-        if op is not None:
-            pending.ready.append(op)
-
-    @staticmethod
-    def _commit(indexer: Indexer, pending: _Checkpoint) -> None:
-        """One checkpoint: the vectors and the whole files received, in one transaction."""
-        store = indexer.store
-        if pending.ready or pending.vectors:
-            with store.transaction():
-                store.put_vectors(pending.vectors.items())
-                for op, payload in pending.ready:
-                    indexer._apply(op, payload)
-            indexer._files_done += len(pending.ready)
-            pending.vectors.clear()
-            pending.ready.clear()
-        pending.last = time.monotonic()
-
-
+            op = WriteFile(op.file, op.rows)
+        checkpoint.ops.append(op)

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coarch.changes import compare
 from coarch.discovery import Discovery, DiscoveryOptions, DiscoveryReport, check_root
 from coarch.errors import CoarchError, ConfigError, IndexingInterrupted, IndexLockedError
 from coarch.indexer import META_MAX_FILE_SIZE, META_USE_GIT, IndexOptions
+from coarch.settings import env_number
 from coarch.store import Store
 
 if TYPE_CHECKING:
@@ -82,13 +84,7 @@ def refresh_max_files(explicit: int | None = None) -> int:
     $COARCH_REFRESH_MAX_FILES, else 20. 0 never re-indexes (the search only reports)."""
     if explicit is not None:
         return max(0, explicit)
-    raw = os.environ.get(REFRESH_ENV)
-    if not raw:
-        return DEFAULT_REFRESH_MAX_FILES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{REFRESH_ENV}={raw!r} is not a whole number") from None
+    value = env_number(REFRESH_ENV, DEFAULT_REFRESH_MAX_FILES, int, "a whole number")
     if value < 0:
         raise ConfigError(f"{REFRESH_ENV} must be 0 or more, not {value}")
     return value
@@ -109,24 +105,15 @@ def discovery_options(store: Store, index_dir: Path, max_file_size: int,
 
 
 def pending_changes(root: Path, store: Store, options: DiscoveryOptions) -> Pending | None:
-    """What changed under `root` since the index in `store` was built, by size and mtime;
-    None when the folder is gone (nothing to compare with)."""
+    """What changed under `root` since the index in `store` was built (coarch.changes: the
+    indexer's own rule); None when the folder is gone (nothing to compare with)."""
     try:
         root = check_root(root)
     except CoarchError:
         return None
     candidates = Discovery(root, options, DiscoveryReport()).candidates()
-    states = store.file_states()
-    new = changed = 0
-    for c in candidates:
-        st = states.get(c.path)
-        if st is None:
-            new += 1
-        elif st.size != c.size or st.mtime_ns != c.mtime_ns:
-            changed += 1
-    listed = {c.path for c in candidates}
-    deleted = sum(1 for p in states if p not in listed)
-    return Pending(new, changed, deleted)
+    changes = compare(candidates, store.file_states())
+    return Pending(changes.new, changes.changed, len(changes.deleted))
 
 
 class ChangeGate:

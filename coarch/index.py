@@ -369,14 +369,11 @@ def _lent_model(embedder: Embedder | None, plan: RunPlan) -> LoadedModel | None:
     return LoadedModel(embedder, embedder.memory)
 
 
-def memory_readings(options: IndexOptions) -> dict[str, Any] | None:
-    """The MemoryManager's readings for these settings, or None without the memory module."""
-    from coarch.indexer import _memory_manager
+def memory_readings(options: IndexOptions) -> dict[str, Any]:
+    """The MemoryManager's readings for these settings."""
+    from coarch.memory import manager_for
 
-    manager = _memory_manager(options)
-    if manager is None:
-        return None
-    stats = dict(manager.stats())
+    stats = dict(manager_for(options.memory_limit_mb, options.profile).stats())
     stats["pressure"] = pressure_name(stats.get("pressure"))
     return stats
 

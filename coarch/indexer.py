@@ -1,14 +1,10 @@
-"""One indexing run: scan -> read and chunk (a thread) -> embed in batches -> commit checkpoints.
+"""One indexing run: plan it (what changed since the last run, whether the index is rebuilt),
+load the model, send the files to read through a pipeline (coarch.pipeline in this process,
+coarch.distributed on a Ray cluster) that commits them at checkpoints, remove the deleted
+files, bring the FAISS file up to date and record how the run ended.
 
-Memory stays bounded by construction: the reader thread hands files over through a bounded
-queue, the main thread pulls only while fewer than `embed_pool` texts wait for the model, and
-what is embedded is committed (then dropped) every `checkpoint_every` seconds. Neither the list
-of all chunks nor all vectors is ever held; the per-file lists (paths, sizes) are small.
-
-Crash safety: each checkpoint is one SQLite transaction holding the new vectors (the cache,
-keyed by text hash) and the files whose every chunk has a vector, with their chunk and FTS
-rows. After kill -9 the next run finds the committed files unchanged by size and mtime, and the
-vectors of half-done files in the cache, so nothing committed is embedded again.
+A run stopped by Ctrl-C, SIGTERM or a caller's `stop` event commits the work in hand and raises
+IndexingInterrupted (or IndexingTerminated); its message names the command that resumes it.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import queue
 import shlex
 import signal
 import threading
@@ -28,39 +23,31 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from coarch import vectors as faiss_file
-from coarch.chunking import CHUNKER_VERSION, Chunk, Chunker
+from coarch.changes import Changes, compare
+from coarch.chunking import CHUNKER_VERSION
 from coarch.discovery import (
     DEFAULT_MAX_FILE_SIZE,
     Candidate,
     Discovery,
     DiscoveryOptions,
     DiscoveryReport,
-    Skip,
-    SkippedFile,
-    SourceFile,
-    human_size,
 )
 from coarch.embedder import PRECISION_ENV, resolve_precision
-from coarch.errors import (
-    ConfigError,
-    IndexingInterrupted,
-    IndexingTerminated,
-    disk_full_error,
-)
-from coarch.identifiers import model_text
+from coarch.errors import IndexingInterrupted, IndexingTerminated, disk_full_error
 from coarch.location import resolve_index_dir
+from coarch.memory import check_max_file_size, manager_for
 from coarch.models import model_id, resolve_model_path
+from coarch.pipeline import Checkpoint, LocalPipeline, Remove, apply, checkpoint_seconds
 from coarch.progress import (
     IndexProgress,
     ProgressCallback,
+    Tally,
     current_rss,
     peak_rss,
     pressure_name,
 )
-from coarch.store import FileState, NewChunk, Store, text_hash
+from coarch.store import FileState, Store
 
 if TYPE_CHECKING:
     from coarch.distributed import RayOptions
@@ -68,74 +55,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_ENV = "COARCH_CHECKPOINT_FREQUENCY"
-DEFAULT_CHECKPOINT_SECONDS = 5.0
 DEFAULT_EMBED_BATCH = 128        # texts per call into the embedder (Ctrl-C waits for one)
 DEFAULT_EMBED_POOL = 1024        # texts gathered, then embedded sorted by length
-MAX_PENDING_FILES = 2000         # commit early when this many files wait for a checkpoint
-_QUEUE_FILES = 16                # files read and chunked ahead of the embedder
-_CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unchanged
 # The discovery settings of the last run, so that a freshness check (coarch.freshness) lists
 # the same files as the run did.
 META_MAX_FILE_SIZE = "discovery_max_file_size"
 META_USE_GIT = "discovery_use_git"
-# Memory a file takes while it is read, chunked and waits for its vectors, per byte of it: peak
-# RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
-# 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
-FILE_MEMORY_PER_BYTE = 12
-PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
-MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
-
-
-def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
-    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB),
-    for a process holding `rss_mb` before the model is loaded."""
-    reserve = max(PROCESS_RESERVE_MB, rss_mb + MODEL_RESERVE_MB)
-    return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
-
-
-def check_max_file_size(options: IndexOptions) -> None:
-    """Refuses, before any work, a size cap whose files cannot be chunked within the memory
-    limit: a file is held whole while it is chunked. The default cap is not checked: the
-    reserve is generous for 1 MB files (ordinary trees peak at 308 MB under a 400 MB limit), and
-    refusing it would refuse small limits that work."""
-    cap = options.max_file_size
-    if cap <= DEFAULT_MAX_FILE_SIZE:
-        return
-    memory = _memory_manager(options)
-    if memory is None:
-        return
-    limit = float(memory.limit_mb)
-    ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
-    if cap <= ceiling:
-        return
-    # Shown rounded down, so the figure named is one that passes this check.
-    ceiling -= ceiling % 100_000
-    hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
-            if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
-    raise ConfigError(
-        f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
-        f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
-        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)
-
-
-
-def checkpoint_seconds(explicit: float | None) -> float:
-    """Seconds between checkpoints: the explicit value, else $COARCH_CHECKPOINT_FREQUENCY,
-    else 5."""
-    if explicit is not None:
-        value = float(explicit)
-    else:
-        raw = os.environ.get(CHECKPOINT_ENV)
-        if not raw:
-            return DEFAULT_CHECKPOINT_SECONDS
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{CHECKPOINT_ENV}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise ConfigError(f"checkpoint interval must be >= 0 seconds, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -160,7 +85,7 @@ class IndexOptions:
     ray: RayOptions | None = None
 
     def __post_init__(self) -> None:
-        check_max_file_size(self)
+        check_max_file_size(self.max_file_size, self.memory_limit_mb, self.profile)
 
 
 @dataclass
@@ -222,50 +147,6 @@ class IndexSummary:
         return out
 
 
-# ---- work items handed from the reader thread to the main thread -----------------------------
-
-@dataclass(slots=True)
-class _Chunked:
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    language: str | None
-    chunks: list[Chunk]
-
-
-@dataclass(slots=True)
-class _Copy:
-    source: SourceFile
-    from_path: str
-
-
-@dataclass(slots=True)
-class _Touched:
-    path: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass(slots=True)
-class _Failed:
-    error: BaseException
-
-
-_DONE = object()
-
-
-@dataclass(slots=True)
-class _Waiting:
-    """A file whose chunks wait for vectors: `need` lists the (hash, tokens, embedded text) of
-    those not found in the cache; `missing` the hashes still without a vector."""
-
-    item: _Chunked
-    rows: list[NewChunk]
-    need: list[tuple[str, int, str]]
-    missing: set[str] = field(default_factory=set)
-
-
 @dataclass(frozen=True)
 class RunPlan:
     """What a run will do, decided from the index's meta and the options before anything is
@@ -322,38 +203,20 @@ def load_model(plan: RunPlan, options: IndexOptions) -> LoadedModel:
     bad memory settings."""
     from coarch.embedder import Embedder
 
-    memory = _memory_manager(options)
+    memory = manager_for(options.memory_limit_mb, options.profile)
     embedder = Embedder(plan.model_path, threads=options.threads, memory=memory,
                         precision=plan.precision_request)
     return LoadedModel(embedder, memory)
-
-
-def new_chunker(embedder: Embedder, target_tokens: int | None = None) -> Chunker:
-    """The chunker of a run (local or on a Ray worker): chunks are sized in tokens of the form
-    the model reads, so that none is cut off."""
-
-    def count_model_tokens(text: str) -> int:
-        return embedder.count_tokens(model_text(text))
-
-    def count_model_line_tokens(text: str) -> list[int]:
-        # model_text keeps line breaks: the lines of its form are the forms of the lines.
-        return embedder.count_line_tokens(model_text(text))
-
-    return Chunker(count_model_tokens, embedder.max_seq_length, target_tokens=target_tokens,
-                   count_lines=count_model_line_tokens)
-
-
-def model_input(chunk: Chunk) -> str:
-    """What the model reads for a chunk (its embedded text, identifiers split into words); its
-    text_hash is the key of the chunk's vector."""
-    return model_text(chunk.embed_text)
 
 
 class Indexer:
     """Runs one build of `root` into `store` (kept in `index_dir`), following `plan`. The
     caller holds the index lock and has made `store` ready: a rebuild runs into a fresh store.
     `model` is the loaded model when the caller already has it; `exclude` lists more folders
-    discovery leaves out (the index's own folders)."""
+    discovery leaves out (the index's own folders).
+
+    The pipelines (coarch.pipeline, coarch.distributed) count into `summary` and `tally`, hand
+    whole files to `checkpoint`, report through `progress` and stop when `stop_requested`."""
 
     def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
                  progress: ProgressCallback | None = None, *, plan: RunPlan | None = None,
@@ -366,34 +229,23 @@ class Indexer:
         self.options = options
         self.plan = plan or plan_run(store, options)
         self.progress_cb = progress
-        self.checkpoint_every = checkpoint_seconds(options.checkpoint_every)
+        self.checkpoint = Checkpoint(store, checkpoint_seconds(options.checkpoint_every))
         self.report = DiscoveryReport()
         self.summary = IndexSummary(root=str(root), index_dir=str(shown_dir or index_dir))
+        self.tally = Tally()
         self._exclude = (str(index_dir), *exclude)
-        self._embedder: Embedder | None = model.embedder if model else None
+        self._lent = model
         self._memory: Any = model.memory if model else None
-        self._main_chunker: Chunker | None = None
         self._stop_flag = False
         # Set by another thread to stop the run as Ctrl-C does (a server's cancelled request).
         self._stop_event = stop
         self._stop_signal: int | None = None   # the signal that asked to stop, if any
         self._t0 = time.monotonic()
         self._peak_rss = 0
-        # progress counters
-        self._files_to_read = 0
-        self._files_done = 0
-        self._bytes_total = 0
-        self._bytes_done = 0
-        self._chunks_seen = 0
-        self._in_encode = 0
 
     @property
-    def _stop_requested(self) -> bool:
+    def stop_requested(self) -> bool:
         return self._stop_flag or (self._stop_event is not None and self._stop_event.is_set())
-
-    @_stop_requested.setter
-    def _stop_requested(self, value: bool) -> None:
-        self._stop_flag = value
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -418,92 +270,80 @@ class Indexer:
         return self.summary
 
     def _run(self) -> None:
-        store, opts, plan = self.store, self.options, self.plan
-        if self._embedder is None:
-            self._memory = _memory_manager(opts)  # bad memory settings fail before any write
-        meta = store.meta()
+        if self._lent is None:  # bad memory settings fail before any write
+            self._memory = manager_for(self.options.memory_limit_mb, self.options.profile)
+        rechunk = self._decide_rebuild()
+        discovery, states, changes = self._plan_files(rechunk)
+        self.check_stop()
+        embedder = self._model_for(changes.to_read)
+        self.check_stop()
+        self._record_start(embedder, rechunk)
+        if changes.to_read:
+            assert embedder is not None
+            self._index_files(discovery, changes.to_read, states, embedder)
+        self._apply_deletions(changes.deleted)
+        self._drop_orphan_vectors()
+        self._sync_vectors()
+        self._record_run("ok")
+
+    def _decide_rebuild(self) -> bool:
+        """Logs the plan's rebuild; True when the chunker changed since the last run, so that
+        every file is chunked again (into the same store)."""
+        plan, recorded = self.plan, self.store.get_meta("chunker")
         if plan.rebuild:
             self.summary.rebuild_reason = plan.rebuild
             log.info("full rebuild: %s", plan.rebuild)
-        rechunk = meta.get("chunker") not in (None, plan.chunker_id)
+        rechunk = recorded not in (None, plan.chunker_id)
         if rechunk:
-            log.info("chunking changed (%s -> %s): every file is chunked again",
-                     meta.get("chunker"), plan.chunker_id)
+            log.info("chunking changed (%s -> %s): every file is chunked again", recorded,
+                     plan.chunker_id)
+        return rechunk
 
-        self._progress("scanning")
+    def _plan_files(self, rechunk: bool
+                    ) -> tuple[Discovery, dict[str, FileState], Changes]:
+        """Lists the files and compares them with the store (coarch.changes)."""
+        self.progress("scanning")
+        opts = self.options
         discovery = Discovery(self.root, DiscoveryOptions(
             max_file_size=opts.max_file_size, use_git=opts.use_git,
             exclude=self._exclude), self.report)
         candidates = discovery.candidates()
-        states = store.file_states()
+        states = self.store.file_states()
         if rechunk:  # as forget_file_states() will record: every file looks changed
             states = {p: dataclasses.replace(st, mtime_ns=-1, content_hash="")
                       for p, st in states.items()}
+        changes = compare(candidates, states)
         self.summary.files_total = len(candidates)
-        listed = {c.path for c in candidates}
-        to_read: list[Candidate] = []
-        for c in candidates:
-            st = states.get(c.path)
-            if st is not None and st.size == c.size and st.mtime_ns == c.mtime_ns:
-                self.summary.files_unchanged += 1
-            else:
-                to_read.append(c)
-        deleted = [p for p in states if p not in listed]
+        self.summary.files_unchanged = changes.unchanged
         if not candidates and not states:
             log.warning("nothing to index in %s: no files found", self.root)
-        self._files_to_read = len(to_read)
-        self._bytes_total = sum(c.size for c in to_read)
-        log.info("%d files, %d to read, %d gone from the index", len(candidates), len(to_read),
-                 len(deleted))
-        self._progress("scanning")
-        self._check_stop()
-        # The model is loaded (and so checked) before the first write; a run with nothing to
-        # read does not load it.
-        embedder = self._embedder
-        if to_read and embedder is None:
-            embedder = self._embedder = load_model(plan, opts).embedder
-        self._check_stop()
+        self.tally.files_to_read = len(changes.to_read)
+        self.tally.bytes_total = sum(c.size for c in changes.to_read)
+        log.info("%d files, %d to read, %d gone from the index", len(candidates),
+                 len(changes.to_read), len(changes.deleted))
+        self.progress("scanning")
+        return discovery, states, changes
+
+    def _model_for(self, to_read: list[Candidate]) -> Embedder | None:
+        """The model, loaded (and so checked) before the first write; a run with nothing to
+        read does not load it."""
+        if self._lent is not None:
+            return self._lent.embedder
+        return load_model(self.plan, self.options).embedder if to_read else None
+
+    def _record_start(self, embedder: Embedder | None, rechunk: bool) -> None:
+        store, opts = self.store, self.options
         with store.transaction():
             if embedder is not None:
                 self._record_model(embedder)
             if rechunk:
                 store.forget_file_states()  # durable: an interrupted run still re-chunks all
             store.set_meta("root", str(self.root))
-            store.set_meta("chunker", plan.chunker_id)
+            store.set_meta("chunker", self.plan.chunker_id)
             store.set_meta(META_MAX_FILE_SIZE, opts.max_file_size)
             store.set_meta(META_USE_GIT, int(opts.use_git))
             store.set_meta("last_run_started", f"{time.time():.3f}")
             store.set_meta("last_run_state", "running")
-
-        if to_read:
-            assert embedder is not None
-            if opts.ray is not None:
-                from coarch.distributed import RayPipeline
-
-                RayPipeline(opts.ray).run(self, to_read, states, embedder)
-            else:
-                self._pipeline(discovery, to_read, states, embedder)
-        if deleted:
-            with store.transaction():
-                for path in deleted:
-                    store.remove_file(path)
-            self.summary.files_removed = len(deleted)
-        changed = (self.summary.files_indexed or self.summary.files_removed
-                   or self.summary.files_copied or self.summary.files_skipped)
-        if changed:
-            with store.transaction():
-                dropped = store.drop_orphan_vectors()
-            if dropped:
-                log.debug("dropped %d cached vectors no chunk uses", dropped)
-        dim = store.get_meta("dim")
-        if dim:
-            stale = faiss_file.freshness(store, self.index_dir)
-            if stale is not None:
-                self._progress("writing vectors")
-            result = faiss_file.sync(store, self.index_dir, int(dim), checked=(stale,))
-            self.summary.faiss = result.action if not result.reason else (
-                f"{result.action} ({result.reason})")
-        self._record_run("ok")
 
     def _record_model(self, embedder: Embedder) -> None:
         """The model's meta (inside the caller's transaction)."""
@@ -515,266 +355,44 @@ class Indexer:
         store.set_meta("precision", embedder.precision)
         store.set_meta("precision_reason", plan.precision_reason or embedder.precision_reason)
 
-    def _new_chunker(self, embedder: Embedder) -> Chunker:
-        return new_chunker(embedder, self.options.target_tokens)
+    def _index_files(self, discovery: Discovery, to_read: list[Candidate],
+                     states: dict[str, FileState], embedder: Embedder) -> None:
+        if self.options.ray is not None:
+            from coarch.distributed import RayPipeline
 
-    # ---- the pipeline ------------------------------------------------------------------------
+            RayPipeline(self.options.ray).run(self, to_read, states, embedder)
+        else:
+            LocalPipeline(self, embedder).run(discovery, to_read, states)
 
-    def _pipeline(self, discovery: Discovery, to_read: list[Candidate],
-                  states: dict[str, FileState], embedder: Embedder) -> None:
-        by_hash = {st.content_hash: path for path, st in states.items() if st.skipped is None}
-        handoff: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_FILES)
-        stop = threading.Event()
-        reader = threading.Thread(
-            target=self._reader, name="coarch-reader",
-            args=(discovery, to_read, states, by_hash, self._new_chunker(embedder), handoff,
-                  stop),
-            daemon=True)
-        reader.start()
-        try:
-            self._consume(handoff, embedder)
-        finally:
-            stop.set()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    handoff.get_nowait()
-            reader.join(timeout=10)
-
-    def _reader(self, discovery: Discovery, to_read: list[Candidate],
-                states: dict[str, FileState], by_hash: dict[str, str], chunker: Chunker,
-                handoff: queue.Queue[object], stop: threading.Event) -> None:
-        """Thread: reads, checks and chunks files in order, handing each over."""
-
-        def put(item: object) -> bool:
-            while not stop.is_set():
-                try:
-                    handoff.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            for candidate in to_read:
-                if stop.is_set():
-                    return
-                got = discovery.read(candidate)
-                item: object
-                if isinstance(got, SkippedFile):
-                    item = got
-                else:
-                    old = states.get(got.path)
-                    if old is not None and old.skipped is None and \
-                            old.content_hash == got.content_hash:
-                        item = _Touched(got.path, got.size, got.mtime_ns)
-                    elif by_hash.get(got.content_hash, got.path) != got.path:
-                        item = _Copy(got, by_hash[got.content_hash])
-                    else:
-                        item = self._chunk(chunker, got)
-                if not put(item):
-                    return
-        except BaseException as exc:  # noqa: BLE001  (the main thread re-raises it)
-            put(_Failed(exc))
+    def _apply_deletions(self, deleted: list[str]) -> None:
+        if not deleted:
             return
-        put(_DONE)
+        with self.store.transaction():
+            for path in deleted:
+                apply(self.store, Remove(path))
+        self.summary.files_removed = len(deleted)
 
-    @staticmethod
-    def _chunk(chunker: Chunker, src: SourceFile) -> _Chunked:
-        return _Chunked(src.path, src.size, src.mtime_ns, src.content_hash, src.language,
-                        chunker.chunk(src.path, src.text, src.language))
+    def _drop_orphan_vectors(self) -> None:
+        """Drops the cached vectors no chunk uses any more, after a run that changed chunks."""
+        s = self.summary
+        if not (s.files_indexed or s.files_removed or s.files_copied or s.files_skipped):
+            return
+        with self.store.transaction():
+            dropped = self.store.drop_orphan_vectors()
+        if dropped:
+            log.debug("dropped %d cached vectors no chunk uses", dropped)
 
-    def _consume(self, handoff: queue.Queue[object], embedder: Embedder) -> None:
-        """Main thread: turns handed-over files into committed rows.
-
-        Texts to embed are gathered into a pool of up to `embed_pool`, which is then embedded
-        as one generation: sorted by token count and cut into calls of `embed_batch` texts, so
-        that each model batch holds texts of about one length (little padding). Nothing more is
-        pulled until the generation is done, which bounds what waits in memory. Ctrl-C is
-        checked between calls: the call in hand is finished, then what is complete is
-        committed."""
-        store = self.store
-        embed_batch = max(1, self.options.embed_batch)
-        pool_size = max(embed_batch, self.options.embed_pool)
-        pool: dict[str, tuple[int, str]] = {}   # hash -> (tokens, embedded text), to embed
-        new_vectors: dict[str, bytes] = {}      # embedded since the last commit
-        waiting: list[_Waiting] = []            # files some of whose vectors are missing
-        ready: list[tuple[str, Any]] = []       # operations for the next commit
-        last_commit = time.monotonic()
-        reader_done = False
-
-        def commit() -> None:
-            nonlocal last_commit
-            if ready or new_vectors:
-                with store.transaction():
-                    store.put_vectors(new_vectors.items())
-                    for op, payload in ready:
-                        self._apply(op, payload)
-                self._files_done += len(ready)
-                new_vectors.clear()
-                ready.clear()
-            last_commit = time.monotonic()
-
-        def maybe_commit() -> None:
-            due = time.monotonic() - last_commit >= self.checkpoint_every
-            if (due and (ready or new_vectors)) or len(ready) >= MAX_PENDING_FILES:
-                commit()
-                self._progress("indexing")
-
-        def embed(batch: list[tuple[str, tuple[int, str]]]) -> None:
-            texts = [text for _, (_, text) in batch]
-            t0 = time.monotonic()
-            base = self.summary.chunks_embedded
-
-            def on_batch(done: int, total: int) -> None:
-                self._progress("indexing", embedded_override=base + done)
-
-            vecs = embedder.encode(texts, batch_tokens=self.options.batch_tokens,
-                                   progress=on_batch)
-            self.summary.embed_seconds += time.monotonic() - t0
-            self.summary.chunks_embedded += len(batch)
-            rows = np.ascontiguousarray(vecs, dtype="<f4")
-            done = set()
-            for (h, _), row in zip(batch, rows):
-                new_vectors[h] = row.tobytes()
-                done.add(h)
-            still: list[_Waiting] = []
-            for w in waiting:
-                w.missing -= done
-                if w.missing:
-                    still.append(w)
-                else:
-                    ready.append(("put", (w.item, w.rows)))
-            waiting[:] = still
-
-        def run_generation() -> None:
-            items = sorted(pool.items(), key=lambda kv: -kv[1][0])
-            pool.clear()
-            for i in range(0, len(items), embed_batch):
-                if self._stop_requested:
-                    return
-                embed(items[i: i + embed_batch])
-                maybe_commit()
-
-        try:
-            while not self._stop_requested:
-                if not reader_done and len(pool) < pool_size:
-                    try:
-                        got = handoff.get(timeout=0.05)
-                    except queue.Empty:
-                        if pool and handoff.qsize() == 0:
-                            run_generation()  # the reader is behind: keep the model busy
-                        continue
-                    if got is _DONE:
-                        reader_done = True
-                    elif isinstance(got, _Failed):
-                        raise got.error
-                    else:
-                        op = self._prepare(got, embedder, new_vectors)
-                        if isinstance(op, _Waiting):
-                            for h, tokens, text in op.need:
-                                pool.setdefault(h, (tokens, text))
-                            op.missing = {h for h, _, _ in op.need}
-                            op.need = []
-                            waiting.append(op)
-                        elif op is not None:
-                            ready.append(op)
-                        self._progress("indexing")
-                elif pool:
-                    run_generation()
-                else:  # reader done, nothing left to embed
-                    break
-                maybe_commit()
-            commit()
-            self._progress("indexing")
-        except KeyboardInterrupt:
-            # A second Ctrl-C, or one outside the main thread: keep what is consistent.
-            with contextlib.suppress(Exception):
-                commit()
-            self._raise_interrupted()
-        self._check_stop()
-
-    def _prepare(self, got: object, embedder: Embedder,
-                 new_vectors: dict[str, bytes]) -> _Waiting | tuple[str, Any] | None:
-        """Turns a handed-over item into a commit operation or a file waiting for vectors."""
-        if isinstance(got, SkippedFile):
-            self._bytes_done += got.size
-            if got.reason in _CONTENT_SKIPS and got.content_hash is not None:
-                self.summary.files_skipped += 1
-                return ("skip", got)
-            return ("remove", got.path)
-        if isinstance(got, _Touched):
-            self._bytes_done += got.size
-            self.summary.files_touched += 1
-            return ("touch", got)
-        if isinstance(got, _Copy):
-            copied = self._copy_rows(got, new_vectors)
-            if copied is not None:
-                self._bytes_done += got.source.size
-                self.summary.files_copied += 1
-                self.summary.chunks_reused += len(copied[1])
-                return ("copy", copied)
-            # The source changed since the run started: chunk this one after all.
-            if self._main_chunker is None:
-                self._main_chunker = self._new_chunker(embedder)
-            got = self._chunk(self._main_chunker, got.source)
-        assert isinstance(got, _Chunked)
-        self._bytes_done += got.size
-        self._chunks_seen += len(got.chunks)
-        self.summary.files_indexed += 1
-        inputs = [model_input(c) for c in got.chunks]
-        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
-                         text_hash(text)) for c, text in zip(got.chunks, inputs)]
-        hashes = [r.text_hash for r in rows]
-        cached = self.store.cached_hashes(h for h in hashes if h not in new_vectors)
-        need = [(r.text_hash, c.tokens, text) for r, c, text in zip(rows, got.chunks, inputs)
-                if r.text_hash not in cached and r.text_hash not in new_vectors]
-        self.summary.chunks_reused += len(rows) - len({h for h, _, _ in need})
-        got.chunks = []  # the rows and `need` hold what is still wanted
-        if not need:
-            return ("put", (got, rows))
-        return _Waiting(got, rows, need)
-
-    def _copy_rows(self, got: _Copy, new_vectors: dict[str, bytes]
-                   ) -> tuple[_Chunked, list[NewChunk]] | None:
-        """Rows for a renamed or copied file made from its twin's committed rows and vectors,
-        or None when the twin no longer has that content.
-
-        The rows keep the twin's text hashes: the vectors re-used are those of the text
-        embedded under the twin's path, and the cache key says so (a hash of exactly what the
-        model embedded). Embedding the renamed file again would cost as much as indexing it
-        anew, which a moved folder makes common; the path line changes the vector (median
-        cosine 0.92-0.97 to the new path's on stdlib chunks), so this is an approximation,
-        and one that lasts only until the file changes: then its chunks are hashed under
-        their own path, miss the cache and are embedded exactly."""
-        src = got.source
-        state = self.store.file_state(got.from_path)
-        if state is None or state.content_hash != src.content_hash or state.skipped:
-            return None
-        rows = self.store.chunks_of(got.from_path)
-        old_vectors = self.store.get_vectors([r.text_hash for r in rows])
-        for r in rows:
-            vector = old_vectors.get(r.text_hash)
-            if vector is None:
-                return None
-            # Written again with the rows: a chunk's vector is committed with it, whatever
-            # happens to the twin meanwhile.
-            new_vectors.setdefault(r.text_hash, vector)
-        item = _Chunked(src.path, src.size, src.mtime_ns, src.content_hash, src.language, [])
-        return item, rows
-
-    def _apply(self, op: str, payload: Any) -> None:
-        store = self.store
-        if op in ("put", "copy"):
-            item, rows = payload
-            store.put_file(item.path, item.size, item.mtime_ns, item.content_hash,
-                           item.language, rows)
-        elif op == "touch":
-            store.update_stat(payload.path, payload.size, payload.mtime_ns)
-        elif op == "skip":
-            store.put_skipped(payload.path, payload.size, payload.mtime_ns,
-                              payload.content_hash, payload.reason.name.lower())
-        elif op == "remove":
-            store.remove_file(payload)
+    def _sync_vectors(self) -> None:
+        """Brings the FAISS file up to date with the store (coarch.vectors)."""
+        dim = self.store.get_meta("dim")
+        if not dim:
+            return
+        stale = faiss_file.freshness(self.store, self.index_dir)
+        if stale is not None:
+            self.progress("writing vectors")
+        result = faiss_file.sync(self.store, self.index_dir, int(dim), checked=(stale,))
+        self.summary.faiss = result.action if not result.reason else (
+            f"{result.action} ({result.reason})")
 
     # ---- interruption ------------------------------------------------------------------------
 
@@ -787,9 +405,9 @@ class Indexer:
             return
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self._stop_requested:
+            if self.stop_requested:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self._stop_flag = True
             self._stop_signal = signum
             again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
             log.warning("%s: finishing the batch in hand and committing (%s again to stop at"
@@ -802,14 +420,14 @@ class Indexer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _check_stop(self) -> None:
-        if self._stop_requested:
-            self._raise_interrupted()
+    def check_stop(self) -> None:
+        if self.stop_requested:
+            self.raise_interrupted()
 
-    def _raise_interrupted(self) -> None:
+    def raise_interrupted(self) -> None:
         error = IndexingTerminated if self._stop_signal == signal.SIGTERM else IndexingInterrupted
         raise error(
-            f"{_stop_word(self._stop_signal)}; {self._files_done} files committed",
+            f"{_stop_word(self._stop_signal)}; {self.checkpoint.files_committed} files committed",
             hint=f"run `{self.resume_command()}` again to resume where it stopped")
 
     def resume_command(self) -> str:
@@ -851,9 +469,11 @@ class Indexer:
         s.discovery_mode = self.report.mode
         self._peak_rss = max(self._peak_rss, current_rss(), peak_rss())
         s.peak_rss = self._peak_rss
-        self._progress("done")
+        self.progress("done")
 
-    def _progress(self, phase: str, embedded_override: int | None = None) -> None:
+    def progress(self, phase: str, embedded: int | None = None) -> None:
+        """Reports to the progress callback; `embedded` counts the chunks embedded so far
+        when a call into the embedder is under way."""
         rss = current_rss()
         self._peak_rss = max(self._peak_rss, rss)
         if self.progress_cb is None:
@@ -864,17 +484,13 @@ class Indexer:
                 stats = self._memory.stats()
                 pressure = pressure_name(stats.get("pressure"))
                 batch = stats.get("batch_tokens")
-        embedded = self.summary.chunks_embedded if embedded_override is None \
-            else embedded_override
-        if self._bytes_done and self._bytes_total:
-            estimate = int(self._chunks_seen * self._bytes_total / self._bytes_done)
-        else:
-            estimate = self._chunks_seen
+        if embedded is None:
+            embedded = self.summary.chunks_embedded
         self.progress_cb(IndexProgress(
             phase=phase, files_total=self.summary.files_total,
-            files_to_read=self._files_to_read, files_done=self._files_done,
+            files_to_read=self.tally.files_to_read, files_done=self.checkpoint.files_committed,
             chunks_embedded=embedded, chunks_reused=self.summary.chunks_reused,
-            chunks_estimate=estimate, elapsed=time.monotonic() - self._t0,
+            chunks_estimate=self.tally.chunks_estimate(), elapsed=time.monotonic() - self._t0,
             embed_seconds=self.summary.embed_seconds, rss_bytes=rss, pressure=pressure,
             batch_tokens=int(batch) if batch else None))
 
@@ -882,21 +498,3 @@ class Indexer:
 def _stop_word(signum: int | None) -> str:
     """How the messages name a stop: "terminated" for SIGTERM, else "interrupted"."""
     return "terminated" if signum == signal.SIGTERM else "interrupted"
-
-
-def _memory_manager(options: IndexOptions) -> Any:
-    """The MemoryManager for a run, or None when the memory module is not available."""
-    try:
-        from coarch.memory import MemoryManager
-    except ImportError:
-        log.debug("coarch.memory not available: no memory manager")
-        return None
-    kwargs: dict[str, Any] = {}
-    if options.memory_limit_mb is not None:
-        kwargs["limit_mb"] = options.memory_limit_mb
-    if options.profile is not None:
-        kwargs["profile"] = options.profile
-    try:
-        return MemoryManager(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc)) from None

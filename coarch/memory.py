@@ -1,10 +1,12 @@
-"""Memory limits for embedding: `MemoryManager` keeps the C core's batches inside a limit.
+"""Memory limits for embedding: `MemoryManager` keeps the C core's batches inside a limit; and
+the ceiling a limit puts on the size of the files `coarch index` takes (`--max-file-size`).
 
 The work is done in C (csrc/cx_memory.c): readings of RSS, the cgroup and the machine, pressure
 against thresholds, a batch budget predicted from the model's shape and adapted to measured
 pressure, and hooks between batches (garbage collection, malloc_trim, CUDA cache release, a
 bounded wait at CRITICAL). This module adds what belongs to Python: the environment variables,
-argument checks with clear messages, and `MemoryPressure` members instead of bare ints.
+argument checks with clear messages, `MemoryPressure` members instead of bare ints, and the
+memory a file takes while it is chunked (FILE_MEMORY_PER_BYTE), which sets that ceiling.
 
 Environment (read only when the matching argument is None):
   COARCH_MEMORY_LIMIT_MB     explicit limit in MB (2**20 bytes); unset or empty for none
@@ -22,6 +24,7 @@ from enum import IntEnum
 from typing import Any
 
 from coarch import _core
+from coarch.discovery import DEFAULT_MAX_FILE_SIZE, human_size
 from coarch.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -188,3 +191,53 @@ class MemoryManager(_core.MemoryManager):
             f"MemoryManager(limit_mb={self.limit_mb:.0f} ({self.limit_source}), "
             f"profile={self.profile!r}, adaptive={self.adaptive})"
         )
+
+
+def manager_for(limit_mb: float | None = None, profile: str | None = None) -> MemoryManager:
+    """The MemoryManager of an indexing run's settings (None: the environment's, see
+    MemoryManager); bad settings raise ConfigError, before anything is written."""
+    try:
+        return MemoryManager(limit_mb=limit_mb, profile=profile)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+# ---- the size cap of `coarch index` -------------------------------------------------------------
+
+# Memory a file takes while it is read, chunked and waits for its vectors, per byte of it: peak
+# RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
+# 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
+FILE_MEMORY_PER_BYTE = 12
+PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
+MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
+
+
+def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
+    """The largest file size (bytes) whose files can be chunked within a memory limit (MiB),
+    for a process holding `rss_mb` before the model is loaded."""
+    reserve = max(PROCESS_RESERVE_MB, rss_mb + MODEL_RESERVE_MB)
+    return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
+
+
+def check_max_file_size(cap: int, limit_mb: float | None = None,
+                        profile: str | None = None) -> None:
+    """Refuses, before any work, a size cap (`--max-file-size`, bytes) whose files cannot be
+    chunked within the memory limit of these settings: a file is held whole while it is
+    chunked. The default cap is not checked: the reserve is generous for 1 MB files (ordinary
+    trees peak at 308 MB under a 400 MB limit), and refusing it would refuse small limits that
+    work."""
+    if cap <= DEFAULT_MAX_FILE_SIZE:
+        return
+    memory = manager_for(limit_mb, profile)
+    limit = float(memory.limit_mb)
+    ceiling = max_file_size_ceiling(limit, float(memory.stats()["rss_mb"]))
+    if cap <= ceiling:
+        return
+    # Shown rounded down, so the figure named is one that passes this check.
+    ceiling -= ceiling % 100_000
+    hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
+            if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
+    raise ConfigError(
+        f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
+        f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
+        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)

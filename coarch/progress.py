@@ -1,4 +1,5 @@
-"""Progress of an indexing run: the snapshot the indexer reports, and its renderers.
+"""Progress of an indexing run: the snapshot the indexer reports, the tally its estimate is made
+from, and its renderers.
 
 The indexer calls `progress(snapshot)` from its main thread; a renderer turns snapshots into a
 one-line bar redrawn on a terminal, or into plain lines every few seconds when the stream is not
@@ -46,6 +47,22 @@ class IndexProgress:
 
 
 ProgressCallback = Callable[[IndexProgress], object]
+
+
+@dataclass
+class Tally:
+    """What a run's progress estimate is made from, beside its IndexSummary: the files and
+    bytes to read, the bytes handed over so far and the chunks they held."""
+
+    files_to_read: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    chunks_seen: int = 0
+
+    def chunks_estimate(self) -> int:
+        if self.bytes_done and self.bytes_total:
+            return int(self.chunks_seen * self.bytes_total / self.bytes_done)
+        return self.chunks_seen
 
 
 def current_rss() -> int:

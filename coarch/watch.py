@@ -147,14 +147,15 @@ class Watcher:
         if not (index.index_dir / DB_FILE).is_file():
             return None  # the first build picks the precision; later runs borrow its model
         from coarch.embedder import Embedder
-        from coarch.indexer import _memory_manager
+        from coarch.memory import manager_for
         from coarch.models import resolve_model_path
 
         with Store(index.index_dir, readonly=True) as store:
             precision = store.precision()
         settings = index.options
         self._embedder = Embedder(resolve_model_path(settings.model), threads=settings.threads,
-                                  memory=_memory_manager(settings),
+                                  memory=manager_for(settings.memory_limit_mb,
+                                                     settings.profile),
                                   precision=settings.precision or precision)
         return self._embedder
 

@@ -32,8 +32,9 @@ from coarch.cli import main
 from coarch.errors import ConfigError, IndexLockedError
 from coarch.identifiers import model_text
 from coarch.index import Index
-from coarch.indexer import IndexSummary, max_file_size_ceiling
+from coarch.indexer import IndexSummary
 from coarch.locking import IndexLock
+from coarch.memory import max_file_size_ceiling
 from coarch.progress import IndexProgress
 from coarch.store import Store, text_hash
 

@@ -241,6 +241,39 @@ def test_rust_attributes_and_doc_comments_belong_to_the_item(chunker: Chunker) -
     assert stack.start_line == 1 and stack.text.startswith("/// A stack.\n#[derive(Debug)]")
 
 
+JS_ASSIGNED = """\
+Cart.prototype.total = function () {
+  return this.items.length;
+};
+exports.parse = (text) => JSON.parse(text);
+module.exports = function createStore() {};
+const handlers = {
+  onOpen: function () {},
+  'on-close': () => null,
+};
+class View {
+  handleClick = () => { this.render(); };
+  #hidden = () => 2;
+}
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+def test_functions_assigned_in_javascript_are_definitions(chunker: Chunker,
+                                                            language: str) -> None:
+    # Functions given a name by assignment, as a property or as a class field: what
+    # CommonJS modules, prototypes, object literals and React components are made of.
+    tiny = Chunker(chunker.count_tokens, 40, target_tokens=10)
+    chunks = tiny.chunk("app.js", JS_ASSIGNED, language)
+    assert_well_formed(chunks, JS_ASSIGNED, chunker.count_tokens, 40)
+    starts = {c.symbol: c.start_line for c in chunks}
+    assert starts["Cart.total"] == 1  # a prototype method is named by its constructor
+    assert starts["parse"] == 4
+    assert starts["createStore"] == 5  # the function's own name, not `exports`
+    assert starts["onOpen"] == 7 and starts["on-close"] == 8
+    assert starts["View.handleClick"] == 11 and starts["View.#hidden"] == 12
+
+
 def test_fallback_cuts_at_blank_lines(chunker: Chunker) -> None:
     paragraphs = [" ".join(f"word{p}_{w}" for w in range(60)) for p in range(12)]
     text = "\n\n".join(paragraphs) + "\n"

@@ -52,14 +52,14 @@ def candidates() -> dict[str, Fusion]:
     return out
 
 
-Row = tuple[str, int, int, tuple[str, ...]]
+Row = tuple[str, int, int, tuple[str, ...], str | None]
 
 
 def rows_of(searcher: Searcher) -> dict[int, Row]:
-    """(path, start, end, symbols) of every chunk of the index."""
-    sql = "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol FROM chunks c JOIN files f " \
-          "ON f.id = c.file_id"
-    return {int(r[0]): (r[1], int(r[2]), int(r[3]), decode_symbols(r[4]))
+    """(path, start, end, symbols, language) of every chunk of the index."""
+    sql = "SELECT c.id, f.path, c.start_line, c.end_line, c.symbol, c.language FROM chunks c" \
+          " JOIN files f ON f.id = c.file_id"
+    return {int(r[0]): (r[1], int(r[2]), int(r[3]), decode_symbols(r[4]), r[5])
             for r in searcher.store.conn.execute(sql)}
 
 
@@ -73,7 +73,7 @@ def reranked(query: str, order: list[int], scores: dict[int, float], rows: dict[
     if lift is None:
         return order
     top = order[:RERANK_DEPTH]
-    candidates = [Candidate(c, *rows[c], scores[c]) for c in top]
+    candidates = [Candidate(c, *rows[c][:4], scores[c], rows[c][4]) for c in top]
     return [c.id for c in rerank(query, candidates, lift, dedupe)] + order[len(top):]
 
 

@@ -51,8 +51,8 @@ def test_asked_roles() -> None:
 
 
 def cand(cid: int, path: str, start: int, end: int, score: float,
-         symbols: tuple[str, ...] = ()) -> Candidate:
-    return Candidate(cid, path, start, end, symbols, score)
+         symbols: tuple[str, ...] = (), language: str | None = None) -> Candidate:
+    return Candidate(cid, path, start, end, symbols, score, language)
 
 
 def test_secondary_code_goes_below_source_unless_asked() -> None:
@@ -66,6 +66,24 @@ def test_secondary_code_goes_below_source_unless_asked() -> None:
     demoted = rerank("retry", [cand(1, "tests/test_retry.py", 1, 9, 0.9)])[0]
     assert demoted.score == pytest.approx(0.9 * SECONDARY_FACTOR)
     assert demoted.rules == {"secondary:test": pytest.approx(0.9 * SECONDARY_FACTOR - 0.9)}
+
+
+def test_a_chunk_that_defines_nothing_goes_below_definitions() -> None:
+    # The imports of one module against the function of another, in languages the chunker
+    # names definitions of: the import chunk (no symbol) halves.
+    for language in ("python", "javascript", "c", "java"):
+        got = rerank("flatten a nested list", [
+            cand(1, "a.py", 1, 3, 0.9, (), language),
+            cand(2, "b.py", 5, 20, 0.6, ("flatten_deep",), language),
+        ])
+        assert [c.id for c in got] == [2, 1], language
+        assert got[1].score == pytest.approx(0.9 * SECONDARY_FACTOR)
+        assert got[1].rules == {"no_definition": pytest.approx(0.9 * SECONDARY_FACTOR - 0.9)}
+    # Where chunks never carry a symbol (no grammar, or the language unknown) nothing changes.
+    for language in ("plaintext", None):
+        got = rerank("q", [cand(1, "a.cfg", 1, 3, 0.9, (), language),
+                           cand(2, "b.cfg", 5, 20, 0.6, (), language)])
+        assert [c.id for c in got] == [1, 2] and not got[0].rules
 
 
 def test_a_file_with_several_strong_chunks_is_lifted_when_asked() -> None:

@@ -270,8 +270,39 @@ def test_functions_assigned_in_javascript_are_definitions(chunker: Chunker,
     assert starts["Cart.total"] == 1  # a prototype method is named by its constructor
     assert starts["parse"] == 4
     assert starts["createStore"] == 5  # the function's own name, not `exports`
-    assert starts["onOpen"] == 7 and starts["on-close"] == 8
+    # Properties of a module-level object are named by it.
+    assert starts["handlers.onOpen"] == 7 and starts["handlers.on-close"] == 8
     assert starts["View.handleClick"] == 11 and starts["View.#hidden"] == 12
+
+
+JS_MODULE = """\
+var createBaseEach = require('./_createBaseEach'),
+    baseForOwn = require('./_baseForOwn');
+
+var baseEach = createBaseEach(baseForOwn);
+
+export const routes = ['/', '/about'];
+
+function render() {
+  const local = routes.length;
+  return local;
+}
+
+module.exports = baseEach;
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+def test_a_javascript_modules_own_values_are_definitions(chunker: Chunker,
+                                                          language: str) -> None:
+    tiny = Chunker(chunker.count_tokens, 30, target_tokens=5)
+    chunks = tiny.chunk("baseEach.js", JS_MODULE, language)
+    assert_well_formed(chunks, JS_MODULE, chunker.count_tokens, 30)
+    by_start = {c.start_line: c.symbol for c in chunks}
+    assert by_start[4] == "baseEach" and by_start[6] == "routes" and by_start[8] == "render"
+    # Imports, locals and the export line define nothing.
+    assert by_start[1] is None and by_start[13] is None
+    assert not any("local" in (c.symbol or "") for c in chunks)
 
 
 def test_fallback_cuts_at_blank_lines(chunker: Chunker) -> None:

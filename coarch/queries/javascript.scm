@@ -26,3 +26,11 @@
 ; Class fields holding a function: `handleClick = () => {}`.
 (field_definition property: [(property_identifier) (private_property_identifier)] @name
   value: [(arrow_function) (function_expression)]) @def
+; A module's own values: `var baseEach = createBaseEach(baseForOwn)`, `export const routes = [...]`
+; (top level only; a `require(...)` is an import, not a definition).
+(program (lexical_declaration (variable_declarator name: (identifier) @name value: (_) @_value
+  (#not-match? @_value "^require\\s*\\("))) @def)
+(program (variable_declaration (variable_declarator name: (identifier) @name value: (_) @_value
+  (#not-match? @_value "^require\\s*\\("))) @def)
+(program (export_statement declaration: (lexical_declaration (variable_declarator
+  name: (identifier) @name value: (_) @_value (#not-match? @_value "^require\\s*\\("))) @def))

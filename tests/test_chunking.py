@@ -305,6 +305,28 @@ def test_a_javascript_modules_own_values_are_definitions(chunker: Chunker,
     assert not any("local" in (c.symbol or "") for c in chunks)
 
 
+C_MACROS = """\
+#include <string.h>
+
+#define HASH_LOG 12
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static int clamp(int v) {
+    return MIN(v, 1 << HASH_LOG);
+}
+"""
+
+
+def test_c_macros_are_definitions(chunker: Chunker) -> None:
+    tiny = Chunker(chunker.count_tokens, 30, target_tokens=5)
+    chunks = tiny.chunk("hash.c", C_MACROS, "c")
+    assert_well_formed(chunks, C_MACROS, chunker.count_tokens, 30)
+    by_start = {c.start_line: c.symbol for c in chunks}
+    assert by_start[3] == "HASH_LOG" and by_start[5] == "MIN" and by_start[7] == "clamp"
+    assert by_start[1] is None  # an include defines nothing
+
+
 def test_fallback_cuts_at_blank_lines(chunker: Chunker) -> None:
     paragraphs = [" ".join(f"word{p}_{w}" for w in range(60)) for p in range(12)]
     text = "\n\n".join(paragraphs) + "\n"

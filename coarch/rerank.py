@@ -7,15 +7,16 @@ candidates, each recorded per candidate (for `coarch search --explain`):
 1. Secondary code below source: a chunk of tests, examples, docs or vendored code has its
    score multiplied by SECONDARY_FACTOR, unless the query asks for that kind of file ("test
    for the retry loop", "example of a custom handler").
-2. Definitions above what merely uses them: a chunk that defines nothing (no symbol, in a
-   language whose grammar finds definitions: its imports, its `module.exports = x` line, the
-   statements between definitions) has its score multiplied by SECONDARY_FACTOR too. Such a
-   chunk matches a description through the names it imports or exports, while what the
-   description describes is a definition. On the evaluation (scripts/eval_search.py, four
-   languages) the rule raised chunk MRR@10 in every language (+0.003 to +0.029: the
-   definition itself comes up sooner) and cut the lines read to the first hit; file MRR@10
-   moved by -0.013 (C, where a file found through its includes and tables then ranks lower)
-   to +0.004.
+2. A file's definitions before what merely uses them: among the candidates of one file, the
+   chunks that define nothing (no symbol, in a language whose definitions the chunker names:
+   the imports, a `module.exports = x` line, the statements between definitions) come after
+   the file's definitions: the file's scores are handed out again, best first, to its
+   definitions and then to the rest. Such a chunk matches a description through the names it
+   imports or uses, while what a description describes is a definition; files keep their
+   places (a file's best score stays its best). On the evaluation (scripts/eval_search.py)
+   chunk MRR@10 rose in C (+0.015), Python (+0.033) and JavaScript (+0.004), none lost file
+   MRR@10; halving such chunks' scores instead cost C 0.013 of file MRR@10 (a file found
+   through its includes or tables then ranked lower).
 3. A file with several strong chunks is lifted: each chunk gains FILE_LIFT times the scores of
    the other chunks of its file among the candidates. Off (FILE_LIFT 0): on the evaluation
    (scripts/sweep_fusion.py) every lift tried (0.05, 0.1, 0.2) lost file and chunk MRR in
@@ -135,8 +136,7 @@ def rerank(query: str, candidates: list[Candidate], file_lift: float = FILE_LIFT
         role = secondary_role(c.path)
         if role is not None and role not in asked:
             c.adjust(f"secondary:{role}", c.score * SECONDARY_FACTOR)
-        if c.defines_nothing:
-            c.adjust("no_definition", c.score * SECONDARY_FACTOR)
+    _definitions_first(candidates)
     by_file: dict[str, float] = {}
     for c in candidates:
         by_file[c.path] = by_file.get(c.path, 0.0) + c.score
@@ -145,6 +145,22 @@ def rerank(query: str, candidates: list[Candidate], file_lift: float = FILE_LIFT
             c.adjust("file_lift", c.score + file_lift * (by_file[c.path] - c.score))
     ordered = sorted(candidates, key=lambda c: -c.score)  # stable: fused order breaks ties
     return _drop_repeats(ordered) if drop_repeats else ordered
+
+
+def _definitions_first(candidates: list[Candidate]) -> None:
+    """Rule 2: within each file holding both, the scores of its candidates go to its
+    definitions first, then to its chunks that define nothing (each group keeps its order)."""
+    by_file: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_file.setdefault(c.path, []).append(c)
+    for group in by_file.values():
+        kinds = {c.defines_nothing for c in group}
+        if len(kinds) < 2:
+            continue
+        scores = sorted((c.score for c in group), reverse=True)
+        ordered = sorted(group, key=lambda c: (c.defines_nothing, -c.score))
+        for c, score in zip(ordered, scores):
+            c.adjust("definitions_first", score)
 
 
 def _drop_repeats(ordered: list[Candidate]) -> list[Candidate]:

@@ -68,21 +68,27 @@ def test_secondary_code_goes_below_source_unless_asked() -> None:
     assert demoted.rules == {"secondary:test": pytest.approx(0.9 * SECONDARY_FACTOR - 0.9)}
 
 
-def test_a_chunk_that_defines_nothing_goes_below_definitions() -> None:
-    # The imports of one module against the function of another, in languages the chunker
-    # names definitions of: the import chunk (no symbol) halves.
+def test_a_files_definitions_come_before_its_chunks_that_define_nothing() -> None:
+    # In languages whose definitions the chunker names, a module's imports (no symbol) that
+    # outscore its function trade places with it; the other file keeps its place.
     for language in ("python", "javascript", "c", "java"):
         got = rerank("flatten a nested list", [
             cand(1, "a.py", 1, 3, 0.9, (), language),
-            cand(2, "b.py", 5, 20, 0.6, ("flatten_deep",), language),
+            cand(2, "o.py", 1, 9, 0.8, ("other",), language),
+            cand(3, "a.py", 5, 20, 0.6, ("flatten_deep",), language),
         ])
-        assert [c.id for c in got] == [2, 1], language
-        assert got[1].score == pytest.approx(0.9 * SECONDARY_FACTOR)
-        assert got[1].rules == {"no_definition": pytest.approx(0.9 * SECONDARY_FACTOR - 0.9)}
+        assert [c.id for c in got] == [3, 2, 1], language
+        assert got[0].score == pytest.approx(0.9) and got[2].score == pytest.approx(0.6)
+        assert got[0].rules == {"definitions_first": pytest.approx(0.3)}
+        assert got[2].rules == {"definitions_first": pytest.approx(-0.3)}
+    # A file found only through a chunk that defines nothing is not pushed down.
+    alone = rerank("q", [cand(1, "a.py", 1, 3, 0.9, (), "python"),
+                         cand(2, "b.py", 5, 20, 0.6, ("f",), "python")])
+    assert [c.id for c in alone] == [1, 2] and not alone[0].rules
     # Where chunks never carry a symbol (no grammar, or the language unknown) nothing changes.
     for language in ("plaintext", None):
         got = rerank("q", [cand(1, "a.cfg", 1, 3, 0.9, (), language),
-                           cand(2, "b.cfg", 5, 20, 0.6, (), language)])
+                           cand(2, "a.cfg", 5, 20, 0.6, ("x",), language)])
         assert [c.id for c in got] == [1, 2] and not got[0].rules
 
 

@@ -44,7 +44,7 @@ TokenCounter = Callable[[str], int]
 LineCounter = Callable[[str], list[int]]
 # Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
 # existing index is then chunked again (vectors of unchanged texts are re-used).
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 # Larger texts are cut by lines only: a grammar's syntax tree and query matches take about
 # 22 bytes per byte of source (a 20 MB Python file: 593 MB at peak with the grammar, 160 MB
 # without), and a file this large is almost always generated.

@@ -197,7 +197,8 @@ class Searcher:
         rules' score changes per chunk). Scores stay in (0, 1]."""
         top = order[: max(RERANK_DEPTH, k)]
         candidates = [
-            Candidate(row.id, row.path, row.start_line, row.end_line, row.symbols, fused[row.id])
+            Candidate(row.id, row.path, row.start_line, row.end_line, row.symbols, fused[row.id],
+                      row.language)
             for row in self.store.chunks_by_ids(top)
         ]
         reranked = rerank(query, candidates)

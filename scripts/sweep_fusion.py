@@ -52,13 +52,13 @@ def candidates() -> dict[str, Fusion]:
     return out
 
 
-Row = tuple[str, int, int, tuple[str, ...]]
+Row = tuple[str, int, int, tuple[str, ...], str | None]
 
 
 def rows_of(searcher: Searcher) -> dict[int, Row]:
-    """(path, start, end, symbols) of every chunk of the index."""
+    """(path, start, end, symbols, language) of every chunk of the index."""
     store = searcher.store
-    return {r.id: (r.path, r.start_line, r.end_line, r.symbols)
+    return {r.id: (r.path, r.start_line, r.end_line, r.symbols, r.language)
             for r in store.chunks_by_ids(range(1, store.max_chunk_id() + 1))}
 
 
@@ -72,7 +72,7 @@ def reranked(query: str, order: list[int], scores: dict[int, float], rows: dict[
     if lift is None:
         return order
     top = order[:RERANK_DEPTH]
-    candidates = [Candidate(c, *rows[c], scores[c]) for c in top]
+    candidates = [Candidate(c, *rows[c][:4], scores[c], rows[c][4]) for c in top]
     return [c.id for c in rerank(query, candidates, lift, dedupe)] + order[len(top):]
 
 

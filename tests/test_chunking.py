@@ -241,6 +241,92 @@ def test_rust_attributes_and_doc_comments_belong_to_the_item(chunker: Chunker) -
     assert stack.start_line == 1 and stack.text.startswith("/// A stack.\n#[derive(Debug)]")
 
 
+JS_ASSIGNED = """\
+Cart.prototype.total = function () {
+  return this.items.length;
+};
+exports.parse = (text) => JSON.parse(text);
+module.exports = function createStore() {};
+const handlers = {
+  onOpen: function () {},
+  'on-close': () => null,
+};
+class View {
+  handleClick = () => { this.render(); };
+  #hidden = () => 2;
+}
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+def test_functions_assigned_in_javascript_are_definitions(chunker: Chunker,
+                                                            language: str) -> None:
+    # Functions given a name by assignment, as a property or as a class field: what
+    # CommonJS modules, prototypes, object literals and React components are made of.
+    tiny = Chunker(chunker.count_tokens, 40, target_tokens=10)
+    chunks = tiny.chunk("app.js", JS_ASSIGNED, language)
+    assert_well_formed(chunks, JS_ASSIGNED, chunker.count_tokens, 40)
+    starts = {c.symbol: c.start_line for c in chunks}
+    assert starts["Cart.total"] == 1  # a prototype method is named by its constructor
+    assert starts["parse"] == 4
+    assert starts["createStore"] == 5  # the function's own name, not `exports`
+    # Properties of a module-level object are named by it.
+    assert starts["handlers.onOpen"] == 7 and starts["handlers.on-close"] == 8
+    assert starts["View.handleClick"] == 11 and starts["View.#hidden"] == 12
+
+
+JS_MODULE = """\
+var createBaseEach = require('./_createBaseEach'),
+    baseForOwn = require('./_baseForOwn');
+
+var baseEach = createBaseEach(baseForOwn);
+
+export const routes = ['/', '/about'];
+
+function render() {
+  const local = routes.length;
+  return local;
+}
+
+module.exports = baseEach;
+"""
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+def test_a_javascript_modules_own_values_are_definitions(chunker: Chunker,
+                                                          language: str) -> None:
+    tiny = Chunker(chunker.count_tokens, 30, target_tokens=5)
+    chunks = tiny.chunk("baseEach.js", JS_MODULE, language)
+    assert_well_formed(chunks, JS_MODULE, chunker.count_tokens, 30)
+    by_start = {c.start_line: c.symbol for c in chunks}
+    assert by_start[4] == "baseEach" and by_start[6] == "routes" and by_start[8] == "render"
+    # Imports, locals and the export line define nothing.
+    assert by_start[1] is None and by_start[13] is None
+    assert not any("local" in (c.symbol or "") for c in chunks)
+
+
+C_MACROS = """\
+#include <string.h>
+
+#define HASH_LOG 12
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static int clamp(int v) {
+    return MIN(v, 1 << HASH_LOG);
+}
+"""
+
+
+def test_c_macros_are_definitions(chunker: Chunker) -> None:
+    tiny = Chunker(chunker.count_tokens, 30, target_tokens=5)
+    chunks = tiny.chunk("hash.c", C_MACROS, "c")
+    assert_well_formed(chunks, C_MACROS, chunker.count_tokens, 30)
+    by_start = {c.start_line: c.symbol for c in chunks}
+    assert by_start[3] == "HASH_LOG" and by_start[5] == "MIN" and by_start[7] == "clamp"
+    assert by_start[1] is None  # an include defines nothing
+
+
 def test_fallback_cuts_at_blank_lines(chunker: Chunker) -> None:
     paragraphs = [" ".join(f"word{p}_{w}" for w in range(60)) for p in range(12)]
     text = "\n\n".join(paragraphs) + "\n"

@@ -51,8 +51,8 @@ def test_asked_roles() -> None:
 
 
 def cand(cid: int, path: str, start: int, end: int, score: float,
-         symbols: tuple[str, ...] = ()) -> Candidate:
-    return Candidate(cid, path, start, end, symbols, score)
+         symbols: tuple[str, ...] = (), language: str | None = None) -> Candidate:
+    return Candidate(cid, path, start, end, symbols, score, language)
 
 
 def test_secondary_code_goes_below_source_unless_asked() -> None:
@@ -66,6 +66,30 @@ def test_secondary_code_goes_below_source_unless_asked() -> None:
     demoted = rerank("retry", [cand(1, "tests/test_retry.py", 1, 9, 0.9)])[0]
     assert demoted.score == pytest.approx(0.9 * SECONDARY_FACTOR)
     assert demoted.rules == {"secondary:test": pytest.approx(0.9 * SECONDARY_FACTOR - 0.9)}
+
+
+def test_a_files_definitions_come_before_its_chunks_that_define_nothing() -> None:
+    # In languages whose definitions the chunker names, a module's imports (no symbol) that
+    # outscore its function trade places with it; the other file keeps its place.
+    for language in ("python", "javascript", "c", "java"):
+        got = rerank("flatten a nested list", [
+            cand(1, "a.py", 1, 3, 0.9, (), language),
+            cand(2, "o.py", 1, 9, 0.8, ("other",), language),
+            cand(3, "a.py", 5, 20, 0.6, ("flatten_deep",), language),
+        ])
+        assert [c.id for c in got] == [3, 2, 1], language
+        assert got[0].score == pytest.approx(0.9) and got[2].score == pytest.approx(0.6)
+        assert got[0].rules == {"definitions_first": pytest.approx(0.3)}
+        assert got[2].rules == {"definitions_first": pytest.approx(-0.3)}
+    # A file found only through a chunk that defines nothing is not pushed down.
+    alone = rerank("q", [cand(1, "a.py", 1, 3, 0.9, (), "python"),
+                         cand(2, "b.py", 5, 20, 0.6, ("f",), "python")])
+    assert [c.id for c in alone] == [1, 2] and not alone[0].rules
+    # Where chunks never carry a symbol (no grammar, or the language unknown) nothing changes.
+    for language in ("plaintext", None):
+        got = rerank("q", [cand(1, "a.cfg", 1, 3, 0.9, (), language),
+                           cand(2, "a.cfg", 5, 20, 0.6, ("x",), language)])
+        assert [c.id for c in got] == [1, 2] and not got[0].rules
 
 
 def test_a_file_with_several_strong_chunks_is_lifted_when_asked() -> None:

@@ -7,3 +7,5 @@
 (internal_module name: (_) @name) @def
 (function_signature name: (identifier) @name) @def
 (abstract_method_signature name: (_) @name) @def
+(public_field_definition name: [(property_identifier) (private_property_identifier)] @name
+  value: [(arrow_function) (function_expression)]) @def

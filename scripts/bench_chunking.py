@@ -242,10 +242,10 @@ def speed_inputs(lines: int) -> dict[str, tuple[str, str]]:
 
 def indexer_counting(embedder: coarch.Embedder, lines: int, rounds: int) -> dict[str, Any]:
     """The indexer's chunker (tokens of the model's form of the text, identifiers split; a
-    file's lines counted in one call: coarch.indexer.new_chunker) against the same counting
+    file's lines counted in one call: coarch.pipeline.new_chunker) against the same counting
     one line at a time: best CPU seconds of a round over every language's input."""
     from coarch.identifiers import model_text
-    from coarch.indexer import new_chunker
+    from coarch.pipeline import new_chunker
 
     def count_model_tokens(text: str) -> int:
         return embedder.count_tokens(model_text(text))

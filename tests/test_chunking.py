@@ -442,7 +442,7 @@ def test_a_path_longer_than_the_model_input_keeps_its_file_name(
 
 def test_counting_a_files_lines_in_one_call_changes_no_chunk(embedder: coarch.Embedder) -> None:
     from coarch.identifiers import model_text
-    from coarch.indexer import new_chunker
+    from coarch.pipeline import new_chunker
 
     def count_model_tokens(text: str) -> int:
         return embedder.count_tokens(model_text(text))

@@ -11,30 +11,41 @@ when something the index covers changed; changes to ignored files cost that comp
 Memory stays bounded over hours: one Embedder (and its MemoryManager) is loaded once and lent
 to every run, and each run opens and closes its own store. When another process holds the
 index lock the batch is kept and retried on the next batch or timeout.
+
+Stopping: the first Ctrl-C or SIGTERM stops the watch, and a run in progress after committing
+the batch in hand (the run is in a worker thread, so the signal is never the indexer's to
+swallow: one that came after the run's last check would otherwise be lost with the run
+finished); then `run` raises IndexingInterrupted or IndexingTerminated (exit 130 or 143, as
+`coarch index`). A second signal stops at once (KeyboardInterrupt).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coarch.discovery import check_root
-from coarch.errors import IndexLockedError
+from coarch.errors import IndexingInterrupted, IndexingTerminated, IndexLockedError
 from coarch.freshness import discovery_options, pending_changes
 from coarch.index import Index
 from coarch.location import DB_FILE
 from coarch.store import Store
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from watchfiles import Change
 
     from coarch.embedder import Embedder
+    from coarch.indexer import IndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +90,33 @@ class Watcher:
             self.index_dir = index.index_dir
         self._embedder: Embedder | None = None
         self._dirty = False
+        self._stop = threading.Event()  # run's: set to stop the watch and a run in progress
 
     def run(self, stop: threading.Event | None = None, ready: threading.Event | None = None
             ) -> None:
-        """Brings the index up to date, then follows changes until `stop` is set (or Ctrl-C:
-        KeyboardInterrupt, or IndexingInterrupted during a run). `ready` is set once the
-        watch is in place."""
+        """Brings the index up to date, then follows changes until `stop` is set (returns) or,
+        in the main thread, Ctrl-C or SIGTERM (raises IndexingInterrupted or
+        IndexingTerminated once the run in hand is committed; see the module docstring).
+        `ready` is set once the watch is in place."""
+        self._stop = stop or threading.Event()
+        with _stop_on_signals(self._stop) as signalled:
+            self._follow(ready)
+        if signalled:
+            word = "terminated" if signalled[0] == signal.SIGTERM else "interrupted"
+            error = IndexingTerminated if signalled[0] == signal.SIGTERM else IndexingInterrupted
+            raise error(f"{word}; the index holds every change committed before the stop",
+                        hint=f"run `coarch watch {self.root}` again to go on")
+
+    def _follow(self, ready: threading.Event | None) -> None:
         import watchfiles
 
         self.update(notifications=0)
+        if self._stop.is_set():
+            return
         watch_filter = _Filter(self.index_dir)
         changes = watchfiles.watch(
             self.root, watch_filter=watch_filter, debounce=self.debounce_ms, step=self.step_ms,
-            stop_event=stop, rust_timeout=RETRY_MS, yield_on_timeout=True,
+            stop_event=self._stop, rust_timeout=RETRY_MS, yield_on_timeout=True,
             raise_interrupt=True)
         if ready is not None:
             ready.set()
@@ -99,6 +124,8 @@ class Watcher:
         # batch or timeout, for what changed in between.
         self._dirty = True
         for batch in changes:
+            if self._stop.is_set():
+                return
             if batch or self._dirty:
                 self.update(notifications=len(batch))
 
@@ -113,12 +140,16 @@ class Watcher:
                 return self._report(WatchUpdate(notifications, 0, 0, 0, 0,
                                                 time.monotonic() - t0))
             try:
-                summary = index.build(embedder=self._embedder_for(index))
+                summary = self._build(index)
             except IndexLockedError as exc:
                 self._dirty = True
                 log.warning("%s; will retry", exc)
                 return self._report(WatchUpdate(notifications, changed, 0, 0, 0,
                                                 time.monotonic() - t0, exc.pid or -1))
+            except IndexingInterrupted:
+                if not self._stop.is_set():
+                    raise
+                return WatchUpdate(notifications, changed, 0, 0, 0, time.monotonic() - t0)
         self._dirty = False
         update = WatchUpdate(notifications, changed, summary.files_indexed + summary.files_copied,
                              summary.files_removed, summary.chunks_embedded,
@@ -127,6 +158,26 @@ class Watcher:
                  changed, update.files_indexed, update.files_removed, update.chunks_embedded,
                  update.seconds)
         return self._report(update)
+
+    def _build(self, index: Index) -> IndexSummary:
+        """An incremental run of `index` in a worker thread, stopped by the watch's stop event;
+        the calling (main) thread waits, free to take signals."""
+        embedder = self._embedder_for(index)
+        outcome: list[IndexSummary | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(index.build(embedder=embedder, stop=self._stop))
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+                outcome.append(exc)
+
+        # A daemon: a second signal (stop at once) must not wait for it at exit.
+        worker = threading.Thread(target=work, name="coarch-watch-run", daemon=True)
+        worker.start()
+        worker.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def _changed_files(self, index: Index) -> int:
         """Files new, changed or deleted by the index's own listing; every file counts as
@@ -162,6 +213,31 @@ class Watcher:
         if self.on_update is not None:
             self.on_update(update)
         return update
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """In the main thread, the first SIGINT or SIGTERM sets `stop` (the list yielded then
+    holds the signal) and a second raises KeyboardInterrupt; elsewhere, nothing."""
+    signalled: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield signalled
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signalled:
+            raise KeyboardInterrupt
+        signalled.append(signum)
+        stop.set()
+        log.warning("%s: committing the work in hand, then stopping (again to stop at once)",
+                    "terminated" if signum == signal.SIGTERM else "interrupted")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield signalled
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Filter:

@@ -15,7 +15,9 @@
 
 The tree is real: --files files of the standard library (several copies when it has fewer),
 indexed by `coarch index` first (a 50,000-chunk tree takes a long time to embed on a small
-machine: the sizes are options, and the JSON records the ones used).
+machine: the sizes are options, and the JSON records the ones used). With --work, a tree
+already there is reused as it is and its index only brought up to date. The load average
+is recorded before and after each phase: the machine may be shared.
 
     .venv/bin/python scripts/bench_mcp.py --files 60 --queries 100 --edits 20 --watch-seconds 60
 """
@@ -60,6 +62,10 @@ def make_tree(root: Path, files: int) -> int:
         shutil.copyfile(src, root / rel)
         copied += src.stat().st_size
     return copied
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
@@ -232,6 +238,14 @@ def watch_phase(root: Path, index_dir: Path, edits: int, seconds: float) -> dict
             "edits_missed": missed, "rss": rss}
 
 
+def with_load(phase: Any) -> dict[str, Any]:
+    """A phase's figures plus the load average before and after it."""
+    before = load_average()
+    out: dict[str, Any] = phase()
+    out["load_average"] = {"before": before, "after": load_average()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--files", type=int, default=60, help="files in the tree (default 60)")
@@ -252,22 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     root, index_dir = work / "repo", work / "index"
     root.mkdir(parents=True, exist_ok=True)
     try:
-        size = make_tree(root, args.files)
+        size = (make_tree(root, args.files) if not any(root.iterdir())
+                else sum(p.stat().st_size for p in root.rglob("*.py")))
         t = time.perf_counter()
         with coarch.Index(root, index_dir=index_dir) as index:
             summary = index.build()
         built = {"files": summary.files_total, "bytes": size, "chunks": summary.chunks_total,
                  "index_seconds": round(time.perf_counter() - t, 1)}
         print(f"bench_mcp: indexed {built}", file=sys.stderr)
-        load_before = os.getloadavg()
-        mcp = anyio.run(mcp_phase, root, index_dir, args.queries)
-        mcp["load_average"] = {"before": [round(x, 2) for x in load_before],
-                               "after": [round(x, 2) for x in os.getloadavg()]}
+        mcp = with_load(lambda: anyio.run(mcp_phase, root, index_dir, args.queries))
         print(f"bench_mcp: mcp {mcp}", file=sys.stderr)
-        inprocess = inprocess_phase(root, index_dir, min(args.queries, 100))
+        inprocess = with_load(lambda: inprocess_phase(root, index_dir, min(args.queries, 100)))
         print(f"bench_mcp: in-process {inprocess}", file=sys.stderr)
-        watch = (None if args.no_watch
-                 else watch_phase(root, index_dir, args.edits, args.watch_seconds))
+        watch = (None if args.no_watch else with_load(
+            lambda: watch_phase(root, index_dir, args.edits, args.watch_seconds)))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

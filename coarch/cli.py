@@ -379,7 +379,7 @@ def format_status(s: dict[str, Any]) -> list[str]:
 # ---- coarch search -------------------------------------------------------------------------------
 
 def add_search_parser(sub: Any) -> None:
-    from coarch.search import DEFAULT_K, MAX_K, MODES
+    from coarch.search_options import DEFAULT_K, MAX_K, MODES
 
     p = sub.add_parser(
         "search", help="search an index by meaning and by keyword",

@@ -46,6 +46,7 @@ from coarch._version import __version__
 from coarch.discovery import check_root
 from coarch.errors import CoarchError, IndexingInterrupted, IndexNotFoundError
 from coarch.location import DB_FILE, resolve_index_dir
+from coarch.search_options import DEFAULT_K, MAX_K
 
 if TYPE_CHECKING:
     from coarch.index import Index
@@ -58,10 +59,6 @@ SERVER_NAME = "coarch"
 PROGRESS_INTERVAL = 0.25
 # Seconds after the handshake at which the model loads when the client has not listed tools.
 HANDSHAKE_GRACE = 1.0
-# coarch.search's DEFAULT_K and MAX_K (checked by the tests): importing coarch.search here would
-# put numpy and the store before the server's first answer.
-DEFAULT_K = 10
-MAX_K = 1000
 
 
 # ---- schemas ------------------------------------------------------------------------------------

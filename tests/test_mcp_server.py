@@ -176,6 +176,18 @@ def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
     assert (mcp_server.DEFAULT_K, mcp_server.MAX_K) == (search.DEFAULT_K, search.MAX_K)
 
 
+def test_the_cli_parser_loads_nothing_heavy() -> None:
+    import subprocess
+
+    # `coarch mcp` builds every subcommand's parser before the server answers `initialize`.
+    probe = ("import sys, coarch.cli; coarch.cli.build_parser(); "
+             "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.search', 'coarch.store')"
+             " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO)}, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_many_changes_answer_at_once_and_count_stale_files(indexed: tuple[Path, Path]) -> None:
     root, index_dir = indexed
     for i in range(3):

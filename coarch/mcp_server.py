@@ -165,11 +165,14 @@ class CoarchService:
             freshness=FreshnessOut(**freshness.as_dict()))
 
     def warm(self) -> None:
-        """Loads the model and opens the index (a first search pays nothing more)."""
+        """Loads the model, opens the index and makes the first freshness check (re-indexing
+        a few changed files, as a search would): a first search that comes once the check
+        found the index fresh lists no files."""
         if not (self.index_dir / DB_FILE).is_file():
             return
         with self._search_lock:
-            self._searching_index().search("warm up", k=1, refresh=False)
+            self._searching_index().search("warm up", k=1,
+                                           refresh_max_files=self.refresh_max_files)
 
     def _no_index_message(self, exc: CoarchError) -> str:
         return (f"{exc.message}; call the `index` tool to build it (progress is reported), or "

@@ -40,7 +40,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from coarch._version import __version__
 from coarch.discovery import check_root
@@ -87,7 +87,19 @@ class FreshnessOut(BaseModel):
         "nothing changed since the last listing found the index fresh)"))
 
 
+def _inline_parts(schema: dict[str, Any]) -> None:
+    """SearchOut's JSON schema with the hit and freshness schemas written in place, not as
+    `$ref`s: a client validates every result against it (the SDK's client does, with
+    jsonschema), and resolving the references was most of that cost (about 1.8 -> 1.0 ms
+    per 10-hit result, measured on this project's 2-core machine)."""
+    properties = schema["properties"]
+    properties["hits"]["items"] = HitOut.model_json_schema()
+    properties["freshness"] = FreshnessOut.model_json_schema()
+
+
 class SearchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_inline_parts)
+
     root: str
     query: str
     mode: str
@@ -159,9 +171,12 @@ class CoarchService:
             except IndexNotFoundError as exc:
                 raise ToolError(self._no_index_message(exc)) from None
             freshness = index.freshness
+        # Fields read one by one: Hit.to_dict (dataclasses.asdict) deep-copies every value.
         return SearchOut(
             root=str(self.root), query=query, mode=mode,
-            hits=[HitOut(**hit.to_dict()) for hit in hits if inside_root(hit.path)],
+            hits=[HitOut(path=h.path, start_line=h.start_line, end_line=h.end_line,
+                         score=h.score, language=h.language, symbol=h.symbol,
+                         snippet=h.snippet) for h in hits if inside_root(h.path)],
             freshness=FreshnessOut(**freshness.as_dict()))
 
     def warm(self) -> None:
@@ -238,8 +253,8 @@ def check_glob(glob: str) -> None:
 
 
 def inside_root(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return not pure.is_absolute() and ".." not in pure.parts
+    """Whether a hit's POSIX path, relative to the root, stays inside it."""
+    return not path.startswith("/") and ".." not in path.split("/")
 
 
 # ---- the MCP server ------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def add_watch_parser(sub: Any) -> None:
         description="Index the repository, then follow file changes and re-index what changed "
                     "(debounced: a burst of changes such as a branch switch is one batch; "
                     "ignored files are left alone, as by `coarch index`). One line per batch on "
-                    "stdout (JSON Lines with --json). Stop with Ctrl-C.",
+                    "stdout (JSON Lines with --json). Ctrl-C or SIGTERM stops it after "
+                    "committing the batch in hand (exit 130 or 143).",
         epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", nargs="?", default=".", metavar="PATH",
                    help="folder to watch (default: the current folder)")

@@ -158,6 +158,10 @@ class IndexOptions:
     precision: str | None = None
     # read, chunk and embed on a Ray cluster (coarch.distributed); None: in this process
     ray: RayOptions | None = None
+    # False: leave the FAISS file behind the store (a search scans the chunks it lacks from
+    # SQLite); rewriting a flat file costs seconds at 50,000 chunks, which `coarch watch`
+    # pays once changes pause instead of after every batch
+    write_vectors: bool = True
 
     def __post_init__(self) -> None:
         check_max_file_size(self)
@@ -491,7 +495,7 @@ class Indexer:
             if dropped:
                 log.debug("dropped %d cached vectors no chunk uses", dropped)
         dim = store.get_meta("dim")
-        if dim:
+        if dim and opts.write_vectors:
             stale = faiss_file.freshness(store, self.index_dir)
             if stale is not None:
                 self._progress("writing vectors")

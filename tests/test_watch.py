@@ -136,3 +136,28 @@ def test_sigterm_during_a_run_commits_and_exits_143(tmp_path: Path) -> None:
     with coarch.Index(root, index_dir=index_dir) as index:
         assert index.status()["last_run"]["state"] in ("ok", "interrupted")
         assert index.build().files_total == 41
+
+
+def test_vectors_file_is_written_once_changes_pause(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "app.py").write_text("def start_server(port):\n    return port\n")
+    index_dir = tmp_path / "index"
+    watch = WatchProcess(root, index_dir)
+    try:
+        watch.next_update(timeout=60)
+        watch.next_update()
+        (root / "app.py").write_text("def start_server(port):\n    return port\n\n"
+                                     "def polish_the_brass_lamp(lamp):\n    return lamp\n")
+        watch.wait_for(lambda u: u["files_indexed"] == 1)
+        with coarch.Index(root, index_dir=index_dir) as index:
+            # Left behind by the batch, yet the new chunk is found by meaning.
+            assert index.status()["faiss"]["state"] != "fresh"
+            hits = index.search("polish the brass lamp", k=1, mode="semantic", refresh=False)
+            assert "polish_the_brass_lamp" in hits[0].snippet
+        watch.wait_for(lambda u: u["notifications"] == 0 and u["files_changed"] == 0)
+        with coarch.Index(root, index_dir=index_dir) as index:
+            assert index.status()["faiss"]["state"] == "fresh"
+    finally:
+        watch.proc.send_signal(signal.SIGTERM)
+        watch.proc.wait(timeout=30)

@@ -209,8 +209,12 @@ class Watch:
         self.proc.wait(timeout=30)
 
 
+# Names of one run's edits: a tree reused from an earlier run holds that run's markers.
+RUN_TAG = f"{os.getpid()}_{int(time.time())}"
+
+
 def edit(root: Path, n: int) -> str:
-    name = f"bench_edit_marker_{n}"
+    name = f"bench_edit_marker_{RUN_TAG}_{n}"
     path = root / "edits" / f"edit_{n % 5}.py"
     path.parent.mkdir(exist_ok=True)
     with path.open("a") as fh:

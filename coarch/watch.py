@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -103,6 +105,7 @@ class Watcher:
         self._stop = threading.Event()  # run's: set to stop the watch and a run in progress
         self._vectors_written = float("-inf")  # monotonic time of the last FAISS write
         self._vectors_behind = False  # a batch left the FAISS file behind the store
+        self._worker = _Worker()
 
     def run(self, stop: threading.Event | None = None, ready: threading.Event | None = None
             ) -> None:
@@ -190,27 +193,14 @@ class Watcher:
         FAISS file is left behind (see VECTORS_MAX_AGE)."""
         embedder = self._embedder_for(index)
         settings = dataclasses.replace(index.options, write_vectors=write_vectors)
-        outcome: list[IndexSummary | BaseException] = []
         started = time.monotonic()
-
-        def work() -> None:
-            try:
-                outcome.append(index.build(embedder=embedder, stop=self._stop,
-                                           settings=settings))
-            except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
-                outcome.append(exc)
-
-        # A daemon: a second signal (stop at once) must not wait for it at exit.
-        worker = threading.Thread(target=work, name="coarch-watch-run", daemon=True)
-        worker.start()
-        worker.join()
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
+        summary: IndexSummary = self._worker.call(functools.partial(
+            index.build, embedder=embedder, stop=self._stop, settings=settings))
         if write_vectors:
             self._vectors_written, self._vectors_behind = started, False
         else:
             self._vectors_behind = True
-        return outcome[0]
+        return summary
 
     def _changed_files(self, index: Index) -> int:
         """Files new, changed or deleted by the index's own listing; every file counts as
@@ -246,6 +236,39 @@ class Watcher:
         if self.on_update is not None:
             self.on_update(update)
         return update
+
+
+class _Worker:
+    """One daemon thread that runs the watcher's builds in turn while the caller waits, free
+    to take signals. One for the watcher's life: a thread started for each build left about
+    12 KB behind (per-thread state of the libraries), 40 MiB an hour at an edit a second. A
+    daemon, so that a second signal (stop at once) does not wait for it at exit."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[tuple[bool, Any]]]] = (
+            queue.Queue())
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """fn() in the worker thread: its result, or its exception raised here."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="coarch-watch-run",
+                                            daemon=True)
+            self._thread.start()
+        done: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+        self._jobs.put((fn, done))
+        ok, value = done.get()
+        if not ok:
+            raise value
+        return value
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._jobs.get()
+            try:
+                done.put((True, fn()))
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+                done.put((False, exc))
 
 
 @contextlib.contextmanager

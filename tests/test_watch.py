@@ -83,6 +83,21 @@ def test_edit_under_watch_is_found_by_search(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
 
 
+def _live_watch(tmp_path: Path) -> tuple[Path, Path, WatchProcess]:
+    """(root, index folder, watch) on a one-file tree, once its notifications are live."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "app.py").write_text("def start_server(port):\n    return port\n")
+    watch = WatchProcess(root, tmp_path / "index")
+    try:
+        watch.next_update(timeout=60)  # the catch-up
+        watch.next_update()  # the check once the notifications are live
+    except BaseException:
+        watch.proc.kill()
+        raise
+    return root, tmp_path / "index", watch
+
+
 def _terminate(watch: WatchProcess, within: float) -> tuple[int, str]:
     """SIGTERM; the exit code (the process must be gone within `within` seconds) and stderr."""
     watch.proc.send_signal(signal.SIGTERM)
@@ -96,16 +111,7 @@ def _terminate(watch: WatchProcess, within: float) -> tuple[int, str]:
 
 
 def test_sigterm_stops_an_idle_watch_with_143(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "app.py").write_text("def start_server(port):\n    return port\n")
-    watch = WatchProcess(root, tmp_path / "index")
-    try:
-        watch.next_update(timeout=60)  # the catch-up
-        watch.next_update()  # the check once the notifications are live
-    except BaseException:
-        watch.proc.kill()
-        raise
+    _root, _index_dir, watch = _live_watch(tmp_path)
     code, stderr = _terminate(watch, within=10)
     assert code == EXIT_TERMINATED, stderr
     assert "coarch: terminated; the index holds every change committed" in stderr
@@ -113,14 +119,8 @@ def test_sigterm_stops_an_idle_watch_with_143(tmp_path: Path) -> None:
 
 
 def test_sigterm_during_a_run_commits_and_exits_143(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "app.py").write_text("def start_server(port):\n    return port\n")
-    index_dir = tmp_path / "index"
-    watch = WatchProcess(root, index_dir)
+    root, index_dir, watch = _live_watch(tmp_path)
     try:
-        watch.next_update(timeout=60)
-        watch.next_update()
         for i in range(40):  # a batch that takes a while to embed
             body = "".join(f"def handler_{i}_{j}(request):\n    return request.path + "
                            f"'{i}-{j}'\n\n" for j in range(30))
@@ -139,14 +139,8 @@ def test_sigterm_during_a_run_commits_and_exits_143(tmp_path: Path) -> None:
 
 
 def test_vectors_file_is_written_once_changes_pause(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "app.py").write_text("def start_server(port):\n    return port\n")
-    index_dir = tmp_path / "index"
-    watch = WatchProcess(root, index_dir)
+    root, index_dir, watch = _live_watch(tmp_path)
     try:
-        watch.next_update(timeout=60)
-        watch.next_update()
         (root / "app.py").write_text("def start_server(port):\n    return port\n\n"
                                      "def polish_the_brass_lamp(lamp):\n    return lamp\n")
         watch.wait_for(lambda u: u["files_indexed"] == 1)

@@ -114,7 +114,7 @@ def add_watch_parser(sub: Any) -> None:
         Index the repository, then follow file changes and re-index what changed (debounced:
         a burst of changes such as a branch switch is one batch; ignored files are left
         alone, as by `coarch index`). One line per batch on stdout (JSON Lines with --json).
-        Stop with Ctrl-C.""")
+        Ctrl-C or SIGTERM stops it after committing the batch in hand (exit 130 or 143).""")
     p.add_argument("path", nargs="?", default=".", metavar="PATH",
                    help="folder to watch (default: the current folder)")
     add_shared(p, "--index", "--model", "--memory-limit", "--profile", "--threads")

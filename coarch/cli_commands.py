@@ -207,7 +207,7 @@ def run_status(args: argparse.Namespace) -> int:
 # ---- coarch search -------------------------------------------------------------------------------
 
 def add_search_parser(sub: Any) -> None:
-    from coarch.search import DEFAULT_K, MAX_K, MODES
+    from coarch.search_options import DEFAULT_K, MAX_K, MODES
 
     p = add_command(sub, "search", "search an index by meaning and by keyword", """
         Search the index of the repository you are in (or --index DIR). The default hybrid

@@ -97,6 +97,7 @@ class Index:
         self.freshness = Freshness("unknown", reason="no search yet")
         self._gate: ChangeGate | None = None  # set by follow_changes
         self._follow_failed = False
+        self._searched = False  # a refreshing search was made: the next one follows changes
 
     # ---- building ----------------------------------------------------------------------------
 
@@ -306,12 +307,18 @@ class Index:
 
         With `refresh`, files changed since the index was built are re-indexed first when
         they are at most `refresh_max_files` (default: $COARCH_REFRESH_MAX_FILES, else 20);
-        `self.freshness` then says how fresh the answer is (see coarch.freshness)."""
+        `self.freshness` then says how fresh the answer is (see coarch.freshness). From its
+        second such search on, the Index follows changes (follow_changes) until close()."""
         from coarch.search import Searcher
 
         if not (self.index_dir / DB_FILE).is_file():
             raise IndexNotFoundError(f"no index for {self.root}",
                                      hint=f"run `coarch index {self.root}` first")
+        if refresh:
+            # One search (a `coarch search` process) never pays for the watches.
+            if self._searched:
+                self.follow_changes()
+            self._searched = True
         self.freshness = (ensure_fresh(self, refresh_max_files, self._gate) if refresh
                           else Freshness("unknown", reason="not checked"))
         if self._searcher is None:

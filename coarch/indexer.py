@@ -83,6 +83,10 @@ class IndexOptions:
     precision: str | None = None
     # read, chunk and embed on a Ray cluster (coarch.distributed); None: in this process
     ray: RayOptions | None = None
+    # False: leave the FAISS file behind the store (a search scans the chunks it lacks from
+    # SQLite); rewriting a flat file costs seconds at 50,000 chunks, which `coarch watch`
+    # pays once changes pause instead of after every batch
+    write_vectors: bool = True
 
     def __post_init__(self) -> None:
         check_max_file_size(self.max_file_size, self.memory_limit_mb, self.profile)
@@ -385,7 +389,7 @@ class Indexer:
     def _sync_vectors(self) -> None:
         """Brings the FAISS file up to date with the store (coarch.vectors)."""
         dim = self.store.get_meta("dim")
-        if not dim:
+        if not dim or not self.options.write_vectors:
             return
         stale = faiss_file.freshness(self.store, self.index_dir)
         if stale is not None:

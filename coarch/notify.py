@@ -122,6 +122,11 @@ class ChangeNotifier:
             self._fd = -1
         self._folders.clear()
 
+    def __del__(self) -> None:
+        # An owner dropped without close() (an Index never closed) must not leak the fd.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
     # -- internals --
 
     def _handle(self, data: bytes) -> bool:

@@ -39,6 +39,7 @@ from coarch.fusion import Ranked, fusion_for, query_kind
 from coarch.hit import Hit
 from coarch.identifiers import model_text, parse_identifier, query_terms
 from coarch.rerank import RERANK_DEPTH, Candidate, rerank
+from coarch.search_options import DEFAULT_K, MAX_K, MODES
 from coarch.store import ChunkRow, Store, corruption_reported
 from coarch.vectors import VectorIndex
 
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("hybrid", "semantic", "keyword")
-DEFAULT_K = 10
-MAX_K = 1000
 
 # Depth of each ranked list fused in hybrid mode: deep enough that a chunk ranked well by one
 # retriever and moderately by the other is found, shallow enough to stay cheap.

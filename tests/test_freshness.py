@@ -165,6 +165,28 @@ def test_followed_index_lists_nothing_until_a_file_changes(repo: tuple[Path, Pat
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_index_follows_changes_from_its_second_search(repo: tuple[Path, Path]) -> None:
+    root, index_dir = repo
+    index = coarch.Index(root, index_dir=index_dir)
+    listed = []
+    for query in ("open_socket", "run_migrations", "open_socket"):
+        index.search(query, k=1)
+        listed.append((index.freshness.state, index.freshness.listed))
+    assert listed == [("fresh", True), ("fresh", True), ("fresh", False)]
+    (root / "src" / "net.py").write_text("def open_socket(host, port):\n    return port\n")
+    index.search("open_socket", k=1)
+    assert (index.freshness.state, index.freshness.listed) == ("refreshed", True)
+    notifier = index._gate.notifier if index._gate else None
+    index.close()
+    assert notifier is not None and not notifier.active  # the watches go with the Index
+    # Searches without the check never start following.
+    with coarch.Index(root, index_dir=index_dir) as once:
+        for _ in range(3):
+            once.search("open_socket", k=1, refresh=False)
+        assert once._gate is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 def test_followed_index_still_lists_now_and_then(repo: tuple[Path, Path],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from coarch import freshness

@@ -162,6 +162,22 @@ def test_warm_searches_list_no_files_until_one_changes(indexed: tuple[Path, Path
     run(server_params(root, index_dir), scenario)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
+def test_warm_up_makes_the_first_check_so_the_first_search_lists_nothing(
+        indexed: tuple[Path, Path]) -> None:
+    from coarch.mcp_server import CoarchService
+
+    root, index_dir = indexed
+    service = CoarchService(root, index_dir)
+    try:
+        service.warm()
+        got = service.search("parse_config", 10, "hybrid", None, None)
+        assert (got.freshness.state, got.freshness.listed) == ("fresh", False)
+        assert got.hits[0].path == "src/config.py"
+    finally:
+        service.close()
+
+
 def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
     import subprocess
 
@@ -174,6 +190,18 @@ def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
                          env={"PYTHONPATH": str(REPO)}, check=True).stdout
     assert out.strip() == "[]"
     assert (mcp_server.DEFAULT_K, mcp_server.MAX_K) == (search.DEFAULT_K, search.MAX_K)
+
+
+def test_the_cli_parser_loads_nothing_heavy() -> None:
+    import subprocess
+
+    # `coarch mcp` builds every subcommand's parser before the server answers `initialize`.
+    probe = ("import sys, coarch.cli; coarch.cli.build_parser(); "
+             "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.search', 'coarch.store')"
+             " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO)}, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_many_changes_answer_at_once_and_count_stale_files(indexed: tuple[Path, Path]) -> None:

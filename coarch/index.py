@@ -1,8 +1,8 @@
 """The public `coarch.Index`: build and inspect the index of one repository.
 
-    >>> with coarch.Index("/path/to/repo") as index:
-    ...     summary = index.build()
-    ...     index.status()["chunks"]
+>>> with coarch.Index("/path/to/repo") as index:
+...     summary = index.build()
+...     index.status()["chunks"]
 """
 
 from __future__ import annotations
@@ -29,15 +29,7 @@ from coarch.freshness import (
     ensure_fresh,
     pending_changes,
 )
-from coarch.indexer import (
-    Indexer,
-    IndexOptions,
-    IndexSummary,
-    LoadedModel,
-    RunPlan,
-    load_model,
-    plan_run,
-)
+from coarch.indexer import Indexer, IndexOptions, IndexSummary
 from coarch.location import (
     DB_FILE,
     INDEX_DIR_ENV,
@@ -50,6 +42,7 @@ from coarch.location import (
 from coarch.locking import IndexLock, holder
 from coarch.progress import ProgressCallback, pressure_name
 from coarch.registry import remember
+from coarch.run_plan import LoadedModel, RunPlan, load_model, plan_run
 from coarch.store import Store, corruption_reported, move_aside
 
 if TYPE_CHECKING:
@@ -75,8 +68,12 @@ class Index:
     user cache folder keyed by the repository's real path) is where the index lives. The other
     keywords are the settings of `build` (see IndexOptions)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None,
-                 index_dir: str | os.PathLike[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        index_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
         self.options = IndexOptions(**options)
         if path is not None:
             self.root = Path(os.path.realpath(Path(path).expanduser()))
@@ -101,9 +98,15 @@ class Index:
 
     # ---- building ----------------------------------------------------------------------------
 
-    def build(self, progress: ProgressCallback | None = None, *, full: bool | None = None,
-              stop: threading.Event | None = None, settings: IndexOptions | None = None,
-              embedder: Embedder | None = None) -> IndexSummary:
+    def build(
+        self,
+        progress: ProgressCallback | None = None,
+        *,
+        full: bool | None = None,
+        stop: threading.Event | None = None,
+        settings: IndexOptions | None = None,
+        embedder: Embedder | None = None,
+    ) -> IndexSummary:
         """Indexes the folder (incrementally unless `full`). Raises UsageError for a bad path or
         an index folder holding files coarch did not create, IndexLockedError when another
         process is indexing into the same index, CorruptIndexError for a damaged index (which
@@ -118,9 +121,14 @@ class Index:
         remember(self.index_dir)
         return summary
 
-    def _build(self, progress: ProgressCallback | None, full: bool | None,
-               stop: threading.Event | None, settings: IndexOptions | None,
-               embedder: Embedder | None) -> IndexSummary:
+    def _build(
+        self,
+        progress: ProgressCallback | None,
+        full: bool | None,
+        stop: threading.Event | None,
+        settings: IndexOptions | None,
+        embedder: Embedder | None,
+    ) -> IndexSummary:
         root = check_root(self.root)
         options = settings or self.options
         if full is not None:
@@ -134,9 +142,17 @@ class Index:
                 lent = _lent_model(embedder, plan)
                 resumed = self._leftover_rebuild(plan)
                 if plan.rebuild is None and resumed is None:
-                    return Indexer(root, self.index_dir, store, options, progress,
-                                   plan=plan, model=lent, exclude=self._excluded(),
-                                   stop=stop).run()
+                    return Indexer(
+                        root,
+                        self.index_dir,
+                        store,
+                        options,
+                        progress,
+                        plan=plan,
+                        model=lent,
+                        exclude=self._excluded(),
+                        stop=stop,
+                    ).run()
                 if resumed is not None and plan.rebuild is None:
                     plan = dataclasses.replace(plan, rebuild=f"{resumed} (resumed)")
                 # A bad model fails here, before anything is written.
@@ -147,8 +163,17 @@ class Index:
                         store.reset(keep_vectors=False)
                         for key in ("model_id", "dim", "max_seq_length", "precision"):
                             store.set_meta(key, None)
-                    return Indexer(root, self.index_dir, store, options, progress, plan=plan,
-                                   model=model, exclude=self._excluded(), stop=stop).run()
+                    return Indexer(
+                        root,
+                        self.index_dir,
+                        store,
+                        options,
+                        progress,
+                        plan=plan,
+                        model=model,
+                        exclude=self._excluded(),
+                        stop=stop,
+                    ).run()
             except BaseException:
                 store.close()
                 raise
@@ -167,8 +192,9 @@ class Index:
             store = Store(self.index_dir)
         except CorruptIndexError as exc:
             kept = move_aside(self.index_dir)
-            log.warning("%s; rebuilding the index from scratch (the damaged file is kept as"
-                        " %s)", exc, kept)
+            log.warning(
+                "%s; rebuilding the index from scratch (the damaged file is kept as %s)", exc, kept
+            )
             return Store(self.index_dir)
         state = store.get_meta("last_run_state")
         if not full and state in (None, "ok"):
@@ -180,10 +206,16 @@ class Index:
         if not full:
             raise CorruptIndexError(
                 f"index database {store.path} is damaged: {problem}",
-                hint=f"`coarch index --full {self.root}` rebuilds it")
+                hint=f"`coarch index --full {self.root}` rebuilds it",
+            )
         kept = move_aside(self.index_dir)
-        log.warning("index database %s is damaged (%s); rebuilding the index from scratch"
-                    " (the damaged file is kept as %s)", store.path, problem, kept)
+        log.warning(
+            "index database %s is damaged (%s); rebuilding the index from scratch"
+            " (the damaged file is kept as %s)",
+            store.path,
+            problem,
+            kept,
+        )
         return Store(self.index_dir)
 
     def _leftover_rebuild(self, plan: RunPlan) -> str | None:
@@ -196,18 +228,26 @@ class Index:
         reason = None
         with contextlib.suppress(CoarchError), Store(folder, readonly=True) as old:
             meta = old.meta()
-            if (meta.get(REBUILD_KEY) and meta.get("model_id") == plan.model_id
-                    and meta.get("precision") == plan.precision):
+            if (
+                meta.get(REBUILD_KEY)
+                and meta.get("model_id") == plan.model_id
+                and meta.get("precision") == plan.precision
+            ):
                 reason = meta[REBUILD_KEY]
         if reason is None:
-            log.info("removing %s (an unfinished rebuild of another model or precision)",
-                     folder)
+            log.info("removing %s (an unfinished rebuild of another model or precision)", folder)
             shutil.rmtree(folder)
         return reason
 
-    def _rebuild_beside(self, root: Path, options: IndexOptions, plan: RunPlan,
-                        model: LoadedModel, progress: ProgressCallback | None,
-                        stop: threading.Event | None) -> IndexSummary:
+    def _rebuild_beside(
+        self,
+        root: Path,
+        options: IndexOptions,
+        plan: RunPlan,
+        model: LoadedModel,
+        progress: ProgressCallback | None,
+        stop: threading.Event | None,
+    ) -> IndexSummary:
         """Builds the whole index in the sibling rebuild folder, then swaps the two folders
         (atomically where the OS can) and removes the old one. The caller holds the index's
         lock; the rebuild folder's lock is held too, so that after the swap a second writer is
@@ -218,9 +258,18 @@ class Index:
             try:
                 with store.transaction():
                     store.set_meta(REBUILD_KEY, plan.rebuild)
-                summary = Indexer(root, folder, store, options, progress, plan=plan,
-                                  model=model, exclude=self._excluded(),
-                                  shown_dir=self.index_dir, stop=stop).run()
+                summary = Indexer(
+                    root,
+                    folder,
+                    store,
+                    options,
+                    progress,
+                    plan=plan,
+                    model=model,
+                    exclude=self._excluded(),
+                    shown_dir=self.index_dir,
+                    stop=stop,
+                ).run()
                 with store.transaction():
                     store.set_meta(REBUILD_KEY, None)  # complete: no longer a leftover
             finally:
@@ -236,8 +285,9 @@ class Index:
         """A read-only view of the committed index (shared; closed by close())."""
         if self._store is None:
             if not (self.index_dir / DB_FILE).is_file():
-                raise IndexNotFoundError(f"no index for {self.root}",
-                                         hint=f"run `coarch index {self.root}` first")
+                raise IndexNotFoundError(
+                    f"no index for {self.root}", hint=f"run `coarch index {self.root}` first"
+                )
             self._store = Store(self.index_dir, readonly=True)
         return self._store
 
@@ -254,7 +304,8 @@ class Index:
             if problem is not None:
                 raise CorruptIndexError(
                     f"index database {store.path} is damaged: {problem}",
-                    hint=f"`coarch index --full {meta.get('root') or 'PATH'}` rebuilds it")
+                    hint=f"`coarch index --full {meta.get('root') or 'PATH'}` rebuilds it",
+                )
         counts = store.counts()
         out: dict[str, Any] = {
             "root": meta.get("root", str(self.root)),
@@ -263,8 +314,7 @@ class Index:
             "model_id": meta.get("model_id"),
             "model_path": meta.get("model_path"),
             "dim": int(meta["dim"]) if meta.get("dim") else None,
-            "max_seq_length": int(meta["max_seq_length"]) if meta.get("max_seq_length")
-            else None,
+            "max_seq_length": int(meta["max_seq_length"]) if meta.get("max_seq_length") else None,
             "precision": store.precision(),
             "precision_reason": meta.get("precision_reason"),
             "size_bytes": _folder_size(self.index_dir),
@@ -286,8 +336,9 @@ class Index:
 
     def _pending(self, store: Store) -> dict[str, int] | None:
         """Files new, changed (by size or mtime) or deleted since the index was built."""
-        options = discovery_options(store, self.index_dir, self.options.max_file_size,
-                                    self.options.use_git)
+        options = discovery_options(
+            store, self.index_dir, self.options.max_file_size, self.options.use_git
+        )
         pending = pending_changes(Path(store.get_meta("root") or self.root), store, options)
         if pending is None:  # the folder is gone: nothing to compare with
             return None
@@ -295,10 +346,18 @@ class Index:
 
     # ---- searching (coarch.search) -----------------------------------------------------------
 
-    def search(self, query: str, k: int = 10, mode: str = "hybrid",
-               lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None, explain: bool = False, *,
-               refresh: bool = True, refresh_max_files: int | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "hybrid",
+        lang: str | Sequence[str] | None = None,
+        path: str | Sequence[str] | None = None,
+        explain: bool = False,
+        *,
+        refresh: bool = True,
+        refresh_max_files: int | None = None,
+    ) -> list[Hit]:
         """The `k` best chunks for `query`, best first, as `coarch.Hit`s. `mode` is "hybrid"
         (default), "semantic" or "keyword"; `lang` keeps those languages, `path` keeps paths
         matching its globs (.gitignore rules, "!glob" excludes); `explain` fills Hit.explain.
@@ -312,19 +371,22 @@ class Index:
         from coarch.search import Searcher
 
         if not (self.index_dir / DB_FILE).is_file():
-            raise IndexNotFoundError(f"no index for {self.root}",
-                                     hint=f"run `coarch index {self.root}` first")
+            raise IndexNotFoundError(
+                f"no index for {self.root}", hint=f"run `coarch index {self.root}` first"
+            )
         if refresh:
             # One search (a `coarch search` process) never pays for the watches.
             if self._searched:
                 self.follow_changes()
             self._searched = True
-        self.freshness = (ensure_fresh(self, refresh_max_files, self._gate) if refresh
-                          else Freshness("unknown", reason="not checked"))
+        self.freshness = (
+            ensure_fresh(self, refresh_max_files, self._gate)
+            if refresh
+            else Freshness("unknown", reason="not checked")
+        )
         if self._searcher is None:
             self._searcher = Searcher(self.index_dir, model=self.options.model)
-        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path,
-                                     explain=explain)
+        return self._searcher.search(query, k=k, mode=mode, lang=lang, path=path, explain=explain)
 
     def follow_changes(self) -> bool:
         """Lets later searches of this (long-lived) Index skip listing the files while file
@@ -370,8 +432,11 @@ class Index:
 def _lent_model(embedder: Embedder | None, plan: RunPlan) -> LoadedModel | None:
     """A loaded model lent by a long-lived caller (coarch watch, the MCP server), when it is the
     model and precision the run needs: it saves the model load (about 1 s)."""
-    if embedder is None or embedder.model_id != plan.model_id \
-            or embedder.precision != plan.precision:
+    if (
+        embedder is None
+        or embedder.model_id != plan.model_id
+        or embedder.precision != plan.precision
+    ):
         return None
     return LoadedModel(embedder, embedder.memory)
 
@@ -397,7 +462,8 @@ def _last_run(meta: dict[str, str]) -> dict[str, Any]:
         "state": meta.get("last_run_state", "never"),
         "started": started,
         "started_iso": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
-        if started else None,
+        if started
+        else None,
         "seconds": num("last_run_seconds"),
         "files_indexed": int(num("last_run_files_indexed") or 0),
         "chunks_embedded": int(num("last_run_chunks_embedded") or 0),

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from coarch import vectors as faiss_file
 from coarch.changes import Changes, compare
-from coarch.chunking import CHUNKER_VERSION
 from coarch.discovery import (
     DEFAULT_MAX_FILE_SIZE,
     Candidate,
@@ -33,11 +32,9 @@ from coarch.discovery import (
     DiscoveryOptions,
     DiscoveryReport,
 )
-from coarch.embedder import PRECISION_ENV, resolve_precision
 from coarch.errors import IndexingInterrupted, IndexingTerminated, disk_full_error
 from coarch.location import resolve_index_dir
 from coarch.memory import check_max_file_size, manager_for
-from coarch.models import model_id, resolve_model_path
 from coarch.pipeline import Checkpoint, LocalPipeline, Remove, apply, checkpoint_seconds
 from coarch.progress import (
     IndexProgress,
@@ -47,6 +44,7 @@ from coarch.progress import (
     peak_rss,
     pressure_name,
 )
+from coarch.run_plan import LoadedModel, RunPlan, load_model, plan_run
 from coarch.store import FileState, Store
 
 if TYPE_CHECKING:
@@ -55,8 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBED_BATCH = 128        # texts per call into the embedder (Ctrl-C waits for one)
-DEFAULT_EMBED_POOL = 1024        # texts gathered, then embedded sorted by length
+DEFAULT_EMBED_BATCH = 128  # texts per call into the embedder (Ctrl-C waits for one)
+DEFAULT_EMBED_POOL = 1024  # texts gathered, then embedded sorted by length
 # The discovery settings of the last run, so that a freshness check (coarch.freshness) lists
 # the same files as the run did.
 META_MAX_FILE_SIZE = "discovery_max_file_size"
@@ -100,14 +98,14 @@ class IndexSummary:
     index_dir: str
     files_total: int = 0
     files_unchanged: int = 0
-    files_indexed: int = 0          # new or modified files (re)chunked
-    files_touched: int = 0          # mtime changed, content did not
-    files_copied: int = 0           # renamed or copied: vectors re-used
+    files_indexed: int = 0  # new or modified files (re)chunked
+    files_touched: int = 0  # mtime changed, content did not
+    files_copied: int = 0  # renamed or copied: vectors re-used
     files_removed: int = 0
-    files_skipped: int = 0          # by content checks in this run
+    files_skipped: int = 0  # by content checks in this run
     chunks_embedded: int = 0
-    chunks_reused: int = 0          # vectors found in the cache
-    chunks_total: int = 0           # in the index after the run
+    chunks_reused: int = 0  # vectors found in the cache
+    chunks_total: int = 0  # in the index after the run
     seconds: float = 0.0
     embed_seconds: float = 0.0
     peak_rss: int = 0
@@ -135,82 +133,24 @@ class IndexSummary:
         out.append(
             f"{self.files_total} files: {self.files_indexed} indexed, {self.files_unchanged}"
             f" unchanged, {self.files_touched} touched, {self.files_copied} renamed or copied,"
-            f" {self.files_removed} removed")
+            f" {self.files_removed} removed"
+        )
         out.append(
             f"{self.chunks_embedded} chunks embedded ({self.chunks_per_second:.0f}/s),"
-            f" {self.chunks_reused} re-used; {self.chunks_total} chunks in the index")
+            f" {self.chunks_reused} re-used; {self.chunks_total} chunks in the index"
+        )
         if self.skipped:
             out.append("skipped: " + "; ".join(self.skipped))
         if self.invalid_utf8:
             out.append(f"{self.invalid_utf8} files not valid UTF-8 (bad bytes replaced)")
         out.append(f"took {self.seconds:.1f}s, peak RSS {self.peak_rss / 2**20:.0f} MiB")
         for w in self.workers:
-            out.append(f"Ray worker {w['worker']}: {w['files']} files, {w['chunks_embedded']}"
-                       f" chunks embedded, peak RSS {w['peak_rss'] / 2**20:.0f} MiB"
-                       f" (limit {w['limit_mb']:.0f} MiB)")
+            out.append(
+                f"Ray worker {w['worker']}: {w['files']} files, {w['chunks_embedded']}"
+                f" chunks embedded, peak RSS {w['peak_rss'] / 2**20:.0f} MiB"
+                f" (limit {w['limit_mb']:.0f} MiB)"
+            )
         return out
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """What a run will do, decided from the index's meta and the options before anything is
-    written: the model, the precision, and whether (why) the index is rebuilt."""
-
-    model_path: Path
-    model_id: str
-    chunker_id: str
-    precision: str                   # fp32 or bf16, as resolved
-    precision_request: str | None    # what goes to the Embedder (auto's reason stays its own)
-    precision_reason: str | None     # the index's recorded reason, kept with its precision
-    rebuild: str | None
-
-
-def plan_run(store: Store, options: IndexOptions) -> RunPlan:
-    """The plan of a run on `store`. Raises ModelNotFoundError for a missing model folder and
-    ConfigError for a bad precision; reads, never writes."""
-    model_path = resolve_model_path(options.model)
-    wanted_model = model_id(model_path)
-    meta = store.meta()
-    # An index keeps its precision unless one is asked for (flag or environment); a new
-    # index gets the default (auto). The request itself goes to the Embedder, so that the
-    # reason recorded is auto's finding rather than "bf16 was asked for".
-    held = store.precision()
-    asked = options.precision or os.environ.get(PRECISION_ENV)
-    kept = not asked and held is not None
-    request = asked or held
-    precision = resolve_precision(request)
-    rebuild = None
-    if options.full:
-        rebuild = "--full"
-    elif meta.get("model_id") and meta["model_id"] != wanted_model:
-        rebuild = f"model changed ({meta['model_id']} -> {wanted_model})"
-    elif held is not None and held != precision:
-        # Vectors of two precisions are never mixed in one index: bf16 rows differ from
-        # fp32 ones (cosine about 0.99995), enough to reorder close results.
-        rebuild = f"precision changed ({held} -> {precision})"
-    return RunPlan(model_path, wanted_model,
-                   f"v{CHUNKER_VERSION} target={options.target_tokens or 'default'}",
-                   precision, request, meta.get("precision_reason") if kept else None, rebuild)
-
-
-@dataclass
-class LoadedModel:
-    """The run's Embedder and the MemoryManager it runs under (None without one)."""
-
-    embedder: Embedder
-    memory: Any
-
-
-def load_model(plan: RunPlan, options: IndexOptions) -> LoadedModel:
-    """Loads the plan's model under the options' memory limit: raises ModelError for a folder
-    that cannot be used, MemoryLimitError for a limit too small for the model, ConfigError for
-    bad memory settings."""
-    from coarch.embedder import Embedder
-
-    memory = manager_for(options.memory_limit_mb, options.profile)
-    embedder = Embedder(plan.model_path, threads=options.threads, memory=memory,
-                        precision=plan.precision_request)
-    return LoadedModel(embedder, memory)
 
 
 class Indexer:
@@ -222,11 +162,20 @@ class Indexer:
     The pipelines (coarch.pipeline, coarch.distributed) count into `summary` and `tally`, hand
     whole files to `checkpoint`, report through `progress` and stop when `stop_requested`."""
 
-    def __init__(self, root: Path, index_dir: Path, store: Store, options: IndexOptions,
-                 progress: ProgressCallback | None = None, *, plan: RunPlan | None = None,
-                 model: LoadedModel | None = None, exclude: tuple[str, ...] = (),
-                 shown_dir: Path | None = None,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        index_dir: Path,
+        store: Store,
+        options: IndexOptions,
+        progress: ProgressCallback | None = None,
+        *,
+        plan: RunPlan | None = None,
+        model: LoadedModel | None = None,
+        exclude: tuple[str, ...] = (),
+        shown_dir: Path | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.root = root
         self.index_dir = index_dir
         self.store = store
@@ -243,7 +192,7 @@ class Indexer:
         self._stop_flag = False
         # Set by another thread to stop the run as Ctrl-C does (a server's cancelled request).
         self._stop_event = stop
-        self._stop_signal: int | None = None   # the signal that asked to stop, if any
+        self._stop_signal: int | None = None  # the signal that asked to stop, if any
         self._t0 = time.monotonic()
         self._peak_rss = 0
 
@@ -299,23 +248,30 @@ class Indexer:
             log.info("full rebuild: %s", plan.rebuild)
         rechunk = recorded not in (None, plan.chunker_id)
         if rechunk:
-            log.info("chunking changed (%s -> %s): every file is chunked again", recorded,
-                     plan.chunker_id)
+            log.info(
+                "chunking changed (%s -> %s): every file is chunked again",
+                recorded,
+                plan.chunker_id,
+            )
         return rechunk
 
-    def _plan_files(self, rechunk: bool
-                    ) -> tuple[Discovery, dict[str, FileState], Changes]:
+    def _plan_files(self, rechunk: bool) -> tuple[Discovery, dict[str, FileState], Changes]:
         """Lists the files and compares them with the store (coarch.changes)."""
         self.progress("scanning")
         opts = self.options
-        discovery = Discovery(self.root, DiscoveryOptions(
-            max_file_size=opts.max_file_size, use_git=opts.use_git,
-            exclude=self._exclude), self.report)
+        discovery = Discovery(
+            self.root,
+            DiscoveryOptions(
+                max_file_size=opts.max_file_size, use_git=opts.use_git, exclude=self._exclude
+            ),
+            self.report,
+        )
         candidates = discovery.candidates()
         states = self.store.file_states()
         if rechunk:  # as forget_file_states() will record: every file looks changed
-            states = {p: dataclasses.replace(st, mtime_ns=-1, content_hash="")
-                      for p, st in states.items()}
+            states = {
+                p: dataclasses.replace(st, mtime_ns=-1, content_hash="") for p, st in states.items()
+            }
         changes = compare(candidates, states)
         self.summary.files_total = len(candidates)
         self.summary.files_unchanged = changes.unchanged
@@ -323,8 +279,12 @@ class Indexer:
             log.warning("nothing to index in %s: no files found", self.root)
         self.tally.files_to_read = len(changes.to_read)
         self.tally.bytes_total = sum(c.size for c in changes.to_read)
-        log.info("%d files, %d to read, %d gone from the index", len(candidates),
-                 len(changes.to_read), len(changes.deleted))
+        log.info(
+            "%d files, %d to read, %d gone from the index",
+            len(candidates),
+            len(changes.to_read),
+            len(changes.deleted),
+        )
         self.progress("scanning")
         return discovery, states, changes
 
@@ -359,8 +319,13 @@ class Indexer:
         store.set_meta("precision", embedder.precision)
         store.set_meta("precision_reason", plan.precision_reason or embedder.precision_reason)
 
-    def _index_files(self, discovery: Discovery, to_read: list[Candidate],
-                     states: dict[str, FileState], embedder: Embedder) -> None:
+    def _index_files(
+        self,
+        discovery: Discovery,
+        to_read: list[Candidate],
+        states: dict[str, FileState],
+        embedder: Embedder,
+    ) -> None:
         if self.options.ray is not None:
             from coarch.distributed import RayPipeline
 
@@ -395,8 +360,9 @@ class Indexer:
         if stale is not None:
             self.progress("writing vectors")
         result = faiss_file.sync(self.store, self.index_dir, int(dim), checked=(stale,))
-        self.summary.faiss = result.action if not result.reason else (
-            f"{result.action} ({result.reason})")
+        self.summary.faiss = (
+            result.action if not result.reason else (f"{result.action} ({result.reason})")
+        )
 
     # ---- interruption ------------------------------------------------------------------------
 
@@ -414,8 +380,11 @@ class Indexer:
             self._stop_flag = True
             self._stop_signal = signum
             again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-            log.warning("%s: finishing the batch in hand and committing (%s again to stop at"
-                        " once)", _stop_word(signum), again)
+            log.warning(
+                "%s: finishing the batch in hand and committing (%s again to stop at once)",
+                _stop_word(signum),
+                again,
+            )
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -432,7 +401,8 @@ class Indexer:
         error = IndexingTerminated if self._stop_signal == signal.SIGTERM else IndexingInterrupted
         raise error(
             f"{_stop_word(self._stop_signal)}; {self.checkpoint.files_committed} files committed",
-            hint=f"run `{self.resume_command()}` again to resume where it stopped")
+            hint=f"run `{self.resume_command()}` again to resume where it stopped",
+        )
 
     def resume_command(self) -> str:
         """The `coarch index` command line that continues this run in the same index: the
@@ -490,13 +460,22 @@ class Indexer:
                 batch = stats.get("batch_tokens")
         if embedded is None:
             embedded = self.summary.chunks_embedded
-        self.progress_cb(IndexProgress(
-            phase=phase, files_total=self.summary.files_total,
-            files_to_read=self.tally.files_to_read, files_done=self.checkpoint.files_committed,
-            chunks_embedded=embedded, chunks_reused=self.summary.chunks_reused,
-            chunks_estimate=self.tally.chunks_estimate(), elapsed=time.monotonic() - self._t0,
-            embed_seconds=self.summary.embed_seconds, rss_bytes=rss, pressure=pressure,
-            batch_tokens=int(batch) if batch else None))
+        self.progress_cb(
+            IndexProgress(
+                phase=phase,
+                files_total=self.summary.files_total,
+                files_to_read=self.tally.files_to_read,
+                files_done=self.checkpoint.files_committed,
+                chunks_embedded=embedded,
+                chunks_reused=self.summary.chunks_reused,
+                chunks_estimate=self.tally.chunks_estimate(),
+                elapsed=time.monotonic() - self._t0,
+                embed_seconds=self.summary.embed_seconds,
+                rss_bytes=rss,
+                pressure=pressure,
+                batch_tokens=int(batch) if batch else None,
+            )
+        )
 
 
 def _stop_word(signum: int | None) -> str:

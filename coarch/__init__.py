@@ -1,11 +1,11 @@
 """coarch: local code search with a bounded-memory, resumable, incremental indexer.
 
-    >>> import coarch
-    >>> with coarch.Index("/path/to/repo") as index:
-    ...     index.build()
-    ...     hits = index.search("where do we retry failed uploads")
-    >>> coarch.Embedder().encode(["def retry_upload(): ..."]).shape
-    (1, 384)
+>>> import coarch
+>>> with coarch.Index("/path/to/repo") as index:
+...     index.build()
+...     hits = index.search("where do we retry failed uploads")
+>>> coarch.Embedder().encode(["def retry_upload(): ..."]).shape
+(1, 384)
 """
 
 import os

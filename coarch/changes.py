@@ -21,9 +21,9 @@ class Changes:
     """The listing against the store. `to_read`: new or changed files, in listing order."""
 
     to_read: list[Candidate]
-    new: int                 # of to_read, files the index does not hold
+    new: int  # of to_read, files the index does not hold
     unchanged: int
-    deleted: list[str]       # held paths no longer listed
+    deleted: list[str]  # held paths no longer listed
 
     @property
     def changed(self) -> int:

@@ -45,34 +45,57 @@ _Found = tuple[int, int, str, int, Any]
 # block whose text is parsed in another language (Vue and Svelte <script>), its definitions
 # nested in the block's.
 # Nodes just above a definition that belong to it (when on the line right above).
-LEADING = frozenset({
-    "comment", "line_comment", "block_comment", "multiline_comment", "attribute_item",
-    "inner_attribute_item", "decorator", "annotation", "marker_annotation", "attribute_list",
-    "haddock",
-})
+LEADING = frozenset(
+    {
+        "comment",
+        "line_comment",
+        "block_comment",
+        "multiline_comment",
+        "attribute_item",
+        "inner_attribute_item",
+        "decorator",
+        "annotation",
+        "marker_annotation",
+        "attribute_list",
+        "haddock",
+    }
+)
 # Parents whose first line belongs to the definition they wrap.
-_WRAPPERS = frozenset({
-    "decorated_definition", "template_declaration", "export_statement",
-})
-_DECLARATOR_NAMES = frozenset({
-    "identifier", "field_identifier", "qualified_identifier", "destructor_name",
-    "operator_name", "operator_cast", "template_function",
-})
+_WRAPPERS = frozenset(
+    {
+        "decorated_definition",
+        "template_declaration",
+        "export_statement",
+    }
+)
+_DECLARATOR_NAMES = frozenset(
+    {
+        "identifier",
+        "field_identifier",
+        "qualified_identifier",
+        "destructor_name",
+        "operator_name",
+        "operator_cast",
+        "template_function",
+    }
+)
 
 
 class Grammar:
     """A tree-sitter parser and its compiled definition queries for one language."""
 
-    def __init__(self, language: str, ts_lang: Any,
-                 embedded: Callable[[str], Grammar | None]) -> None:
+    def __init__(
+        self, language: str, ts_lang: Any, embedded: Callable[[str], Grammar | None]
+    ) -> None:
         import tree_sitter
 
         self.language = language
         self.parser = tree_sitter.Parser(ts_lang)
         # Only grammars that have a wrapper node pay for looking up each definition's parent
         # (a node's parent is found by descending from the root).
-        self.wrappers = frozenset(kind for kind in _WRAPPERS
-                                  if ts_lang.id_for_node_kind(kind, True) is not None)
+        self.wrappers = frozenset(
+            kind for kind in _WRAPPERS if ts_lang.id_for_node_kind(kind, True) is not None
+        )
         # Each pattern is compiled alone first: one that this grammar version rejects is
         # dropped, not fatal. The rest run as one query, one pass over the tree (one pass per
         # pattern made TypeScript's 15 patterns chunk at a quarter of Python's speed).
@@ -95,8 +118,9 @@ class Grammar:
         tree = self.parser.parse(source)
         return tree.root_node, _nest(self._collect(tree, source, source.split(b"\n")))
 
-    def _collect(self, tree: Any, source: bytes, lines: Sequence[bytes]
-                 ) -> dict[tuple[int, int], _Found]:
+    def _collect(
+        self, tree: Any, source: bytes, lines: Sequence[bytes]
+    ) -> dict[tuple[int, int], _Found]:
         """Every definition of a parse tree by its byte span: (first row, last row, name,
         head row, node). `lines` are the source's."""
         found: dict[tuple[int, int], _Found] = {}
@@ -118,8 +142,9 @@ class Grammar:
                     found.update(self._collect_embedded(node, block, source, lines))
         return found
 
-    def _collect_embedded(self, owner: Any, block: Any, source: bytes, lines: Sequence[bytes]
-                          ) -> dict[tuple[int, int], _Found]:
+    def _collect_embedded(
+        self, owner: Any, block: Any, source: bytes, lines: Sequence[bytes]
+    ) -> dict[tuple[int, int], _Found]:
         """Definitions inside `block`, parsed in the language its element's start tag names;
         rows and bytes stay those of the whole file."""
         tag = owner.named_children[0] if owner.named_children else owner
@@ -127,8 +152,9 @@ class Grammar:
         if grammar is None or block.end_byte <= block.start_byte:
             return {}
         parser = grammar._ranged_parser()
-        parser.included_ranges = [self._range(block.start_point, block.end_point,
-                                              block.start_byte, block.end_byte)]
+        parser.included_ranges = [
+            self._range(block.start_point, block.end_point, block.start_byte, block.end_byte)
+        ]
         return grammar._collect(parser.parse(source), source, lines)
 
     def _ranged_parser(self) -> Any:
@@ -147,7 +173,8 @@ def _nest(found: dict[tuple[int, int], _Found]) -> list[Definition]:
     roots: list[Definition] = []
     stack: list[tuple[int, Definition]] = []  # (end_byte, def)
     for (_, ebyte), (start, end, name, head, node) in sorted(
-            found.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        found.items(), key=lambda kv: (kv[0][0], -kv[0][1])
+    ):
         d = Definition(start, end, name, [], head, node)
         while stack and stack[-1][0] < ebyte:
             stack.pop()
@@ -195,8 +222,7 @@ def declarator_name(node: Any) -> str | None:
     return None
 
 
-def _rows(node: Any, lines: Sequence[bytes], wrappers: frozenset[str]
-          ) -> tuple[int, int, int]:
+def _rows(node: Any, lines: Sequence[bytes], wrappers: frozenset[str]) -> tuple[int, int, int]:
     """0-based inclusive rows of a definition: its first row, widened to its wrapper and
     leading comments; its head row, widened to the wrapper only; its last row. `lines` are
     the source's, `wrappers` the grammar's wrapper node types."""
@@ -230,8 +256,11 @@ def last_row(node: Any) -> int:
 def _shares_line_with_code(comment: Any) -> bool:
     """A trailing comment on a code line (`x = 1  # note`) belongs to that line, not below."""
     before = comment.prev_sibling
-    return before is not None and last_row(before) == comment.start_point.row \
+    return (
+        before is not None
+        and last_row(before) == comment.start_point.row
         and before.end_point.column > 0
+    )
 
 
 # How far below a node `statements` looks for the block holding its statements, and over how
@@ -269,8 +298,10 @@ def statements(node: Any, lines: Sequence[str]) -> list[Any]:
 
 # Top-level nodes of a file's preamble, across grammars: comments (a license), the package or
 # namespace line, imports, includes, `use` and `using` lines, file annotations.
-_PREAMBLE = re.compile(r"comment|package|import|using|include|use_declaration|extern_crate"
-                       r"|namespace_use|file_annotation|shebang")
+_PREAMBLE = re.compile(
+    r"comment|package|import|using|include|use_declaration|extern_crate"
+    r"|namespace_use|file_annotation|shebang"
+)
 
 
 def preamble_end(root: Any) -> int:
@@ -278,8 +309,12 @@ def preamble_end(root: Any) -> int:
     (a Python module's docstring too); -1 when the file does not begin with one."""
     end = -1
     for index, child in enumerate(root.named_children):
-        docstring = index == 0 and child.type == "expression_statement" \
-            and child.named_child_count == 1 and child.named_children[0].type == "string"
+        docstring = (
+            index == 0
+            and child.type == "expression_statement"
+            and child.named_child_count == 1
+            and child.named_children[0].type == "string"
+        )
         if not (docstring or _PREAMBLE.search(child.type)):
             break
         end = last_row(child)

@@ -108,9 +108,13 @@ class Chunker:
     `count_tokens` line by line): a file costs one call into the tokenizer for its lines
     rather than one per line. One Chunker keeps parsers; use it from one thread at a time."""
 
-    def __init__(self, count_tokens: TokenCounter, max_tokens: int,
-                 target_tokens: int | None = None,
-                 count_lines: LineCounter | None = None) -> None:
+    def __init__(
+        self,
+        count_tokens: TokenCounter,
+        max_tokens: int,
+        target_tokens: int | None = None,
+        count_lines: LineCounter | None = None,
+    ) -> None:
         self.count_tokens = count_tokens
         self.count_lines = count_lines
         self.special = count_tokens("")
@@ -161,11 +165,15 @@ class Chunker:
     def _lines_tokens(self, text: str, lines: Sequence[str]) -> list[int]:
         """Source tokens of each line (special tokens left out); a blank line holds none."""
         if self.count_lines is None:
-            return [0 if not line or line.isspace() else self.count_tokens(line) - self.special
-                    for line in lines]
+            return [
+                0 if not line or line.isspace() else self.count_tokens(line) - self.special
+                for line in lines
+            ]
         counts = self.count_lines(text)  # one more than `lines` when text ends with "\n"
-        return [0 if not line or line.isspace() else count - self.special
-                for line, count in zip(lines, counts)]
+        return [
+            0 if not line or line.isspace() else count - self.special
+            for line, count in zip(lines, counts)
+        ]
 
     def _rows_tokens(self, start: int, end: int) -> int:
         return self._prefix[end + 1] - self._prefix[start]
@@ -183,9 +191,9 @@ class Chunker:
             tokens = self.count_tokens(header) - self.special
             while tokens > limit and (len(path) > 1 or (symbol and len(symbol) > 1)):
                 if symbol and len(symbol) >= len(path):
-                    symbol = symbol[len(symbol) // 2:]
+                    symbol = symbol[len(symbol) // 2 :]
                 else:
-                    path = path[len(path) // 2:]
+                    path = path[len(path) // 2 :]
                 header = chunk_header(path, symbol)
                 tokens = self.count_tokens(header) - self.special
             cached = self._header_cache[symbols] = (header, tokens)
@@ -204,8 +212,12 @@ class Chunker:
         if language is None:
             return None
         if len(text) > GRAMMAR_MAX_CHARS:
-            log.info("%s: %d characters, over %d: cut by lines, not by definitions",
-                     self._path, len(text), GRAMMAR_MAX_CHARS)
+            log.info(
+                "%s: %d characters, over %d: cut by lines, not by definitions",
+                self._path,
+                len(text),
+                GRAMMAR_MAX_CHARS,
+            )
             return None
         grammar = self._grammar(language)
         if grammar is None:
@@ -213,20 +225,23 @@ class Chunker:
         try:
             return grammar.definitions(text.encode("utf-8", errors="surrogatepass"))
         except Exception as exc:  # noqa: BLE001  (a grammar bug must not stop indexing)
-            log.warning("%s: %s parse failed (%s); using the line-based chunker",
-                        self._path, language, exc)
+            log.warning(
+                "%s: %s parse failed (%s); using the line-based chunker", self._path, language, exc
+            )
             return None
 
     def _grammar(self, language: str) -> Grammar | None:
         """The parser and queries of `language` (cached), or None when it has no grammar."""
         if language not in self._grammars:
             ts_lang = ts_language(language)
-            self._grammars[language] = (Grammar(language, ts_lang, self._grammar)
-                                        if ts_lang else None)
+            self._grammars[language] = (
+                Grammar(language, ts_lang, self._grammar) if ts_lang else None
+            )
         return self._grammars[language]
 
-    def _scope(self, start: int, end: int, symbol: str | None,
-               defs: Sequence[Definition], node: Any) -> list[_Piece]:
+    def _scope(
+        self, start: int, end: int, symbol: str | None, defs: Sequence[Definition], node: Any
+    ) -> list[_Piece]:
         """Pieces covering rows [start, end] of a scope (the file's root node, or a definition's
         node) whose nested definitions are `defs`."""
         units: list[tuple[int, int, str | None, Definition | None]] = []
@@ -249,8 +264,10 @@ class Chunker:
             first, last = units[0][0], units[0][1]
             preamble_end = chunk_syntax.preamble_end(node)
             if first <= preamble_end < last:
-                units[0:1] = [(first, preamble_end, symbol, None),
-                              (preamble_end + 1, last, symbol, None)]
+                units[0:1] = [
+                    (first, preamble_end, symbol, None),
+                    (preamble_end + 1, last, symbol, None),
+                ]
 
         out: list[_Piece] = []
         group: _Group | None = None
@@ -262,15 +279,19 @@ class Chunker:
                     out.append(group.piece(symbol))
                     group = None
                 if unit_def is not None and unit_def.children:
-                    out.extend(self._scope(u_start, u_end, u_symbol, unit_def.children,
-                                           unit_def.node))
+                    out.extend(
+                        self._scope(u_start, u_end, u_symbol, unit_def.children, unit_def.node)
+                    )
                     continue
                 owner = node if unit_def is None else unit_def.node
                 cuts = self._statement_rows(owner, u_start, u_end, budget)
                 if unit_def is not None and u_start < unit_def.head <= u_end:
                     cuts.add(unit_def.head)  # between its leading comments and itself
-                out.extend(self._split_rows(u_start, u_end, _names(u_symbol),
-                                            self.max_tokens, sorted(cuts)))
+                out.extend(
+                    self._split_rows(
+                        u_start, u_end, _names(u_symbol), self.max_tokens, sorted(cuts)
+                    )
+                )
                 continue
             name = (u_symbol,) if unit_def is not None and u_symbol else ()
             if group is not None:
@@ -305,13 +326,17 @@ class Chunker:
                     continue
                 if first > start and not attached:
                     rows.add(first)
-                if depth < _STATEMENT_DEPTH and last > first \
-                        and self._rows_tokens(max(first, start), min(last, end)) > budget:
+                if (
+                    depth < _STATEMENT_DEPTH
+                    and last > first
+                    and self._rows_tokens(max(first, start), min(last, end)) > budget
+                ):
                     pending.append((child, depth + 1))
         return rows
 
-    def _split_rows(self, start: int, end: int, symbols: tuple[str, ...],
-                    limit: int, cuts: Sequence[int] = ()) -> list[_Piece]:
+    def _split_rows(
+        self, start: int, end: int, symbols: tuple[str, ...], limit: int, cuts: Sequence[int] = ()
+    ) -> list[_Piece]:
         """Cuts rows [start, end] into pieces of at most `limit` tokens (embedded): before the
         last row of `cuts` (sorted) that keeps the piece within the limit, else at the best line
         boundary in the second half of what fits: a shallow line after a blank one."""
@@ -410,14 +435,14 @@ class Chunker:
             if len(texts) == 1:  # counts not additive here: halve until it splits
                 texts = self._split_chars(text, max(1, min(budget, len(text)) // 2))
             if len(texts) == 1:
-                texts = [text[: len(text) // 2], text[len(text) // 2:]]
+                texts = [text[: len(text) // 2], text[len(text) // 2 :]]
             parts = [_Piece(piece.start, piece.end, piece.symbols, t) for t in texts if t]
         return [fitted for part in parts for fitted in self._fit(part)]
 
     def _piece_text(self, piece: _Piece) -> str:
         if piece.text is not None:
             return piece.text
-        return "\n".join(self._lines[piece.start: piece.end + 1])
+        return "\n".join(self._lines[piece.start : piece.end + 1])
 
     def _render(self, piece: _Piece, language: str | None, tokens: int) -> Chunk | None:
         """The chunk of a piece, blank edge lines trimmed (whitespace holds no tokens, so
@@ -431,16 +456,24 @@ class Chunker:
                 end -= 1
             if start > end:
                 return None
-            text = "\n".join(self._lines[start: end + 1])
-            trimmed = self._lines[piece.start: start] + self._lines[end + 1: piece.end + 1]
+            text = "\n".join(self._lines[start : end + 1])
+            trimmed = self._lines[piece.start : start] + self._lines[end + 1 : piece.end + 1]
             if not all(line.isascii() for line in trimmed):  # Unicode "spaces" may be tokens
                 tokens = self.count_tokens(header + text)
         else:
             text = piece.text
             if not text.strip():
                 return None
-        return Chunk(path=self._path, start_line=start + 1, end_line=end + 1, language=language,
-                     symbols=piece.symbols, text=text, embed_text=header + text, tokens=tokens)
+        return Chunk(
+            path=self._path,
+            start_line=start + 1,
+            end_line=end + 1,
+            language=language,
+            symbols=piece.symbols,
+            text=text,
+            embed_text=header + text,
+            tokens=tokens,
+        )
 
 
 # How deep _statement_rows looks into statements too big for one chunk: a function's

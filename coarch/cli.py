@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="coarch",
         description="Local code search: index a repository, then search it by meaning and "
-                    "by keyword.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "by keyword.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"coarch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- entry point ---------------------------------------------------------------------------------
+
 
 def _occupy_closed_std_fds() -> None:
     """Puts /dev/null on fds 0-2 where they are closed, so that no file coarch opens later (the
@@ -155,8 +158,11 @@ def _report_unexpected(exc: Exception, color: bool, debug: bool) -> int:
     if isinstance(exc, OSError):
         _error(f"{exc.strerror or exc}{f' ({where})' if where else ''}", None, color)
     else:
-        _error(f"unexpected {type(exc).__name__}: {exc}",
-               "rerun with --debug for a traceback, and report it", color)
+        _error(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "rerun with --debug for a traceback, and report it",
+            color,
+        )
     return EXIT_ERROR
 
 

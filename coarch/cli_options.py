@@ -40,8 +40,12 @@ def add_command(sub: Any, name: str, help: str, description: str) -> argparse.Ar
     laid out as the source likes, shown as one paragraph above the options; the exit codes
     are the epilog (printed as laid out, hence the raw formatter)."""
     parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=help, description=_paragraph(description), epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        name,
+        help=help,
+        description=_paragraph(description),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
 
 
@@ -52,8 +56,10 @@ def _paragraph(text: str) -> str:
 
 # ---- value types -----------------------------------------------------------------------------
 
-def _at_least(parse: Callable[[str], Number], least: Number, kind: str,
-              too_small: str) -> Callable[[str], Number]:
+
+def _at_least(
+    parse: Callable[[str], Number], least: Number, kind: str, too_small: str
+) -> Callable[[str], Number]:
     """An argparse type: `parse(text)`, refused with "is not `kind`" when it fails and with
     "`value` `too_small`" below `least`."""
 
@@ -91,28 +97,42 @@ def profile(text: str) -> str:
     name = text.strip().lower()
     if name not in PROFILES:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a memory profile (choose from {', '.join(PROFILES)})")
+            f"{text!r} is not a memory profile (choose from {', '.join(PROFILES)})"
+        )
     return name
 
 
 # ---- options several commands take -----------------------------------------------------------
 
 MODEL_HELP = "model folder (default: the packaged all-MiniLM-L6-v2, or $COARCH_MODEL)"
-REPOSITORY_INDEX_HELP = ("index folder (default: $COARCH_INDEX_DIR, else the repository's "
-                         "folder under the user cache folder)")
+REPOSITORY_INDEX_HELP = (
+    "index folder (default: $COARCH_INDEX_DIR, else the repository's "
+    "folder under the user cache folder)"
+)
 
 # Each shared option's argparse settings and its usual help; a command may give its own help.
 _SHARED: dict[str, dict[str, Any]] = {
     "--index": {"metavar": "DIR", "help": REPOSITORY_INDEX_HELP},
     "--model": {"metavar": "DIR", "help": MODEL_HELP},
-    "--memory-limit": {"type": positive_int, "metavar": "MB",
-                       "help": "memory limit for embedding, in MiB"},
-    "--threads": {"type": positive_int, "metavar": "N",
-                  "help": "threads for the model (default: the cores available)"},
-    "--profile": {"type": profile, "metavar": "NAME",
-                  "help": "memory profile: default, conservative, aggressive, development"},
-    "--no-git": {"action": "store_true",
-                 "help": "do not ask git for the file list; apply .gitignore files directly"},
+    "--memory-limit": {
+        "type": positive_int,
+        "metavar": "MB",
+        "help": "memory limit for embedding, in MiB",
+    },
+    "--threads": {
+        "type": positive_int,
+        "metavar": "N",
+        "help": "threads for the model (default: the cores available)",
+    },
+    "--profile": {
+        "type": profile,
+        "metavar": "NAME",
+        "help": "memory profile: default, conservative, aggressive, development",
+    },
+    "--no-git": {
+        "action": "store_true",
+        "help": "do not ask git for the file list; apply .gitignore files directly",
+    },
     "--json": {"action": "store_true", "help": "write JSON on stdout"},
 }
 
@@ -134,9 +154,17 @@ QUIET_HELP = "less output (no progress, no summary); repeat for errors only"
 def add_common(parser: argparse.ArgumentParser, quiet_help: str = QUIET_HELP) -> None:
     """-q/--quiet, -v/--verbose, --debug and --color, which every command takes."""
     parser.add_argument("-q", "--quiet", action="count", default=0, help=quiet_help)
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more output on stderr; repeat for debug logs")
-    parser.add_argument("--debug", action="store_true",
-                        help="debug logs and tracebacks on errors")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                        help="colour on stderr (auto: on a terminal, never with NO_COLOR)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more output on stderr; repeat for debug logs",
+    )
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks on errors")
+    parser.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour on stderr (auto: on a terminal, never with NO_COLOR)",
+    )

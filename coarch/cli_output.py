@@ -33,15 +33,23 @@ def use_color(choice: str, stream: TextIO | None) -> bool:
     return stream.isatty()
 
 
-_STYLE = {"path": "35", "lines": "32", "score": "2", "symbol": "1;33", "match": "1;31",
-          "lineno": "2"}
+_STYLE = {
+    "path": "35",
+    "lines": "32",
+    "score": "2",
+    "symbol": "1;33",
+    "match": "1;31",
+    "lineno": "2",
+}
 
 
 # Characters that would move the cursor, end a line or recolour the terminal when printed raw
 # (C0 and C1 controls, DEL, Unicode line separators and bidi overrides), and lone surrogates
 # (undecodable bytes of a file name), which stdout cannot encode.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                          r"\ud800-\udfff]")
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    r"\ud800-\udfff]"
+)
 
 
 def visible(text: str) -> str:
@@ -61,10 +69,11 @@ def snippet_lines(hit: Any, query: str, count: int) -> list[tuple[int, str]]:
         return []
     lines = hit.snippet.splitlines()
     words = [w.lower() for w in re.findall(r"\w+", query) if len(w) > 2]
-    start = next((i for i, line in enumerate(lines) if any(w in line.lower() for w in words)),
-                 next((i for i, line in enumerate(lines) if line.strip()), 0))
-    picked = [(hit.start_line + i, lines[i]) for i in range(start, len(lines))
-              if lines[i].strip()]
+    start = next(
+        (i for i, line in enumerate(lines) if any(w in line.lower() for w in words)),
+        next((i for i, line in enumerate(lines) if line.strip()), 0),
+    )
+    picked = [(hit.start_line + i, lines[i]) for i in range(start, len(lines)) if lines[i].strip()]
     return picked[:count]
 
 
@@ -75,8 +84,9 @@ def format_explain(explain: dict[str, Any], color: bool) -> str:
     for retriever in ("semantic", "keyword"):
         if retriever in explain:
             got = explain[retriever]
-            parts.append(f"{retriever} #{got['rank']} {got['score']:.4f}" if got
-                         else f"{retriever} -")
+            parts.append(
+                f"{retriever} #{got['rank']} {got['score']:.4f}" if got else f"{retriever} -"
+            )
     if "fused" in explain:
         parts.append(f"fused {explain['fused']:.4f}")
     for rule, change in explain.get("rules", {}).items():
@@ -88,9 +98,13 @@ def format_explain(explain: dict[str, Any], color: bool) -> str:
 
 def format_hit(hit: Any, query: str, color: bool, lines: int) -> str:
     """`path:start-end  score  symbol` and up to `lines` snippet lines, then a blank line."""
-    head = (_paint(visible(hit.path), "path", color) + ":"
-            + _paint(f"{hit.start_line}-{hit.end_line}", "lines", color)
-            + "  " + _paint(f"{hit.score:.3f}", "score", color))
+    head = (
+        _paint(visible(hit.path), "path", color)
+        + ":"
+        + _paint(f"{hit.start_line}-{hit.end_line}", "lines", color)
+        + "  "
+        + _paint(f"{hit.score:.3f}", "score", color)
+    )
     if hit.symbol:
         head += "  " + _paint(visible(hit.symbol), "symbol", color)
     out = [head]
@@ -106,7 +120,6 @@ def format_hit(hit: Any, query: str, color: bool, lines: int) -> str:
     return "\n".join(out) + ("\n\n" if shown else "\n")
 
 
-
 def format_status(s: dict[str, Any]) -> list[str]:
     """The lines of `coarch status` for an Index.status() dict."""
     from coarch.progress import format_bytes
@@ -114,26 +127,31 @@ def format_status(s: dict[str, Any]) -> list[str]:
     lines = [
         f"index:      {s['index_dir']} ({format_bytes(s['size_bytes'])})",
         f"root:       {s['root']}",
-        f"files:      {s['files']}" + (f" (+{s['skipped_files']} skipped by content)"
-                                       if s.get("skipped_files") else ""),
+        f"files:      {s['files']}"
+        + (f" (+{s['skipped_files']} skipped by content)" if s.get("skipped_files") else ""),
         f"chunks:     {s['chunks']} ({s['vectors']} cached vectors, FAISS {s['faiss']['state']}"
-        + (f", {s['faiss']['kind']}" if s['faiss'].get('kind') else "") + ")",
+        + (f", {s['faiss']['kind']}" if s["faiss"].get("kind") else "")
+        + ")",
     ]
     if s.get("chunks_without_vector"):
         lines.append(f"            {s['chunks_without_vector']} chunks lack a vector")
     if s.get("languages"):
-        lines.append("languages:  " + ", ".join(f"{language} {n}"
-                                                for language, n in s["languages"].items()))
+        lines.append(
+            "languages:  " + ", ".join(f"{language} {n}" for language, n in s["languages"].items())
+        )
     if s.get("model_id"):
-        lines.append(f"model:      {s['model_id']} ({s['dim']} dims, max {s['max_seq_length']}"
-                     " tokens)")
+        lines.append(
+            f"model:      {s['model_id']} ({s['dim']} dims, max {s['max_seq_length']} tokens)"
+        )
     if s.get("precision"):
         lines.append(f"precision:  {s['precision']} ({s.get('precision_reason') or '-'})")
     run = s["last_run"]
     when = run.get("started_iso") or "-"
     secs = f", {run['seconds']:.1f}s" if run.get("seconds") is not None else ""
-    lines.append(f"last run:   {run['state']}, started {when}{secs}, {run['files_indexed']}"
-                 f" files indexed, {run['chunks_embedded']} chunks embedded")
+    lines.append(
+        f"last run:   {run['state']}, started {when}{secs}, {run['files_indexed']}"
+        f" files indexed, {run['chunks_embedded']} chunks embedded"
+    )
     if s.get("locked_by"):
         lines.append(f"running:    `coarch index` pid {s['locked_by']}")
     pending = s.get("pending")
@@ -141,9 +159,10 @@ def format_status(s: dict[str, Any]) -> list[str]:
         lines.append("pending:    unknown (the indexed folder is gone)")
     elif pending:
         todo = pending["new"] + pending["changed"] + pending["deleted"]
-        lines.append(f"pending:    {pending['new']} new, {pending['changed']} changed, "
-                     f"{pending['deleted']} deleted"
-                     + (f" (run `coarch index {s['root']}`)" if todo else ""))
+        lines.append(
+            f"pending:    {pending['new']} new, {pending['changed']} changed, "
+            f"{pending['deleted']} deleted" + (f" (run `coarch index {s['root']}`)" if todo else "")
+        )
     memory = s.get("memory")
     if memory:
         lines.append(
@@ -151,8 +170,8 @@ def format_status(s: dict[str, Any]) -> list[str]:
             f" {memory.get('peak_rss_mb', 0):.0f}), limit {memory.get('limit_mb', 0):.0f} MiB"
             f" ({memory.get('limit_source')}), available {memory.get('available_mb', 0):.0f}"
             f" MiB, pressure {memory.get('pressure')}, batch {memory.get('batch_tokens')}"
-            f" tokens, profile {memory.get('profile')}")
+            f" tokens, profile {memory.get('profile')}"
+        )
     elif "memory" in s:
         lines.append("memory:     no memory manager available")
     return lines
-

@@ -19,7 +19,7 @@ from coarch.discovery_report import Skip
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_GROWTH_STEP = 1 << 20           # bytes read at a time from a file that grew since its fstat
+_GROWTH_STEP = 1 << 20  # bytes read at a time from a file that grew since its fstat
 
 
 class Refused(Exception):
@@ -47,15 +47,16 @@ class RootGuard:
     def relative_prefixes(self, folders: tuple[str, ...]) -> tuple[str, ...]:
         """The real paths `folders` that lie inside the root, as prefixes relative to it
         ("idx/")."""
-        return tuple(f[len(self._prefix):] + "/" for f in folders if f.startswith(self._prefix))
+        return tuple(f[len(self._prefix) :] + "/" for f in folders if f.startswith(self._prefix))
 
     def resolve_link(self, rel: str) -> str:
         """Real path of a symlink's target, which exists inside the root, or Refused."""
         try:
             target = os.path.realpath(self.root / rel, strict=True)
         except OSError as exc:
-            raise Refused(Skip.SYMLINK_LOOP,
-                          "" if exc.errno == errno.ELOOP else "target missing") from None
+            raise Refused(
+                Skip.SYMLINK_LOOP, "" if exc.errno == errno.ELOOP else "target missing"
+            ) from None
         if not self.is_inside(target):
             raise Refused(Skip.SYMLINK_OUTSIDE, target)
         return target
@@ -79,8 +80,9 @@ class RootGuard:
         except OSError:  # missing or unreadable: the file's own lstat will say
             return False
 
-    def read(self, rel: str, identity: tuple[int, int], via_symlink: bool, cap: int
-             ) -> tuple[bytes, os.stat_result]:
+    def read(
+        self, rel: str, identity: tuple[int, int], via_symlink: bool, cap: int
+    ) -> tuple[bytes, os.stat_result]:
         """The bytes of the listed file `rel` (up to `cap` and one byte more; none when its
         fstat says it is over `cap`) and the fstat of what was opened, or Refused / OSError.
         `identity` is the (st_dev, st_ino) the listing checked; `via_symlink`, whether `rel`
@@ -122,9 +124,13 @@ class RootGuard:
 
 def _kind(mode: int) -> str:
     """What a non-regular file is, in words."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
-                       (stat.S_ISBLK, "a device")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"

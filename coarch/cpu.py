@@ -78,6 +78,7 @@ def cap_threads(requested: int | None) -> int | None:
     cores = usable_cores()
     if requested is None or requested <= cores:
         return requested
-    log.warning("%d threads asked for, but this process may use %d cores: using %d",
-                requested, cores, cores)
+    log.warning(
+        "%d threads asked for, but this process may use %d cores: using %d", requested, cores, cores
+    )
     return cores

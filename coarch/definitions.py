@@ -160,9 +160,7 @@ class _DefinitionMatcher:
         fold = False
         if self.fold:
             key = self.segments[-1]
-            names = tuple(
-                sorted({s for c in components for s in _segments(c) if _loose(s) == key})
-            )
+            names = tuple(sorted({s for c in components for s in _segments(c) if _loose(s) == key}))
             if not names:
                 names, fold = (self.last,), True
         pattern = _definition_pattern(names, fold, c_family)
@@ -203,7 +201,6 @@ class _DefinitionMatcher:
         if named:
             return 4, 0
         return None
-
 
 
 def ranked_definitions(

@@ -31,30 +31,89 @@ from coarch.sizes import human_size
 # The API, with the report and size names of the modules this one uses (importers of
 # coarch.discovery need not know where those live).
 __all__ = [
-    "DEFAULT_MAX_FILE_SIZE", "GENERATED_NAMES", "GENERATED_SUFFIXES", "SNIFF_BYTES", "VCS_DIRS",
-    "VENDORED_DIRS", "Candidate", "Discovery", "DiscoveryOptions", "DiscoveryReport", "Skip",
-    "SkippedFile", "SourceFile", "check_root", "content_hash", "decode", "human_size",
+    "DEFAULT_MAX_FILE_SIZE",
+    "GENERATED_NAMES",
+    "GENERATED_SUFFIXES",
+    "SNIFF_BYTES",
+    "VCS_DIRS",
+    "VENDORED_DIRS",
+    "Candidate",
+    "Discovery",
+    "DiscoveryOptions",
+    "DiscoveryReport",
+    "Skip",
+    "SkippedFile",
+    "SourceFile",
+    "check_root",
+    "content_hash",
+    "decode",
+    "human_size",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_SIZE = 1_000_000
 # Folders of other people's code or of build output: skipped unless git tracks their files.
-VENDORED_DIRS = frozenset({
-    "node_modules", "bower_components", "jspm_packages", "vendor", "third_party",
-    "third-party", "thirdparty", "external", ".venv", "venv", "env", ".env", "virtualenv",
-    "site-packages", "dist", "build", "_build", "out", "target", ".tox", ".nox", ".eggs",
-    "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", ".gradle",
-    ".idea", ".vscode", ".next", ".nuxt", ".cache", ".terraform", "Pods", "DerivedData",
-    "coverage", "htmlcov",
-})
+VENDORED_DIRS = frozenset(
+    {
+        "node_modules",
+        "bower_components",
+        "jspm_packages",
+        "vendor",
+        "third_party",
+        "third-party",
+        "thirdparty",
+        "external",
+        ".venv",
+        "venv",
+        "env",
+        ".env",
+        "virtualenv",
+        "site-packages",
+        "dist",
+        "build",
+        "_build",
+        "out",
+        "target",
+        ".tox",
+        ".nox",
+        ".eggs",
+        "__pycache__",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".hypothesis",
+        ".gradle",
+        ".idea",
+        ".vscode",
+        ".next",
+        ".nuxt",
+        ".cache",
+        ".terraform",
+        "Pods",
+        "DerivedData",
+        "coverage",
+        "htmlcov",
+    }
+)
 # Folders never entered, tracked or not.
 VCS_DIRS = frozenset({".git", ".hg", ".svn", ".bzr", "_darcs", ".jj"})
 # Files that are generated and useless to search.
-GENERATED_NAMES = frozenset({
-    "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "Cargo.lock", "poetry.lock",
-    "composer.lock", "Gemfile.lock", "go.sum", "Pipfile.lock", "uv.lock", "bun.lockb",
-})
+GENERATED_NAMES = frozenset(
+    {
+        "package-lock.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "Cargo.lock",
+        "poetry.lock",
+        "composer.lock",
+        "Gemfile.lock",
+        "go.sum",
+        "Pipfile.lock",
+        "uv.lock",
+        "bun.lockb",
+    }
+)
 GENERATED_SUFFIXES = (".min.js", ".min.css", ".min.mjs", ".map", ".pyc", ".pyo", ".class")
 SNIFF_BYTES = 8192
 
@@ -102,10 +161,10 @@ class SkippedFile:
 @dataclass(frozen=True)
 class DiscoveryOptions:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
-    max_line_length: int = 1000          # a line longer than this counts as a "long line"
-    max_average_line_length: int = 300   # files whose lines average more are minified
-    use_git: bool = True                 # False: the gitignore rules without calling git
-    exclude: tuple[str, ...] = ()        # absolute folders never entered (the index folder)
+    max_line_length: int = 1000  # a line longer than this counts as a "long line"
+    max_average_line_length: int = 300  # files whose lines average more are minified
+    use_git: bool = True  # False: the gitignore rules without calling git
+    exclude: tuple[str, ...] = ()  # absolute folders never entered (the index folder)
 
 
 def content_hash(data: bytes) -> str:
@@ -119,8 +178,9 @@ def check_root(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         raise UsageError(f"no such folder: {p}", hint="give the path of a repository or folder")
     if not p.is_dir():
-        raise UsageError(f"not a folder: {p}",
-                         hint="coarch indexes folders; give the folder that contains it")
+        raise UsageError(
+            f"not a folder: {p}", hint="coarch indexes folders; give the folder that contains it"
+        )
     try:
         os.listdir(p)
     except OSError as exc:
@@ -144,8 +204,12 @@ class Discovery:
     outside the root is skipped, and reading opens the file without following a symlink the
     listing did not check, then compares it with the file the listing checked."""
 
-    def __init__(self, root: str | os.PathLike[str], options: DiscoveryOptions | None = None,
-                 report: DiscoveryReport | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        options: DiscoveryOptions | None = None,
+        report: DiscoveryReport | None = None,
+    ) -> None:
         self.root = check_root(root)
         self.options = options or DiscoveryOptions()
         self.report = report if report is not None else DiscoveryReport()
@@ -169,8 +233,11 @@ class Discovery:
     def _from_git(self, tracked: list[str], untracked: list[str]) -> Iterator[str]:
         rules = IgnoreRules()
         excluded = self._guard.relative_prefixes(self._exclude)
-        keep = [name for name in (*tracked, *untracked)
-                if valid_name(name) and not name.startswith(excluded)]
+        keep = [
+            name
+            for name in (*tracked, *untracked)
+            if valid_name(name) and not name.startswith(excluded)
+        ]
         for name in keep:
             folder, _, base = name.rpartition("/")
             if base == IGNORE_FILE and self._guard.folder_outside(folder) is None:
@@ -220,8 +287,9 @@ class Discovery:
                     yield rel
             stack.extend(reversed(subfolders))
 
-    def _walk_entry(self, entry: os.DirEntry[str], rel: str, rules: IgnoreRules,
-                    visited: set[tuple[int, int]]) -> _Entry:
+    def _walk_entry(
+        self, entry: os.DirEntry[str], rel: str, rules: IgnoreRules, visited: set[tuple[int, int]]
+    ) -> _Entry:
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
             is_link = entry.is_symlink()
@@ -245,16 +313,20 @@ class Discovery:
         visited.add((dst.st_dev, dst.st_ino))
         return _Entry.FOLDER
 
-    def _walk_link(self, entry: os.DirEntry[str], rel: str, rules: IgnoreRules,
-                   visited: set[tuple[int, int]]) -> _Entry:
+    def _walk_link(
+        self, entry: os.DirEntry[str], rel: str, rules: IgnoreRules, visited: set[tuple[int, int]]
+    ) -> _Entry:
         """A symlink is followed only inside the root, and a folder never twice."""
         target = self._inside_root(rel)
         if target is None:
             return _Entry.LEAVE
         if not os.path.isdir(target):
             return _Entry.LEAVE if rules.ignored(rel) else _Entry.FILE
-        if entry.name in VCS_DIRS or rules.ignored(rel, is_dir=True) or \
-                self._excluded(Path(target)):
+        if (
+            entry.name in VCS_DIRS
+            or rules.ignored(rel, is_dir=True)
+            or self._excluded(Path(target))
+        ):
             return _Entry.LEAVE
         try:
             tst = os.stat(target)
@@ -319,8 +391,15 @@ class Discovery:
         out.sort(key=lambda c: c.path)
         return out
 
-    def _admit(self, rel: str, st: os.stat_result, cap: int, seen: set[tuple[int, int]],
-               out: list[Candidate], via_symlink: bool) -> None:
+    def _admit(
+        self,
+        rel: str,
+        st: os.stat_result,
+        cap: int,
+        seen: set[tuple[int, int]],
+        out: list[Candidate],
+        via_symlink: bool,
+    ) -> None:
         if not stat.S_ISREG(st.st_mode):
             if not stat.S_ISDIR(st.st_mode):  # git lists submodules as folders: not worth a line
                 self.report.skip(Skip.NOT_REGULAR, rel)
@@ -331,8 +410,7 @@ class Discovery:
             return
         seen.add(key)
         if st.st_size > cap:
-            self.report.skip(Skip.TOO_LARGE, rel,
-                             f"{human_size(st.st_size)} > {human_size(cap)}")
+            self.report.skip(Skip.TOO_LARGE, rel, f"{human_size(st.st_size)} > {human_size(cap)}")
             return
         out.append(Candidate(rel, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, via_symlink))
 
@@ -349,14 +427,23 @@ class Discovery:
         was read. What is read is the file the listing checked, or one found inside the root
         in its place: never a file outside the root, never a FIFO or device (no wait)."""
 
-        def skipped(reason: Skip, detail: str = "", size: int = candidate.size,
-                    mtime_ns: int = candidate.mtime_ns, digest: str | None = None) -> SkippedFile:
+        def skipped(
+            reason: Skip,
+            detail: str = "",
+            size: int = candidate.size,
+            mtime_ns: int = candidate.mtime_ns,
+            digest: str | None = None,
+        ) -> SkippedFile:
             self.report.skip(reason, candidate.path, detail)
             return SkippedFile(candidate.path, reason, size, mtime_ns, digest)
 
         try:
-            data, st = self._guard.read(candidate.path, (candidate.dev, candidate.ino),
-                                        candidate.via_symlink, self.options.max_file_size)
+            data, st = self._guard.read(
+                candidate.path,
+                (candidate.dev, candidate.ino),
+                candidate.via_symlink,
+                self.options.max_file_size,
+            )
         except Refused as refused:
             return skipped(refused.reason, refused.detail)
         except FileNotFoundError:
@@ -379,9 +466,14 @@ class Discovery:
             log.warning("%s: not valid UTF-8; undecodable bytes replaced", candidate.path)
         first_line = text[: text.find("\n")] if "\n" in text else text
         return SourceFile(
-            path=candidate.path, size=st.st_size, mtime_ns=st.st_mtime_ns,
-            content_hash=digest, text=text,
-            language=language_for(candidate.path, first_line[:200]), valid_utf8=valid)
+            path=candidate.path,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            content_hash=digest,
+            text=text,
+            language=language_for(candidate.path, first_line[:200]),
+            valid_utf8=valid,
+        )
 
     def is_minified(self, text: str) -> bool:
         """Minified or generated: lines average over max_average_line_length characters, or

@@ -32,8 +32,9 @@ class Skip(enum.Enum):
 
 # Skips worth a warning line each: something is wrong with the file or the tree. The others are
 # ordinary and only counted (and logged at info level).
-WARN_SKIPS = frozenset({Skip.UNREADABLE, Skip.VANISHED, Skip.SYMLINK_LOOP, Skip.SYMLINK_OUTSIDE,
-                        Skip.BAD_NAME})
+WARN_SKIPS = frozenset(
+    {Skip.UNREADABLE, Skip.VANISHED, Skip.SYMLINK_LOOP, Skip.SYMLINK_OUTSIDE, Skip.BAD_NAME}
+)
 
 
 @dataclass
@@ -54,8 +55,10 @@ class DiscoveryReport:
 
     def lines(self) -> list[str]:
         """One human line per reason, e.g. "2 binary (e.g. img/logo.png)"."""
-        return [f"{n} {reason.value} (e.g. {self.examples[reason]})"
-                for reason, n in sorted(self.skipped.items(), key=lambda kv: kv[0].name)]
+        return [
+            f"{n} {reason.value} (e.g. {self.examples[reason]})"
+            for reason, n in sorted(self.skipped.items(), key=lambda kv: kv[0].name)
+        ]
 
 
 def valid_name(path: str) -> bool:

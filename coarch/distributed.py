@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RAY_ADDRESS"
 INSTALL_HINT = "install the extra: pip install 'coarch[ray]' (or pip install 'ray[data]')"
-DEFAULT_FILES_PER_BATCH = 16       # files one actor reads, chunks and embeds per call
-DEFAULT_WORKER_MEMORY_MB = 1536    # per actor: Ray's own worker (~300 MiB) + model + batches
+DEFAULT_FILES_PER_BATCH = 16  # files one actor reads, chunks and embeds per call
+DEFAULT_WORKER_MEMORY_MB = 1536  # per actor: Ray's own worker (~300 MiB) + model + batches
 _LOCAL_OBJECT_STORE = 256 * 2**20  # a local cluster's shared memory for results in flight
 # Ray's switch for a single-machine cluster: every server binds to loopback and the node's
 # address is 127.0.0.1 (otherwise a loopback address is rewritten to the machine's own IP).
@@ -78,8 +78,10 @@ class RayOptions:
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"Ray workers must be at least 1, not {self.workers}")
         if self.cpus <= 0 or self.memory_mb <= 0 or self.gpus < 0 or self.files_per_batch < 1:
-            raise ConfigError("Ray worker resources must be positive (cpus, memory, files per"
-                              " batch) and GPUs 0 or more")
+            raise ConfigError(
+                "Ray worker resources must be positive (cpus, memory, files per"
+                " batch) and GPUs 0 or more"
+            )
 
 
 def import_ray(options: RayOptions | None = None) -> Any:
@@ -93,8 +95,9 @@ def import_ray(options: RayOptions | None = None) -> Any:
         import ray
         import ray.data  # the pipeline needs it: fail here, not mid-run
     except ImportError as exc:
-        raise ConfigError(f"--ray needs Ray, which is not installed ({exc})",
-                          hint=INSTALL_HINT) from None
+        raise ConfigError(
+            f"--ray needs Ray, which is not installed ({exc})", hint=INSTALL_HINT
+        ) from None
     return ray
 
 
@@ -131,13 +134,19 @@ def connect(ray: Any, options: RayOptions) -> None:
             ray.init(address=address, **common)
         else:
             log.info("starting a local Ray cluster")
-            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1",
-                     object_store_memory=_LOCAL_OBJECT_STORE, **common)
+            ray.init(
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                object_store_memory=_LOCAL_OBJECT_STORE,
+                **common,
+            )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = address or "a local cluster"
-        raise ConfigError(f"cannot connect to Ray ({where}): {_first_line(exc)}",
-                          hint="check --ray-address or $RAY_ADDRESS (`auto` joins the cluster"
-                               " `ray start` runs on this machine)") from None
+        raise ConfigError(
+            f"cannot connect to Ray ({where}): {_first_line(exc)}",
+            hint="check --ray-address or $RAY_ADDRESS (`auto` joins the cluster"
+            " `ray start` runs on this machine)",
+        ) from None
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
@@ -154,8 +163,9 @@ def _bootstrap_address(ray: Any, address: str) -> str:
 
     found = find_bootstrap_address(None)
     if not found:
-        raise ConnectionError("no running cluster found on this machine (start one with"
-                              " `ray start --head`)")
+        raise ConnectionError(
+            "no running cluster found on this machine (start one with `ray start --head`)"
+        )
     return str(found)
 
 
@@ -194,14 +204,21 @@ def _first_line(exc: BaseException) -> str:
 
 # ---- what travels -----------------------------------------------------------------------------
 
-def file_job(path: str, size: int, mtime_ns: int, held_hash: str,
-             held_chunks: list[str]) -> dict[str, Any]:
+
+def file_job(
+    path: str, size: int, mtime_ns: int, held_hash: str, held_chunks: list[str]
+) -> dict[str, Any]:
     """One file for a worker, as a row of plain columns (Arrow stores them as they are): where
     it is, its stat at listing, the content hash the index holds for it ("" when new) and the
     text hashes of the chunks the index holds for it (their vectors are in the driver's cache:
     not embedded again)."""
-    return {"path": path, "size": size, "mtime_ns": mtime_ns, "held_hash": held_hash,
-            "held_chunks": held_chunks}
+    return {
+        "path": path,
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "held_hash": held_hash,
+        "held_chunks": held_chunks,
+    }
 
 
 @dataclass(slots=True)
@@ -254,12 +271,20 @@ class IndexWorker:
         device = "cuda" if given.get("GPU", 0) > 0 else "cpu"
         self.memory = MemoryManager(limit_mb=self.limit_mb or None, profile=settings.profile)
         self.limit_mb = float(self.memory.limit_mb)
-        self.embedder = Embedder(settings.model_path, threads=threads, memory=self.memory,
-                                 device=device, precision=settings.precision)
+        self.embedder = Embedder(
+            settings.model_path,
+            threads=threads,
+            memory=self.memory,
+            device=device,
+            precision=settings.precision,
+        )
         self.chunker = new_chunker(self.embedder, settings.target_tokens)
         self.report = DiscoveryReport()
-        self.discovery = Discovery(settings.root, DiscoveryOptions(
-            max_file_size=settings.max_file_size, use_git=False), self.report)
+        self.discovery = Discovery(
+            settings.root,
+            DiscoveryOptions(max_file_size=settings.max_file_size, use_git=False),
+            self.report,
+        )
         self.settings = settings
         self.name = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
 
@@ -272,8 +297,9 @@ class IndexWorker:
 
         paths = [str(p) for p in batch["path"]]
         items, invalid = [], []
-        for path, size, mtime_ns, held_hash in zip(paths, batch["size"], batch["mtime_ns"],
-                                                   batch["held_hash"]):
+        for path, size, mtime_ns, held_hash in zip(
+            paths, batch["size"], batch["mtime_ns"], batch["held_hash"]
+        ):
             before = self.report.invalid_utf8
             items.append(self._read(path, int(size), int(mtime_ns), str(held_hash)))
             invalid.append(self.report.invalid_utf8 > before)
@@ -287,8 +313,9 @@ class IndexWorker:
                 key = text_hash(model_input(chunk))
                 if key in vectors:
                     own[key] = vectors[key]
-            results.append(FileResult(item, own, embedded.get(path, 0), bad, self.name,
-                                      peak, self.limit_mb))
+            results.append(
+                FileResult(item, own, embedded.get(path, 0), bad, self.name, peak, self.limit_mb)
+            )
         out = np.empty(len(results), dtype=object)
         out[:] = results
         return {"result": out}
@@ -303,8 +330,9 @@ class IndexWorker:
         got = self.discovery.read(Candidate(path, size, mtime_ns))
         return decide(got, held_hash, self.settings.by_hash, self.chunker)
 
-    def _embed(self, paths: list[str], items: list[Any], held: list[set[str]]
-               ) -> tuple[dict[str, bytes], dict[str, int]]:
+    def _embed(
+        self, paths: list[str], items: list[Any], held: list[set[str]]
+    ) -> tuple[dict[str, bytes], dict[str, int]]:
         """Vectors of the batch's chunks the driver does not hold, embedded as one pool sorted
         by length (little padding), and how many each file needed."""
         import numpy as np
@@ -324,13 +352,15 @@ class IndexWorker:
         if not pool:
             return {}, per_file
         ordered = sorted(pool.items(), key=lambda kv: -kv[1][0])
-        rows = self.embedder.encode([text for _, (_, text) in ordered],
-                                    batch_tokens=self.settings.batch_tokens)
+        rows = self.embedder.encode(
+            [text for _, (_, text) in ordered], batch_tokens=self.settings.batch_tokens
+        )
         rows = np.ascontiguousarray(rows, dtype="<f4")
         return {key: row.tobytes() for (key, _), row in zip(ordered, rows)}, per_file
 
 
 # ---- the driver's side -----------------------------------------------------------------------
+
 
 class RayPipeline:
     """Replaces the local pipeline (coarch.pipeline.LocalPipeline) of one Indexer run: the
@@ -340,8 +370,13 @@ class RayPipeline:
     def __init__(self, options: RayOptions) -> None:
         self.options = options
 
-    def run(self, indexer: Indexer, to_read: list[Candidate], states: dict[str, FileState],
-            embedder: Embedder) -> None:
+    def run(
+        self,
+        indexer: Indexer,
+        to_read: list[Candidate],
+        states: dict[str, FileState],
+        embedder: Embedder,
+    ) -> None:
         from coarch.pipeline import Preparer
 
         ray = import_ray(self.options)
@@ -353,8 +388,9 @@ class RayPipeline:
         workers: dict[str, dict[str, Any]] = {}
         t0 = time.monotonic()
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy",
-                                              prefetch_batches=1):
+            for batch in dataset.iter_batches(
+                batch_size=None, batch_format="numpy", prefetch_batches=1
+            ):
                 for result in batch["result"]:
                     self._take(indexer, prepare, result, workers, embedder)
                     indexer.summary.embed_seconds = time.monotonic() - t0
@@ -371,17 +407,19 @@ class RayPipeline:
         except ray.exceptions.RayError as exc:
             with contextlib.suppress(Exception):
                 checkpoint.commit()
-            raise ClusterError(f"the Ray cluster failed the run: {_first_line(exc)}",
-                               hint="what was committed is kept: run the same command again"
-                                    " to resume") from exc
+            raise ClusterError(
+                f"the Ray cluster failed the run: {_first_line(exc)}",
+                hint="what was committed is kept: run the same command again to resume",
+            ) from exc
         finally:
             indexer.summary.embed_seconds = time.monotonic() - t0
             indexer.summary.workers = sorted(workers.values(), key=lambda w: w["worker"])
         indexer.progress("indexing")
         indexer.check_stop()
 
-    def _dataset(self, ray: Any, indexer: Indexer, to_read: list[Candidate],
-                 states: dict[str, FileState]) -> Any:
+    def _dataset(
+        self, ray: Any, indexer: Indexer, to_read: list[Candidate], states: dict[str, FileState]
+    ) -> Any:
         """The run as a Ray Data pipeline: file jobs, one block per batch, mapped by a pool of
         IndexWorker actors."""
         from coarch.pipeline import held_hash, twins
@@ -393,31 +431,52 @@ class RayPipeline:
             known = [r.text_hash for r in store.chunks_of(c.path)] if held else []
             jobs.append(file_job(c.path, c.size, c.mtime_ns, held_hash(held), known))
         settings = WorkerSettings(
-            root=str(indexer.root), model_path=str(plan.model_path), precision=plan.precision,
+            root=str(indexer.root),
+            model_path=str(plan.model_path),
+            precision=plan.precision,
             max_file_size=indexer.options.max_file_size,
             target_tokens=indexer.options.target_tokens,
-            batch_tokens=indexer.options.batch_tokens, profile=indexer.options.profile,
-            by_hash=twins(states))
+            batch_tokens=indexer.options.batch_tokens,
+            profile=indexer.options.profile,
+            by_hash=twins(states),
+        )
         workers = opts.workers or self._workers_that_fit(ray)
         # Small runs are cut finer, so that every worker gets a share.
         per_batch = max(1, min(opts.files_per_batch, math.ceil(len(jobs) / (2 * workers))))
         blocks = max(1, math.ceil(len(jobs) / per_batch))
         workers = min(workers, blocks)
-        log.info("Ray: %d files in %d batches over %d workers (%g CPU, %d MiB%s each)",
-                 len(jobs), blocks, workers, opts.cpus, opts.memory_mb,
-                 f", {opts.gpus:g} GPU" if opts.gpus else "")
+        log.info(
+            "Ray: %d files in %d batches over %d workers (%g CPU, %d MiB%s each)",
+            len(jobs),
+            blocks,
+            workers,
+            opts.cpus,
+            opts.memory_mb,
+            f", {opts.gpus:g} GPU" if opts.gpus else "",
+        )
         return ray.data.from_items(jobs, override_num_blocks=blocks).map_batches(
-            IndexWorker, fn_constructor_kwargs={"settings": settings},
-            batch_size=per_batch, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=opts.cpus, num_gpus=opts.gpus or None, memory=opts.memory_mb * 2**20)
+            IndexWorker,
+            fn_constructor_kwargs={"settings": settings},
+            batch_size=per_batch,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=opts.cpus,
+            num_gpus=opts.gpus or None,
+            memory=opts.memory_mb * 2**20,
+        )
 
     def _workers_that_fit(self, ray: Any) -> int:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         return max(1, int(cpus // self.options.cpus))
 
     @staticmethod
-    def _take(indexer: Indexer, prepare: Preparer, result: FileResult,
-              workers: dict[str, dict[str, Any]], embedder: Embedder) -> None:
+    def _take(
+        indexer: Indexer,
+        prepare: Preparer,
+        result: FileResult,
+        workers: dict[str, dict[str, Any]],
+        embedder: Embedder,
+    ) -> None:
         """One file's result into the next checkpoint, through the local run's own decision
         (coarch.pipeline.Preparer: cache look-up, copies, skips). A copy whose twin changed
         meanwhile is chunked and embedded here, as a local run does."""
@@ -429,9 +488,16 @@ class RayPipeline:
         summary, checkpoint = indexer.summary, indexer.checkpoint
         summary.chunks_embedded += result.embedded
         checkpoint.vectors.update(result.vectors)
-        seen = workers.setdefault(result.worker, {"worker": result.worker, "peak_rss": 0,
-                                                  "limit_mb": result.limit_mb, "files": 0,
-                                                  "chunks_embedded": 0})
+        seen = workers.setdefault(
+            result.worker,
+            {
+                "worker": result.worker,
+                "peak_rss": 0,
+                "limit_mb": result.limit_mb,
+                "files": 0,
+                "chunks_embedded": 0,
+            },
+        )
         seen["peak_rss"] = max(seen["peak_rss"], result.peak_rss)
         seen["files"] += 1
         seen["chunks_embedded"] += result.embedded

@@ -15,7 +15,7 @@ EXIT_OK = 0
 EXIT_NO_HITS = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
-EXIT_TERMINATED = 143   # 128 + SIGTERM: service managers read it as "stopped on request"
+EXIT_TERMINATED = 143  # 128 + SIGTERM: service managers read it as "stopped on request"
 
 _SQLITE_FULL = 13  # sqlite3.h; the sqlite3 module exports it only from Python 3.11 on
 
@@ -100,8 +100,9 @@ def disk_full_error(exc: BaseException, where: str) -> DiskFullError | None:
     """The DiskFullError for `exc` when it says the disk is full (SQLITE_FULL, or ENOSPC and
     EDQUOT from the OS), else None. `where` names what was being written, for the message."""
     if isinstance(exc, sqlite3.Error):
-        full = getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or \
-            "database or disk is full" in str(exc)
+        full = getattr(
+            exc, "sqlite_errorcode", None
+        ) == _SQLITE_FULL or "database or disk is full" in str(exc)
     elif isinstance(exc, OSError):
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
     elif isinstance(exc, RuntimeError):  # faiss.write_index: "write error in ...: (strerror)"

@@ -21,8 +21,9 @@ _METRIC_INNER_PRODUCT = 0
 _HEADER = struct.Struct("<iqqq?i")  # d, ntotal, dummy, dummy, is_trained, metric_type
 
 
-def write_flat(fh: Any, dim: int, count: int,
-               batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+def write_flat(
+    fh: Any, dim: int, count: int, batches: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> None:
     """Streams IndexIDMap2(IndexFlatIP) of `count` rows of `dim` to `fh`: headers, codes, then
     ids. `batches` are (ids int64 [n], vectors float32 [n, dim]) in id order; the ids are held
     until the codes are written (8 bytes a row)."""

@@ -67,10 +67,12 @@ def _check_glob(glob: str) -> None:
     except (re.error, ValueError):
         usable = False
     if not usable:
-        raise UsageError(f"invalid --path glob {glob!r}",
-                         hint="globs follow .gitignore rules: close every `[` (`\\[` is a "
-                              "literal one), keep ranges in order (`[a-z]`), `\\#` for a "
-                              "leading #")
+        raise UsageError(
+            f"invalid --path glob {glob!r}",
+            hint="globs follow .gitignore rules: close every `[` (`\\[` is a "
+            "literal one), keep ranges in order (`[a-z]`), `\\#` for a "
+            "leading #",
+        )
 
 
 def known_languages() -> list[str]:
@@ -89,9 +91,11 @@ def canonical_language(name: str) -> str:
     found = canonical(name)
     known = known_languages()
     if found not in known:
-        raise UsageError(f"unknown language {name.strip()!r}",
-                         hint="use a language, an alias or an extension (py, ts, kt); known "
-                              "languages: " + ", ".join(known))
+        raise UsageError(
+            f"unknown language {name.strip()!r}",
+            hint="use a language, an alias or an extension (py, ts, kt); known "
+            "languages: " + ", ".join(known),
+        )
     return found
 
 

@@ -90,8 +90,9 @@ def refresh_max_files(explicit: int | None = None) -> int:
     return value
 
 
-def discovery_options(store: Store, index_dir: Path, max_file_size: int,
-                      use_git: bool) -> DiscoveryOptions:
+def discovery_options(
+    store: Store, index_dir: Path, max_file_size: int, use_git: bool
+) -> DiscoveryOptions:
     """The discovery settings the index was built with (recorded by the indexer), else the
     given ones."""
     recorded_size = store.get_meta(META_MAX_FILE_SIZE)
@@ -100,8 +101,7 @@ def discovery_options(store: Store, index_dir: Path, max_file_size: int,
         max_file_size = int(recorded_size)
     if recorded_git in ("0", "1"):
         use_git = recorded_git == "1"
-    return DiscoveryOptions(max_file_size=max_file_size, use_git=use_git,
-                            exclude=(str(index_dir),))
+    return DiscoveryOptions(max_file_size=max_file_size, use_git=use_git, exclude=(str(index_dir),))
 
 
 def pending_changes(root: Path, store: Store, options: DiscoveryOptions) -> Pending | None:
@@ -131,8 +131,10 @@ class ChangeGate:
         if self.notifier.changed():
             self._fresh_since = None
             return False
-        return (self._fresh_since is not None
-                and time.monotonic() - self._fresh_since < FULL_CHECK_SECONDS)
+        return (
+            self._fresh_since is not None
+            and time.monotonic() - self._fresh_since < FULL_CHECK_SECONDS
+        )
 
     def checked(self, started: float, found: Freshness) -> None:
         """Records a check that began at `started` (monotonic, after still_fresh)."""
@@ -143,8 +145,9 @@ class ChangeGate:
         self.notifier.close()
 
 
-def ensure_fresh(index: Index, max_files: int | None = None,
-                 gate: ChangeGate | None = None) -> Freshness:
+def ensure_fresh(
+    index: Index, max_files: int | None = None, gate: ChangeGate | None = None
+) -> Freshness:
     """Re-indexes what changed when it is little (see the module docstring), else says how
     stale the index is. Never blocks on another indexer; a failed refresh is logged and the
     search goes on with what is committed. Ctrl-C during a refresh raises IndexingInterrupted
@@ -165,8 +168,9 @@ def _check(index: Index, max_files: int | None) -> Freshness:
     limit = refresh_max_files(max_files)
     store = index.open_store()
     root = Path(store.get_meta("root") or index.root)
-    options = discovery_options(store, index.index_dir, index.options.max_file_size,
-                                index.options.use_git)
+    options = discovery_options(
+        store, index.index_dir, index.options.max_file_size, index.options.use_git
+    )
     t0 = time.perf_counter()
     pending = pending_changes(root, store, options)
     log.debug("listed %s in %.1f ms: %s", root, 1000 * (time.perf_counter() - t0), pending)
@@ -175,8 +179,11 @@ def _check(index: Index, max_files: int | None) -> Freshness:
     if pending.total == 0:
         return Freshness("fresh", listed=True)
     if pending.total > limit:
-        return _stale(pending, root, f"{pending.total} files changed (more than {limit} are "
-                                     "left to `coarch index`)")
+        return _stale(
+            pending,
+            root,
+            f"{pending.total} files changed (more than {limit} are left to `coarch index`)",
+        )
     settings = _refresh_settings(index, store, options)
     mismatch = _model_mismatch(settings, store)
     if mismatch:
@@ -186,8 +193,13 @@ def _check(index: Index, max_files: int | None) -> Freshness:
     except IndexLockedError as exc:
         if exc.pid == os.getpid():
             return _stale(pending, root, "an index run in this process is in progress")
-        return _stale(pending, root, f"another process is indexing (pid {exc.pid})"
-                      if exc.pid else "another process is indexing")
+        return _stale(
+            pending,
+            root,
+            f"another process is indexing (pid {exc.pid})"
+            if exc.pid
+            else "another process is indexing",
+        )
     except IndexingInterrupted:
         raise
     except (CoarchError, OSError) as exc:
@@ -198,8 +210,13 @@ def _check(index: Index, max_files: int | None) -> Freshness:
 
 
 def _stale(pending: Pending, root: Path, reason: str) -> Freshness:
-    log.warning("%d files changed since the index was built (%s): results may be stale; "
-                "run `coarch index %s`", pending.total, reason, root)
+    log.warning(
+        "%d files changed since the index was built (%s): results may be stale; "
+        "run `coarch index %s`",
+        pending.total,
+        reason,
+        root,
+    )
     return Freshness("stale", stale_files=pending.total, reason=reason, listed=True)
 
 
@@ -210,8 +227,13 @@ def _refresh_settings(index: Index, store: Store, discovery: DiscoveryOptions) -
     model = index.options.model
     if model is None and recorded_model and Path(recorded_model).is_dir():
         model = recorded_model
-    return replace(index.options, full=False, model=model,
-                   max_file_size=discovery.max_file_size, use_git=discovery.use_git)
+    return replace(
+        index.options,
+        full=False,
+        model=model,
+        max_file_size=discovery.max_file_size,
+        use_git=discovery.use_git,
+    )
 
 
 def _model_mismatch(settings: IndexOptions, store: Store) -> str | None:

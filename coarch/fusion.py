@@ -28,9 +28,7 @@ __all__ = ["RRF", "Ranked", "ScoreFusion", "fusion_for", "query_kind"]
 QUERY_KINDS = ("sentence", "mix", "identifier")
 
 # A word that is code rather than English: snake_case, camelCase, a dotted path or a call.
-_CODE_WORD = re.compile(
-    r"\b(?:\w+_\w+|[a-z]+[A-Z]\w*|[A-Z]\w*[a-z][A-Z]\w*|\w+\.\w+\(?|\w+\(\))"
-)
+_CODE_WORD = re.compile(r"\b(?:\w+_\w+|[a-z]+[A-Z]\w*|[A-Z]\w*[a-z][A-Z]\w*|\w+\.\w+\(?|\w+\(\))")
 
 
 @dataclass
@@ -42,7 +40,7 @@ class Ranked:
 
 
 def query_kind(query: str) -> str:
-    """"identifier" for a bare identifier (`parse_config`, `HttpClient.send`), "mix" for a
+    """ "identifier" for a bare identifier (`parse_config`, `HttpClient.send`), "mix" for a
     sentence that names code, else "sentence"."""
     if parse_identifier(query) is not None and len(query.split()) == 1:
         return "identifier"

@@ -44,9 +44,13 @@ def git_listing(root: Path, report: DiscoveryReport) -> tuple[list[str], list[st
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     """One git command run in `root` (English messages), or None when git is missing."""
     try:
-        return subprocess.run(["git", "-c", "core.quotepath=off", *args], cwd=root,
-                              capture_output=True, check=False,
-                              env={**os.environ, "LC_ALL": "C"})
+        return subprocess.run(
+            ["git", "-c", "core.quotepath=off", *args],
+            cwd=root,
+            capture_output=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
     except OSError:
         return None
 
@@ -54,8 +58,10 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
 def _git_failed(done: subprocess.CompletedProcess[bytes]) -> None:
     err = done.stderr.decode(errors="replace").strip()
     if "not a git repository" not in err:
-        log.warning("git failed (%s); walking the folder instead",
-                    err.splitlines()[0] if err else done.returncode)
+        log.warning(
+            "git failed (%s); walking the folder instead",
+            err.splitlines()[0] if err else done.returncode,
+        )
 
 
 def _ignored_by_enclosing_repository(root: Path) -> bool:
@@ -66,8 +72,11 @@ def _ignored_by_enclosing_repository(root: Path) -> bool:
     if done is None or done.returncode != 0:
         return False
     rule = done.stdout.decode("utf-8", errors="replace").split("\t")[0].strip()
-    log.warning("%s is ignored by the enclosing git repository (%s); indexing it by its own"
-                " ignore files", root, rule or "an ignore rule")
+    log.warning(
+        "%s is ignored by the enclosing git repository (%s); indexing it by its own ignore files",
+        root,
+        rule or "an ignore rule",
+    )
     return True
 
 
@@ -82,7 +91,7 @@ def _ls(root: Path, report: DiscoveryReport, prefix: str, *args: str) -> list[st
         return None
     for folder, why in _GIT_UNREADABLE.findall(done.stderr):
         name = os.fsdecode(folder).rstrip("/")
-        name = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        name = name[len(prefix) :] if prefix and name.startswith(prefix) else name
         report.skip(Skip.UNREADABLE, name or ".", why.decode(errors="replace"))
     names = done.stdout.decode("utf-8", errors="surrogateescape").split("\0")
     return [n for n in names if n]

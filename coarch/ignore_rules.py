@@ -16,7 +16,7 @@ from coarch.discovery_report import printable
 log = logging.getLogger(__name__)
 
 IGNORE_FILE = ".coarchignore"
-_IGNORE_FILE_LIMIT = 4_000_000   # bytes of one ignore file read; the rest is not a rule list
+_IGNORE_FILE_LIMIT = 4_000_000  # bytes of one ignore file read; the rest is not a rule list
 
 
 def read_ignore_file(path: Path, shown: str) -> list[str] | None:
@@ -26,8 +26,9 @@ def read_ignore_file(path: Path, shown: str) -> list[str] | None:
         fd = os.open(path, OPEN_FLAGS | NOFOLLOW)
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            log.warning("cannot read %s (%s); its rules are not applied", shown,
-                        exc.strerror or exc)
+            log.warning(
+                "cannot read %s (%s); its rules are not applied", shown, exc.strerror or exc
+            )
         return None
     try:
         with os.fdopen(fd, "rb") as fh:

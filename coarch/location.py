@@ -27,8 +27,16 @@ FAISS_FILE = "vectors.faiss"
 REBUILD_SUFFIX = ".rebuild"
 # Names coarch writes into an index folder (anything else makes a folder without a coarch
 # database someone else's).
-_OWN_NAMES = ("lock", DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal",
-              FAISS_FILE, ".vectors-*.tmp", f"{DB_FILE}.corrupt-*")
+_OWN_NAMES = (
+    "lock",
+    DB_FILE,
+    f"{DB_FILE}-wal",
+    f"{DB_FILE}-shm",
+    f"{DB_FILE}-journal",
+    FAISS_FILE,
+    ".vectors-*.tmp",
+    f"{DB_FILE}.corrupt-*",
+)
 _FAISS_MAGICS = (b"IxM2", b"IwFl")  # the FAISS layouts coarch writes (flat, IVF)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -82,8 +90,11 @@ def check_index_folder(index_dir: Path) -> None:
         return
     if owner == "foreign":
         _refuse(index_dir, f"{DB_FILE} is not a coarch index")
-    strangers = sorted(n for n in os.listdir(index_dir)
-                       if not any(fnmatch.fnmatchcase(n, own) for own in _OWN_NAMES))
+    strangers = sorted(
+        n
+        for n in os.listdir(index_dir)
+        if not any(fnmatch.fnmatchcase(n, own) for own in _OWN_NAMES)
+    )
     if strangers:
         _refuse(index_dir, f"it holds files coarch did not create ({', '.join(strangers[:3])})")
     faiss = index_dir / FAISS_FILE
@@ -92,8 +103,10 @@ def check_index_folder(index_dir: Path) -> None:
 
 
 def _refuse(index_dir: Path, why: str) -> None:
-    raise UsageError(f"refusing to write into {index_dir}: {why}",
-                     hint="pass --index a new or empty folder, or one coarch created")
+    raise UsageError(
+        f"refusing to write into {index_dir}: {why}",
+        hint="pass --index a new or empty folder, or one coarch created",
+    )
 
 
 def _starts_with(path: Path, magics: tuple[bytes, ...]) -> bool:
@@ -112,8 +125,7 @@ def exchange_folders(a: Path, b: Path) -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
     if renameat2 is not None:
-        result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-                           _RENAME_EXCHANGE)
+        result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
         if result == 0:
             return
         code = ctypes.get_errno()

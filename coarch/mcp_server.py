@@ -64,10 +64,12 @@ HANDSHAKE_GRACE = 1.0
 
 # ---- schemas ------------------------------------------------------------------------------------
 
+
 def _hit_model() -> type[BaseModel]:
     """HitOut: coarch.hit.Hit's fields but `explain`, all required, so the two never differ."""
-    fields: dict[str, Any] = {name: (hint, ...) for name, hint in get_type_hints(Hit).items()
-                              if name != "explain"}
+    fields: dict[str, Any] = {
+        name: (hint, ...) for name, hint in get_type_hints(Hit).items() if name != "explain"
+    }
     doc = "One search hit; `path` is relative to the served root, lines are 1-based inclusive."
     return create_model("HitOut", __doc__=doc, __module__=__name__, **fields)
 
@@ -86,9 +88,13 @@ class FreshnessOut(BaseModel):
     stale_files: int = Field(description="files changed since the index and not re-indexed")
     refreshed_files: int = Field(description="changed files re-indexed before this search")
     reason: str | None = None
-    listed: bool = Field(default=False, description=(
-        "whether the files were listed for this search (false: file notifications showed "
-        "nothing changed since the last listing found the index fresh)"))
+    listed: bool = Field(
+        default=False,
+        description=(
+            "whether the files were listed for this search (false: file notifications showed "
+            "nothing changed since the last listing found the index fresh)"
+        ),
+    )
 
 
 def _inline_parts(schema: dict[str, Any]) -> None:
@@ -127,15 +133,20 @@ class IndexOut(BaseModel):
 
 # ---- the service: the server's state, callable without MCP --------------------------------------
 
+
 class CoarchService:
     """One served root: its index for searching (one Searcher, behind a lock: a Searcher is not
     thread-safe; it follows file changes, so that a search with nothing changed lists no
     files) and, separately, the runs of `index` (one at a time). Nothing that loads libtorch
     is imported before the first search or `warm`."""
 
-    def __init__(self, root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None,
-                 options: dict[str, Any] | None = None,
-                 refresh_max_files: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str] | None,
+        options: dict[str, Any] | None = None,
+        refresh_max_files: int | None = None,
+    ) -> None:
         self.root = check_root(root)
         self.index_dir_arg = index_dir
         self.options = options or {}
@@ -163,24 +174,37 @@ class CoarchService:
 
     # -- search --
 
-    def search(self, query: str, k: int, mode: str, lang: list[str] | None,
-               path: list[str] | None) -> SearchOut:
+    def search(
+        self, query: str, k: int, mode: str, lang: list[str] | None, path: list[str] | None
+    ) -> SearchOut:
         for glob in path or ():
             check_glob(glob)
         with self._search_lock:
             index = self._searching_index()
             try:
-                hits = index.search(query, k=k, mode=mode, lang=lang, path=path,
-                                    refresh_max_files=self.refresh_max_files)
+                hits = index.search(
+                    query,
+                    k=k,
+                    mode=mode,
+                    lang=lang,
+                    path=path,
+                    refresh_max_files=self.refresh_max_files,
+                )
             except IndexNotFoundError as exc:
                 raise ToolError(self._no_index_message(exc)) from None
             freshness = index.freshness
         return SearchOut(
-            root=str(self.root), query=query, mode=mode,
+            root=str(self.root),
+            query=query,
+            mode=mode,
             # Fields read one by one: Hit.to_dict (dataclasses.asdict) deep-copies every value.
-            hits=[HitOut(**{name: getattr(h, name) for name in HIT_FIELDS})
-                  for h in hits if inside_root(h.path)],
-            freshness=FreshnessOut(**freshness.as_dict()))
+            hits=[
+                HitOut(**{name: getattr(h, name) for name in HIT_FIELDS})
+                for h in hits
+                if inside_root(h.path)
+            ],
+            freshness=FreshnessOut(**freshness.as_dict()),
+        )
 
     def warm(self) -> None:
         """Loads the model, opens the index and makes the first freshness check (re-indexing
@@ -189,12 +213,13 @@ class CoarchService:
         if not (self.index_dir / DB_FILE).is_file():
             return
         with self._search_lock:
-            self._searching_index().search("warm up", k=1,
-                                           refresh_max_files=self.refresh_max_files)
+            self._searching_index().search("warm up", k=1, refresh_max_files=self.refresh_max_files)
 
     def _no_index_message(self, exc: CoarchError) -> str:
-        return (f"{exc.message}; call the `index` tool to build it (progress is reported), or "
-                f"run `coarch index {self.root}`")
+        return (
+            f"{exc.message}; call the `index` tool to build it (progress is reported), or "
+            f"run `coarch index {self.root}`"
+        )
 
     # -- status --
 
@@ -212,8 +237,9 @@ class CoarchService:
 
     # -- index --
 
-    def build(self, full: bool, progress: Callable[[IndexProgress], None] | None,
-              stop: threading.Event) -> IndexOut:
+    def build(
+        self, full: bool, progress: Callable[[IndexProgress], None] | None, stop: threading.Event
+    ) -> IndexOut:
         if not self._build_lock.acquire(blocking=False):
             raise ToolError("an index run of this server is already in progress; wait for it")
         from coarch.index import Index
@@ -226,12 +252,16 @@ class CoarchService:
         finally:
             self._build_lock.release()
         return IndexOut(
-            root=summary.root, files_total=summary.files_total,
-            files_indexed=summary.files_indexed, files_unchanged=summary.files_unchanged,
-            files_removed=summary.files_removed, chunks_embedded=summary.chunks_embedded,
-            chunks_total=summary.chunks_total, seconds=round(summary.seconds, 3),
-            rebuild_reason=summary.rebuild_reason)
-
+            root=summary.root,
+            files_total=summary.files_total,
+            files_indexed=summary.files_indexed,
+            files_unchanged=summary.files_unchanged,
+            files_removed=summary.files_removed,
+            chunks_embedded=summary.chunks_embedded,
+            chunks_total=summary.chunks_total,
+            seconds=round(summary.seconds, 3),
+            rebuild_reason=summary.rebuild_reason,
+        )
 
     def wait_for_build(self) -> None:
         """Returns once no `index` run of this server is in progress."""
@@ -251,8 +281,10 @@ def check_glob(glob: str) -> None:
         raise ToolError("empty path glob")
     pure = PurePosixPath(text.replace("\\", "/"))
     if text.startswith(("/", "~")) or pure.is_absolute() or ".." in pure.parts:
-        raise ToolError(f"path {glob!r} is outside the served root; give a glob relative to it "
-                        "(e.g. 'src/**', '*.py', '!tests/')")
+        raise ToolError(
+            f"path {glob!r} is outside the served root; give a glob relative to it "
+            "(e.g. 'src/**', '*.py', '!tests/')"
+        )
 
 
 def inside_root(path: str) -> bool:
@@ -262,11 +294,13 @@ def inside_root(path: str) -> bool:
 
 # ---- the MCP server ------------------------------------------------------------------------------
 
-READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
-                            open_world_hint=False)
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 # `index` writes only coarch's own index (never the user's files) and can be repeated.
-WRITES_INDEX = ToolAnnotations(read_only_hint=False, destructive_hint=False,
-                               idempotent_hint=True, open_world_hint=False)
+WRITES_INDEX = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 
 
 def build_server(service: CoarchService) -> MCPServer[Any]:
@@ -282,46 +316,69 @@ def build_server(service: CoarchService) -> MCPServer[Any]:
             service.close()
 
     server: MCPServer[Any] = MCPServer(
-        name=SERVER_NAME, version=__version__, lifespan=lifespan, log_level="WARNING",
+        name=SERVER_NAME,
+        version=__version__,
+        lifespan=lifespan,
+        log_level="WARNING",
         instructions=(
             f"Code search over {service.root}: `search` finds code by meaning or identifier "
             "(path:lines, score, snippet). The index refreshes itself before a search when few "
-            "files changed; call `index` to update it after large changes."))
+            "files changed; call `index` to update it after large changes."
+        ),
+    )
     server.middleware.append(warmer.after_handshake)
 
-    @server.tool(annotations=READ_ONLY, description=(
-        "Search the repository's code by meaning (natural language) or by identifier "
-        "(`parse_config`, `HttpClient.send`: its definition comes first). Returns hits with "
-        "path (relative to the repository), start_line, end_line, score, language, symbol and "
-        "snippet, plus how fresh the index was."))
+    @server.tool(
+        annotations=READ_ONLY,
+        description=(
+            "Search the repository's code by meaning (natural language) or by identifier "
+            "(`parse_config`, `HttpClient.send`: its definition comes first). Returns hits with "
+            "path (relative to the repository), start_line, end_line, score, language, symbol and "
+            "snippet, plus how fresh the index was."
+        ),
+    )
     async def search(
         query: Annotated[str, Field(min_length=1, description="words or an identifier")],
         k: Annotated[int, Field(ge=1, le=MAX_K, description="number of hits")] = DEFAULT_K,
-        mode: Annotated[Literal["hybrid", "semantic", "keyword"], Field(
-            description="hybrid (default): meaning and keywords fused; semantic; keyword"
-        )] = "hybrid",
-        lang: Annotated[list[str] | None, Field(
-            description="only these languages (python, py, ts, ...)")] = None,
-        path: Annotated[list[str] | None, Field(
-            description="only paths matching these globs, relative to the repository "
-                        "(.gitignore rules; '!glob' excludes)")] = None,
+        mode: Annotated[
+            Literal["hybrid", "semantic", "keyword"],
+            Field(description="hybrid (default): meaning and keywords fused; semantic; keyword"),
+        ] = "hybrid",
+        lang: Annotated[
+            list[str] | None, Field(description="only these languages (python, py, ts, ...)")
+        ] = None,
+        path: Annotated[
+            list[str] | None,
+            Field(
+                description="only paths matching these globs, relative to the repository "
+                "(.gitignore rules; '!glob' excludes)"
+            ),
+        ] = None,
     ) -> SearchOut:
         found: SearchOut = await _in_thread(service.search, query, k, mode, lang, path)
         return found
 
-    @server.tool(annotations=READ_ONLY, description=(
-        "What the index holds: location, files, chunks, model, precision, last run, files "
-        "pending (new, changed, deleted) and the memory manager's readings; the same JSON as "
-        "`coarch status --json --memory`."))
+    @server.tool(
+        annotations=READ_ONLY,
+        description=(
+            "What the index holds: location, files, chunks, model, precision, last run, files "
+            "pending (new, changed, deleted) and the memory manager's readings; the same JSON as "
+            "`coarch status --json --memory`."
+        ),
+    )
     async def index_status() -> dict[str, Any]:
         out: dict[str, Any] = await _in_thread(service.status)
         return out
 
-    @server.tool(annotations=WRITES_INDEX, description=(
-        "Build or update the repository's index (incremental: only new and changed files are "
-        "embedded; full=true rebuilds from scratch). Reports progress when the request has a "
-        "progress token; cancelling the request stops it after committing the work in hand. "
-        "Searches during a run answer from the last committed state."))
+    @server.tool(
+        annotations=WRITES_INDEX,
+        description=(
+            "Build or update the repository's index (incremental: only new and changed files are "
+            "embedded; full=true rebuilds from scratch). Reports progress when the request has a "
+            "progress token; cancelling the request stops it after committing the work in hand. "
+            "Searches during a run answer from the last committed state."
+        ),
+    )
     async def index(ctx: Context, full: bool = False) -> IndexOut:
         return await _run_build(service, ctx, full)
 
@@ -345,7 +402,8 @@ async def _run_build(service: CoarchService, ctx: Context, full: bool) -> IndexO
     reporter = _ProgressReporter(ctx)
     try:
         out: IndexOut = await anyio.to_thread.run_sync(
-            functools.partial(service.build, full, reporter, stop), abandon_on_cancel=True)
+            functools.partial(service.build, full, reporter, stop), abandon_on_cancel=True
+        )
         return out
     except anyio.get_cancelled_exc_class():
         stop.set()
@@ -371,8 +429,10 @@ class _ProgressReporter:
         self._last = now
         total = max(p.chunks_estimate, p.chunks_embedded + p.chunks_reused, 1)
         done = p.chunks_embedded + p.chunks_reused
-        message = (f"{p.phase}: {p.files_done}/{p.files_to_read} files, {p.chunks_embedded} "
-                   f"chunks embedded")
+        message = (
+            f"{p.phase}: {p.files_done}/{p.files_to_read} files, {p.chunks_embedded} "
+            f"chunks embedded"
+        )
         with contextlib.suppress(Exception):  # a client gone away must not stop the run
             anyio.from_thread.run(self.ctx.report_progress, float(done), float(total), message)
 
@@ -390,8 +450,9 @@ class _Warmer:
         self._lock = threading.Lock()
         self._started = False
 
-    async def after_handshake(self, ctx: ServerRequestContext[Any, Any],
-                              call_next: CallNext) -> HandlerResult:
+    async def after_handshake(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
         result = await call_next(ctx)
         if ctx.method == "tools/list":
             self.start()
@@ -415,8 +476,12 @@ class _Warmer:
             log.debug("warm-up failed: %s", exc)
 
 
-def serve(root: str | os.PathLike[str], index_dir: str | os.PathLike[str] | None = None,
-          options: dict[str, Any] | None = None, refresh_max_files: int | None = None) -> None:
+def serve(
+    root: str | os.PathLike[str],
+    index_dir: str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
+    refresh_max_files: int | None = None,
+) -> None:
     """Serves `root` over stdio until the client closes the connection."""
     service = CoarchService(Path(root), index_dir, options, refresh_max_files)
     build_server(service).run("stdio")

@@ -208,8 +208,8 @@ def manager_for(limit_mb: float | None = None, profile: str | None = None) -> Me
 # RSS above a tiny tree's (254 MiB) was 8.2 bytes per byte for one 50 MB Python file, 11.2 for a
 # 20 MB one (cut by lines: coarch.chunking.GRAMMAR_MAX_CHARS); 12 leaves some headroom.
 FILE_MEMORY_PER_BYTE = 12
-PROCESS_RESERVE_MB = 300         # the model, libtorch and the interpreter, before any file
-MODEL_RESERVE_MB = 120           # the model's weights (86 MB) and one batch's scratch
+PROCESS_RESERVE_MB = 300  # the model, libtorch and the interpreter, before any file
+MODEL_RESERVE_MB = 120  # the model's weights (86 MB) and one batch's scratch
 
 
 def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
@@ -219,8 +219,9 @@ def max_file_size_ceiling(limit_mb: float, rss_mb: float = 0.0) -> int:
     return max(0, int((limit_mb - reserve) * 2**20 / FILE_MEMORY_PER_BYTE))
 
 
-def check_max_file_size(cap: int, limit_mb: float | None = None,
-                        profile: str | None = None) -> None:
+def check_max_file_size(
+    cap: int, limit_mb: float | None = None, profile: str | None = None
+) -> None:
     """Refuses, before any work, a size cap (`--max-file-size`, bytes) whose files cannot be
     chunked within the memory limit of these settings: a file is held whole while it is
     chunked. The default cap is not checked: the reserve is generous for 1 MB files (ordinary
@@ -235,9 +236,14 @@ def check_max_file_size(cap: int, limit_mb: float | None = None,
         return
     # Shown rounded down, so the figure named is one that passes this check.
     ceiling -= ceiling % 100_000
-    hint = (f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
-            if ceiling >= DEFAULT_MAX_FILE_SIZE else "raise --memory-limit")
+    hint = (
+        f"use --max-file-size {ceiling // 1000**2}M or less, or raise --memory-limit"
+        if ceiling >= DEFAULT_MAX_FILE_SIZE
+        else "raise --memory-limit"
+    )
     raise ConfigError(
         f"--max-file-size {human_size(cap)} is over the ceiling of {human_size(ceiling)} that"
         f" the memory limit ({limit:.0f} MB, {memory.limit_source}) allows: a file takes about"
-        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked", hint=hint)
+        f" {FILE_MEMORY_PER_BYTE} bytes of memory per byte while it is chunked",
+        hint=hint,
+    )

@@ -47,8 +47,19 @@ IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 # What changes a file's listing, size or mtime (IN_ATTRIB: `touch`, chmod).
-WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
-              | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+WATCH_MASK = (
+    IN_MODIFY
+    | IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then `len` bytes of name
 # Folders discovery never enters, tracked or not: nothing in them is indexed.
 SKIPPED_NAMES = frozenset(os.fsencode(name) for name in VCS_DIRS)
@@ -69,8 +80,9 @@ class ChangeNotifier:
     """Watches every folder under `root` but `excluded` ones; `changed()` says whether any
     event came since the last call. Not thread-safe: one owner (the searcher's lock)."""
 
-    def __init__(self, root: str | os.PathLike[str], excluded: Iterable[str | os.PathLike[str]]
-                 = ()) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], excluded: Iterable[str | os.PathLike[str]] = ()
+    ) -> None:
         self.root = Path(os.path.realpath(root))
         self._excluded = {os.path.realpath(p) for p in excluded}
         self._fd = -1
@@ -88,8 +100,9 @@ class ChangeNotifier:
             return False
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            log.info("inotify unavailable (%s): searches list the files",
-                     os.strerror(ctypes.get_errno()))
+            log.info(
+                "inotify unavailable (%s): searches list the files", os.strerror(ctypes.get_errno())
+            )
             return False
         self._fd = fd
         if not self._watch_tree(os.fsencode(self.root)):
@@ -135,7 +148,7 @@ class ChangeNotifier:
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            name = data[offset + _EVENT.size: offset + _EVENT.size + length].rstrip(b"\0")
+            name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
             if mask & IN_Q_OVERFLOW:
                 log.info("inotify queue overflowed; watching %s afresh", self.root)
@@ -146,8 +159,12 @@ class ChangeNotifier:
                 if folder == os.fsencode(self.root):
                     return False  # the root itself is gone
                 continue
-            if folder is not None and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) \
-                    and not self._watch_tree(os.path.join(folder, name)):
+            if (
+                folder is not None
+                and mask & IN_ISDIR
+                and mask & (IN_CREATE | IN_MOVED_TO)
+                and not self._watch_tree(os.path.join(folder, name))
+            ):
                 return False
         return True
 
@@ -164,8 +181,11 @@ class ChangeNotifier:
                 return False
             try:
                 with os.scandir(folder) as entries:
-                    stack.extend(e.path for e in entries if e.name not in SKIPPED_NAMES
-                                 and e.is_dir(follow_symlinks=False))
+                    stack.extend(
+                        e.path
+                        for e in entries
+                        if e.name not in SKIPPED_NAMES and e.is_dir(follow_symlinks=False)
+                    )
             except OSError:
                 continue  # gone or unreadable: its parent's events say when it changes
         return True
@@ -178,8 +198,11 @@ class ChangeNotifier:
             return True
         err = ctypes.get_errno()
         if err == errno.ENOSPC:
-            log.info("out of inotify watches (fs.inotify.max_user_watches) under %s: searches "
-                     "list the files", self.root)
+            log.info(
+                "out of inotify watches (fs.inotify.max_user_watches) under %s: searches "
+                "list the files",
+                self.root,
+            )
             return False
         # Gone or unreadable meanwhile: its parent's events still say when it comes back.
         return err in (errno.ENOENT, errno.EACCES, errno.ENOTDIR, errno.ELOOP)

@@ -39,16 +39,19 @@ if TYPE_CHECKING:
 
 CHECKPOINT_ENV = "COARCH_CHECKPOINT_FREQUENCY"
 DEFAULT_CHECKPOINT_SECONDS = 5.0
-MAX_PENDING_FILES = 2000         # commit early when this many files wait for a checkpoint
-_QUEUE_FILES = 16                # files read and chunked ahead of the embedder
+MAX_PENDING_FILES = 2000  # commit early when this many files wait for a checkpoint
+_QUEUE_FILES = 16  # files read and chunked ahead of the embedder
 _CONTENT_SKIPS = frozenset({Skip.BINARY, Skip.MINIFIED})  # remembered while unchanged
 
 
 def checkpoint_seconds(explicit: float | None) -> float:
     """Seconds between checkpoints: the explicit value, else $COARCH_CHECKPOINT_FREQUENCY,
     else 5."""
-    value = float(explicit) if explicit is not None else env_number(
-        CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, float, "a number of seconds")
+    value = (
+        float(explicit)
+        if explicit is not None
+        else env_number(CHECKPOINT_ENV, DEFAULT_CHECKPOINT_SECONDS, float, "a number of seconds")
+    )
     if value < 0:
         raise ConfigError(f"checkpoint interval must be >= 0 seconds, not {value}")
     return value
@@ -65,8 +68,12 @@ def new_chunker(embedder: Embedder, target_tokens: int | None = None) -> Chunker
         # model_text keeps line breaks: the lines of its form are the forms of the lines.
         return embedder.count_line_tokens(model_text(text))
 
-    return Chunker(count_model_tokens, embedder.max_seq_length, target_tokens=target_tokens,
-                   count_lines=count_model_line_tokens)
+    return Chunker(
+        count_model_tokens,
+        embedder.max_seq_length,
+        target_tokens=target_tokens,
+        count_lines=count_model_line_tokens,
+    )
 
 
 def model_input(chunk: Chunk) -> str:
@@ -76,6 +83,7 @@ def model_input(chunk: Chunk) -> str:
 
 
 # ---- store operations: what a checkpoint writes ---------------------------------------------
+
 
 @dataclass(slots=True)
 class ChunkedFile:
@@ -152,7 +160,7 @@ class Checkpoint:
     def __init__(self, store: Store, every: float) -> None:
         self.store = store
         self.every = every
-        self.vectors: dict[str, bytes] = {}   # text hash -> float32 bytes, to write
+        self.vectors: dict[str, bytes] = {}  # text hash -> float32 bytes, to write
         self.ops: list[StoreOp] = []
         self.files_committed = 0
         self._last = time.monotonic()
@@ -164,8 +172,9 @@ class Checkpoint:
 
     def due(self) -> bool:
         waiting = bool(self.ops or self.vectors)
-        return (waiting and time.monotonic() - self._last >= self.every) \
-            or len(self.ops) >= MAX_PENDING_FILES
+        return (waiting and time.monotonic() - self._last >= self.every) or len(
+            self.ops
+        ) >= MAX_PENDING_FILES
 
     def commit(self) -> None:
         if self.ops or self.vectors:
@@ -180,6 +189,7 @@ class Checkpoint:
 
 
 # ---- what the reader hands over -------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class CopiedFile:
@@ -215,8 +225,9 @@ def twins(states: Mapping[str, FileState]) -> dict[str, str]:
     return {st.content_hash: path for path, st in states.items() if st.skipped is None}
 
 
-def decide(got: SourceFile | SkippedFile, held: str, by_hash: Mapping[str, str],
-           chunker: Chunker) -> WorkItem:
+def decide(
+    got: SourceFile | SkippedFile, held: str, by_hash: Mapping[str, str], chunker: Chunker
+) -> WorkItem:
     """What the reader makes of a file read: skipped as it is; a Touch when its content is the
     one the index holds for it (`held`, see held_hash); a CopiedFile when another committed file
     holds it (`by_hash`, see twins); else the file chunked."""
@@ -231,13 +242,25 @@ def decide(got: SourceFile | SkippedFile, held: str, by_hash: Mapping[str, str],
 
 
 def chunk_file(chunker: Chunker, src: SourceFile) -> ChunkedFile:
-    return ChunkedFile(src.path, src.size, src.mtime_ns, src.content_hash, src.language,
-                       chunker.chunk(src.path, src.text, src.language))
+    return ChunkedFile(
+        src.path,
+        src.size,
+        src.mtime_ns,
+        src.content_hash,
+        src.language,
+        chunker.chunk(src.path, src.text, src.language),
+    )
 
 
-def _read_files(discovery: Discovery, to_read: list[Candidate], states: Mapping[str, FileState],
-                by_hash: Mapping[str, str], chunker: Chunker, handoff: queue.Queue[_Handed],
-                stop: threading.Event) -> None:
+def _read_files(
+    discovery: Discovery,
+    to_read: list[Candidate],
+    states: Mapping[str, FileState],
+    by_hash: Mapping[str, str],
+    chunker: Chunker,
+    handoff: queue.Queue[_Handed],
+    stop: threading.Event,
+) -> None:
     """Thread: reads, checks and chunks files in order, handing each over. Of the run's state it
     writes only the discovery report (read once the reader is done); its files go through
     `handoff`."""
@@ -267,6 +290,7 @@ def _read_files(discovery: Discovery, to_read: list[Candidate], states: Mapping[
 
 # ---- from a handed-over file to a store operation -------------------------------------------
 
+
 @dataclass(slots=True)
 class Waiting:
     """A file whose chunks wait for vectors: `need` lists the (hash, tokens, embedded text) of
@@ -294,8 +318,9 @@ class Preparer:
             tally.bytes_done += got.size
             if got.reason in _CONTENT_SKIPS and got.content_hash is not None:
                 summary.files_skipped += 1
-                return MarkSkipped(got.path, got.size, got.mtime_ns, got.content_hash,
-                                   got.reason.name.lower())
+                return MarkSkipped(
+                    got.path, got.size, got.mtime_ns, got.content_hash, got.reason.name.lower()
+                )
             return Remove(got.path)
         if isinstance(got, Touch):
             tally.bytes_done += got.size
@@ -321,12 +346,17 @@ class Preparer:
         self.indexer.tally.chunks_seen += len(got.chunks)
         self.indexer.summary.files_indexed += 1
         inputs = [model_input(c) for c in got.chunks]
-        rows = [NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text,
-                         text_hash(text)) for c, text in zip(got.chunks, inputs)]
+        rows = [
+            NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text, text_hash(text))
+            for c, text in zip(got.chunks, inputs)
+        ]
         hashes = [r.text_hash for r in rows]
         cached = store.cached_hashes(h for h in hashes if h not in vectors)
-        need = [(r.text_hash, c.tokens, text) for r, c, text in zip(rows, got.chunks, inputs)
-                if r.text_hash not in cached and r.text_hash not in vectors]
+        need = [
+            (r.text_hash, c.tokens, text)
+            for r, c, text in zip(rows, got.chunks, inputs)
+            if r.text_hash not in cached and r.text_hash not in vectors
+        ]
         self.indexer.summary.chunks_reused += len(rows) - len({h for h, _, _ in need})
         got.chunks = []  # the rows and `need` hold what is still wanted
         if not need:
@@ -364,6 +394,7 @@ class Preparer:
 
 # ---- the local pipeline ---------------------------------------------------------------------
 
+
 class LocalPipeline:
     """One run's files through a reader thread and the embedder of this process, committed
     with the run's checkpoint."""
@@ -375,17 +406,20 @@ class LocalPipeline:
         self.embed_batch = max(1, indexer.options.embed_batch)
         self.pool_size = max(self.embed_batch, indexer.options.embed_pool)
         self.pool: dict[str, tuple[int, str]] = {}  # hash -> (tokens, embedded text), to embed
-        self.waiting: list[Waiting] = []            # files some of whose vectors are missing
+        self.waiting: list[Waiting] = []  # files some of whose vectors are missing
 
-    def run(self, discovery: Discovery, to_read: list[Candidate],
-            states: Mapping[str, FileState]) -> None:
+    def run(
+        self, discovery: Discovery, to_read: list[Candidate], states: Mapping[str, FileState]
+    ) -> None:
         handoff: queue.Queue[_Handed] = queue.Queue(maxsize=_QUEUE_FILES)
         stop = threading.Event()
         chunker = new_chunker(self.embedder, self.indexer.options.target_tokens)
         reader = threading.Thread(
-            target=_read_files, name="coarch-reader",
+            target=_read_files,
+            name="coarch-reader",
             args=(discovery, to_read, states, twins(states), chunker, handoff, stop),
-            daemon=True)
+            daemon=True,
+        )
         reader.start()
         try:
             self._consume(handoff)
@@ -460,7 +494,7 @@ class LocalPipeline:
         for i in range(0, len(items), self.embed_batch):
             if self.indexer.stop_requested:
                 return
-            self._embed(items[i: i + self.embed_batch])
+            self._embed(items[i : i + self.embed_batch])
             self._maybe_commit()
 
     def _embed(self, batch: list[tuple[str, tuple[int, str]]]) -> None:
@@ -473,8 +507,9 @@ class LocalPipeline:
         def on_batch(done: int, total: int) -> None:
             indexer.progress("indexing", embedded=base + done)
 
-        vecs = self.embedder.encode(texts, batch_tokens=indexer.options.batch_tokens,
-                                    progress=on_batch)
+        vecs = self.embedder.encode(
+            texts, batch_tokens=indexer.options.batch_tokens, progress=on_batch
+        )
         summary.embed_seconds += time.monotonic() - t0
         summary.chunks_embedded += len(batch)
         rows = np.ascontiguousarray(vecs, dtype="<f4")

@@ -16,18 +16,18 @@ from typing import Any, TextIO
 
 @dataclass(frozen=True)
 class IndexProgress:
-    phase: str                 # "scanning", "indexing", "writing vectors", "done"
-    files_total: int           # files found
-    files_to_read: int         # new or changed (by size and mtime) among them
-    files_done: int            # of files_to_read, committed
-    chunks_embedded: int       # chunks whose vector was computed in this run
-    chunks_reused: int         # chunks whose vector came from the cache
-    chunks_estimate: int       # estimate of all chunks this run will produce
-    elapsed: float             # seconds since the run started
-    embed_seconds: float       # seconds spent inside the embedder
+    phase: str  # "scanning", "indexing", "writing vectors", "done"
+    files_total: int  # files found
+    files_to_read: int  # new or changed (by size and mtime) among them
+    files_done: int  # of files_to_read, committed
+    chunks_embedded: int  # chunks whose vector was computed in this run
+    chunks_reused: int  # chunks whose vector came from the cache
+    chunks_estimate: int  # estimate of all chunks this run will produce
+    elapsed: float  # seconds since the run started
+    embed_seconds: float  # seconds spent inside the embedder
     rss_bytes: int
-    pressure: str | None       # the MemoryManager's reading, when there is one
-    batch_tokens: int | None   # the MemoryManager's current batch budget
+    pressure: str | None  # the MemoryManager's reading, when there is one
+    batch_tokens: int | None  # the MemoryManager's current batch budget
 
     @property
     def chunks_per_second(self) -> float:
@@ -131,8 +131,14 @@ class ProgressRenderer:
     """Draws snapshots on `stream`: a redrawn bar on a terminal (at most 10 times a second),
     plain lines every `interval` seconds elsewhere."""
 
-    def __init__(self, stream: TextIO, *, tty: bool | None = None, interval: float = 5.0,
-                 width: int | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        tty: bool | None = None,
+        interval: float = 5.0,
+        width: int | None = None,
+    ) -> None:
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.interval = interval

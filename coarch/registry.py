@@ -86,10 +86,14 @@ def known_indexes() -> list[Path]:
     return sorted(found.values())
 
 
-def search_all(query: str, k: int = 10, mode: str = "hybrid",
-               lang: str | Sequence[str] | None = None,
-               path: str | Sequence[str] | None = None,
-               indexes: Sequence[Path] | None = None) -> list[Hit]:
+def search_all(
+    query: str,
+    k: int = 10,
+    mode: str = "hybrid",
+    lang: str | Sequence[str] | None = None,
+    path: str | Sequence[str] | None = None,
+    indexes: Sequence[Path] | None = None,
+) -> list[Hit]:
     """The `k` best hits for `query` across every known index (or `indexes`), best first; each
     hit's `path` is absolute (its index's root joined with the path in it). An index that
     cannot be searched (damaged, or built with a model that is gone) is skipped with a

@@ -51,12 +51,36 @@ FILE_LIFT = 0.0
 
 # Path segments and file names that mark a kind of secondary file.
 _ROLE_SEGMENTS: dict[str, frozenset[str]] = {
-    "test": frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "t",
-                       "testdata", "fixtures", "__mocks__"}),
+    "test": frozenset(
+        {
+            "test",
+            "tests",
+            "testing",
+            "__tests__",
+            "spec",
+            "specs",
+            "t",
+            "testdata",
+            "fixtures",
+            "__mocks__",
+        }
+    ),
     "example": frozenset({"example", "examples", "demo", "demos", "sample", "samples"}),
     "doc": frozenset({"doc", "docs", "documentation", "man"}),
-    "vendored": frozenset({"vendor", "vendored", "third_party", "thirdparty", "third-party",
-                           "external", "extern", "node_modules", "deps", "_vendor"}),
+    "vendored": frozenset(
+        {
+            "vendor",
+            "vendored",
+            "third_party",
+            "thirdparty",
+            "third-party",
+            "external",
+            "extern",
+            "node_modules",
+            "deps",
+            "_vendor",
+        }
+    ),
 }
 _TEST_FILE = re.compile(
     r"^(?:test_.*|.*_test|.*[._-](?:test|spec)|.*Tests?|conftest)\.[A-Za-z0-9]+$"
@@ -64,10 +88,25 @@ _TEST_FILE = re.compile(
 _DOC_SUFFIXES = frozenset({".md", ".rst", ".txt", ".adoc", ".markdown", ".org"})
 # Query words that ask for a kind of secondary file.
 _ROLE_WORDS: dict[str, frozenset[str]] = {
-    "test": frozenset({"test", "tests", "testing", "tested", "spec", "specs", "unittest",
-                       "pytest", "mock", "fixture", "fixtures", "assert"}),
-    "example": frozenset({"example", "examples", "demo", "demos", "sample", "samples",
-                          "usage", "tutorial"}),
+    "test": frozenset(
+        {
+            "test",
+            "tests",
+            "testing",
+            "tested",
+            "spec",
+            "specs",
+            "unittest",
+            "pytest",
+            "mock",
+            "fixture",
+            "fixtures",
+            "assert",
+        }
+    ),
+    "example": frozenset(
+        {"example", "examples", "demo", "demos", "sample", "samples", "usage", "tutorial"}
+    ),
     "doc": frozenset({"doc", "docs", "documentation", "readme", "guide", "manual"}),
     "vendored": frozenset({"vendor", "vendored", "vendoring", "third", "bundled"}),
 }
@@ -75,7 +114,7 @@ _QUERY_WORD = re.compile(r"[a-z]+")
 
 
 def secondary_role(path: str) -> str | None:
-    """"test", "example", "doc" or "vendored" for a path of that kind, else None (source)."""
+    """ "test", "example", "doc" or "vendored" for a path of that kind, else None (source)."""
     pure = PurePosixPath(path)
     segments = [s.lower() for s in pure.parts[:-1]]
     for role, names in _ROLE_SEGMENTS.items():
@@ -98,8 +137,11 @@ def asked_roles(query: str) -> frozenset[str]:
 def finds_definitions(language: str | None) -> bool:
     """Whether coarch's chunker names the definitions of `language` (it has a grammar and
     definition patterns): only there does a chunk without a symbol define nothing."""
-    return language is not None and bool(definition_patterns(language)) \
+    return (
+        language is not None
+        and bool(definition_patterns(language))
         and ts_language(language) is not None
+    )
 
 
 @dataclass
@@ -126,8 +168,9 @@ class Candidate:
             self.score = new_score
 
 
-def rerank(query: str, candidates: list[Candidate], file_lift: float = FILE_LIFT,
-           drop_repeats: bool = True) -> list[Candidate]:
+def rerank(
+    query: str, candidates: list[Candidate], file_lift: float = FILE_LIFT, drop_repeats: bool = True
+) -> list[Candidate]:
     """The candidates re-scored by the rules above, best first, repeats of one definition
     removed. `candidates` is the fused order, best first. The keywords are the evaluation's
     (scripts/sweep_fusion.py) way to measure a rule by turning it off."""
@@ -169,8 +212,10 @@ def _drop_repeats(ordered: list[Candidate]) -> list[Candidate]:
     kept: list[Candidate] = []
     for c in ordered:
         repeat = c.symbols and any(
-            k.path == c.path and k.symbols == c.symbols
-            and c.start_line <= k.end_line + 1 and k.start_line <= c.end_line + 1
+            k.path == c.path
+            and k.symbols == c.symbols
+            and c.start_line <= k.end_line + 1
+            and k.start_line <= c.end_line + 1
             for k in kept
         )
         if not repeat:

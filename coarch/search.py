@@ -130,8 +130,7 @@ class Searcher:
         self.store, self._db_identity = fresh, _identity(fresh.path)
         self._vectors.forget()
 
-    def _search(self, query: str, k: int, mode: str, filters: Filters,
-                explain: bool) -> list[Hit]:
+    def _search(self, query: str, k: int, mode: str, filters: Filters, explain: bool) -> list[Hit]:
         # One read transaction: FTS5, chunks and vectors all show the same committed state.
         with self.store.read_snapshot():
             if mode in ("keyword", "semantic"):
@@ -142,8 +141,9 @@ class Searcher:
 
     # -- retrieval --
 
-    def rankings(self, query: str, depth: int = FUSION_DEPTH,
-                 filters: Filters | None = None) -> tuple[Ranked, Ranked]:
+    def rankings(
+        self, query: str, depth: int = FUSION_DEPTH, filters: Filters | None = None
+    ) -> tuple[Ranked, Ranked]:
         """The (semantic, keyword) rankings hybrid mode fuses, `depth` deep, read in one
         snapshot (for the evaluation's fusion sweep; a search needs none of this)."""
         filters = filters or Filters()
@@ -180,30 +180,42 @@ class Searcher:
             return [_hit(row, score) for row, score in zip(rows, final_scores)]
         ranks = {"semantic": _rank_table(semantic), "keyword": _rank_table(keyword)}
         return [
-            _hit(row, score, {
-                **{name: table.get(row.id) for name, table in ranks.items()},
-                "fused": round(fused.get(row.id, 0.0), 6),
-                "rules": rules.get(row.id, {}),
-                "definition_tier": tiers.get(row.id),
-            })
+            _hit(
+                row,
+                score,
+                {
+                    **{name: table.get(row.id) for name, table in ranks.items()},
+                    "fused": round(fused.get(row.id, 0.0), 6),
+                    "rules": rules.get(row.id, {}),
+                    "definition_tier": tiers.get(row.id),
+                },
+            )
             for row, score in zip(rows, final_scores)
         ]
 
-    def _rerank(self, query: str, order: list[int], fused: dict[int, float],
-                k: int) -> tuple[list[int], dict[int, float], dict[int, dict[str, float]]]:
+    def _rerank(
+        self, query: str, order: list[int], fused: dict[int, float], k: int
+    ) -> tuple[list[int], dict[int, float], dict[int, dict[str, float]]]:
         """The fused order after coarch.rerank's rules over its top: (order, scores, the
         rules' score changes per chunk). Scores stay in (0, 1]."""
         top = order[: max(RERANK_DEPTH, k)]
         candidates = [
-            Candidate(row.id, row.path, row.start_line, row.end_line, row.symbols, fused[row.id],
-                      row.language)
+            Candidate(
+                row.id,
+                row.path,
+                row.start_line,
+                row.end_line,
+                row.symbols,
+                fused[row.id],
+                row.language,
+            )
             for row in self.store.chunks_by_ids(top)
         ]
         reranked = rerank(query, candidates)
         scale = max([1.0, *(c.score for c in reranked)])
         scores = {c.id: c.score / scale for c in reranked}
         lowest = min(scores.values(), default=1.0)
-        rest = order[len(top):]
+        rest = order[len(top) :]
         for cid in rest:  # below every re-ranked candidate, in fused order
             scores[cid] = min(fused[cid], lowest)
         rules = {c.id: c.rules for c in reranked if c.rules}
@@ -291,8 +303,9 @@ class Searcher:
             + (" (or pass the same --model)" if self._model_arg is None else ""),
         )
 
-    def _hits(self, ids: list[int], scores: list[float],
-              explained_mode: str | None = None) -> list[Hit]:
+    def _hits(
+        self, ids: list[int], scores: list[float], explained_mode: str | None = None
+    ) -> list[Hit]:
         """Hits of one retriever's ranking; with `explained_mode`, each tells its rank and
         score in it."""
         rows = self.store.chunks_by_ids(ids)
@@ -300,8 +313,7 @@ class Searcher:
         if explained_mode is None:
             return [_hit(row, score_of[row.id]) for row in rows]
         table = _rank_table(Ranked(ids, scores))
-        return [_hit(row, score_of[row.id], {explained_mode: table.get(row.id)})
-                for row in rows]
+        return [_hit(row, score_of[row.id], {explained_mode: table.get(row.id)}) for row in rows]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -315,8 +327,10 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _rank_table(ranked: Ranked) -> dict[int, dict[str, float]]:
     """{chunk id: {"rank": 1-based rank, "score": the retriever's score}} of one ranking."""
-    return {cid: {"rank": rank, "score": round(score, 6)}
-            for rank, (cid, score) in enumerate(zip(ranked.ids, ranked.scores), 1)}
+    return {
+        cid: {"rank": rank, "score": round(score, 6)}
+        for rank, (cid, score) in enumerate(zip(ranked.ids, ranked.scores), 1)
+    }
 
 
 def _hit(row: ChunkRow, score: float, explain: dict[str, Any] | None = None) -> Hit:

@@ -49,8 +49,8 @@ IVF_THRESHOLD_ENV = "COARCH_IVF_THRESHOLD"
 
 @dataclass(frozen=True)
 class SyncResult:
-    action: str          # "fresh" (nothing to do), "written"
-    kind: str            # "flat" or "ivf"
+    action: str  # "fresh" (nothing to do), "written"
+    kind: str  # "flat" or "ivf"
     chunks: int
     reason: str = ""
 
@@ -112,7 +112,7 @@ def check_file(path: Path, meta: Mapping[str, str]) -> str | None:
 
 
 def file_checksum(path: Path) -> str:
-    """"<size>:<crc32>" of a file, read in 1 MiB blocks."""
+    """ "<size>:<crc32>" of a file, read in 1 MiB blocks."""
     crc, size = 0, 0
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
@@ -143,8 +143,15 @@ class _ChecksummedWriter:
         return _checksum_text(self.size, self.crc)
 
 
-def sync(store: Store, index_dir: Path, dim: int, *, threshold: int | None = None,
-         force: bool = False, checked: tuple[str | None] | None = None) -> SyncResult:
+def sync(
+    store: Store,
+    index_dir: Path,
+    dim: int,
+    *,
+    threshold: int | None = None,
+    force: bool = False,
+    checked: tuple[str | None] | None = None,
+) -> SyncResult:
     """Makes vectors.faiss match the store's committed chunks: nothing when it is fresh,
     otherwise rewrites it from SQLite (atomically) and records what it covers. `checked` holds
     freshness()'s answer when the caller has just asked (it reads the whole file). The caller
@@ -170,8 +177,10 @@ def sync(store: Store, index_dir: Path, dim: int, *, threshold: int | None = Non
         max_id = store.max_chunk_id()
         target = faiss_path(index_dir)
         if kind == "flat":
-            checksum = _atomic_write(target, lambda fh: faiss_format.write_flat(
-                fh, dim, count, store.iter_chunk_vectors()))
+            checksum = _atomic_write(
+                target,
+                lambda fh: faiss_format.write_flat(fh, dim, count, store.iter_chunk_vectors()),
+            )
         else:
             index = _build_ivf(store, dim, count)
             checksum = _atomic_write_index(target, index)
@@ -346,8 +355,7 @@ class VectorIndex:
         except OSError:
             self.forget()
             return None, 0
-        key = (meta.get("faiss_generation"), meta.get("faiss_checksum"), st.st_mtime_ns,
-               st.st_ino)
+        key = (meta.get("faiss_generation"), meta.get("faiss_checksum"), st.st_mtime_ns, st.st_ino)
         if self._key != key:
             self._index, self._key = None, key
             self._index = self._open(meta, dim)
@@ -366,8 +374,10 @@ class VectorIndex:
     def _open(self, meta: Mapping[str, str], dim: int) -> Any:
         # Checked once per file opened: FAISS reads damaged bytes without complaint.
         if check_file(self.path, meta) in ("corrupt", "missing"):
-            log.warning("%s is damaged: using the vectors in SQLite (run `coarch index`"
-                        " to rewrite it)", self.path)
+            log.warning(
+                "%s is damaged: using the vectors in SQLite (run `coarch index` to rewrite it)",
+                self.path,
+            )
             return None
         try:
             index = load_file(self.path)
@@ -379,8 +389,9 @@ class VectorIndex:
             return None
         return index
 
-    def nearest(self, store: Store, vector: np.ndarray, n: int,
-                filters: Filters) -> dict[int, float]:
+    def nearest(
+        self, store: Store, vector: np.ndarray, n: int, filters: Filters
+    ) -> dict[int, float]:
         """The best `n` committed chunks that pass the filters, by inner product with
         `vector` (shape (1, dim) float32, L2-normalised): {chunk id: score}. Only allowed ids
         are scored, so the n found all pass the filters."""
@@ -415,8 +426,9 @@ def _faiss_single_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _search_file(index: Any, store: Store, vector: np.ndarray, n: int,
-                 allowed: np.ndarray | None, stale: bool) -> list[tuple[int, float]]:
+def _search_file(
+    index: Any, store: Store, vector: np.ndarray, n: int, allowed: np.ndarray | None, stale: bool
+) -> list[tuple[int, float]]:
     """The best n live chunks in the FAISS file. A stale file may hold chunks deleted since
     it was written: those are dropped, fetching deeper until n live ones are found (the
     filter's id selector, built from SQLite, already leaves them out)."""
@@ -452,8 +464,9 @@ def _search_file(index: Any, store: Store, vector: np.ndarray, n: int,
         want = min(total, want * 4)
 
 
-def _scan(store: Store, vector: np.ndarray, n: int, after_id: int,
-          filters: Filters) -> list[tuple[int, float]]:
+def _scan(
+    store: Store, vector: np.ndarray, n: int, after_id: int, filters: Filters
+) -> list[tuple[int, float]]:
     """Scores the committed chunks with id > after_id (not in the FAISS file yet) from their
     vectors in SQLite, one batch at a time: memory stays at one batch plus the best n."""
     best_ids = np.empty(0, dtype=np.int64)

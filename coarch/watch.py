@@ -87,11 +87,15 @@ class Watcher:
     """Watches `root` and keeps its index (`index_dir`, else the default) up to date.
     `options` are the settings of `coarch index` (IndexOptions' keywords)."""
 
-    def __init__(self, root: str | os.PathLike[str],
-                 index_dir: str | os.PathLike[str] | None = None,
-                 options: dict[str, Any] | None = None,
-                 step_ms: int = DEFAULT_STEP_MS, debounce_ms: int = DEFAULT_DEBOUNCE_MS,
-                 on_update: Callable[[WatchUpdate], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str] | None = None,
+        options: dict[str, Any] | None = None,
+        step_ms: int = DEFAULT_STEP_MS,
+        debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+        on_update: Callable[[WatchUpdate], None] | None = None,
+    ) -> None:
         self.root = check_root(root)
         self.index_dir_arg = index_dir
         self.options = options or {}
@@ -107,8 +111,9 @@ class Watcher:
         self._vectors_behind = False  # a batch left the FAISS file behind the store
         self._worker = _Worker()
 
-    def run(self, stop: threading.Event | None = None, ready: threading.Event | None = None
-            ) -> None:
+    def run(
+        self, stop: threading.Event | None = None, ready: threading.Event | None = None
+    ) -> None:
         """Brings the index up to date, then follows changes until `stop` is set (returns) or,
         in the main thread, Ctrl-C or SIGTERM (raises IndexingInterrupted or
         IndexingTerminated once the run in hand is committed; see the module docstring).
@@ -119,8 +124,10 @@ class Watcher:
         if signalled:
             word = "terminated" if signalled[0] == signal.SIGTERM else "interrupted"
             error = IndexingTerminated if signalled[0] == signal.SIGTERM else IndexingInterrupted
-            raise error(f"{word}; the index holds every change committed before the stop",
-                        hint=f"run `coarch watch {self.root}` again to go on")
+            raise error(
+                f"{word}; the index holds every change committed before the stop",
+                hint=f"run `coarch watch {self.root}` again to go on",
+            )
 
     def _follow(self, ready: threading.Event | None) -> None:
         import watchfiles
@@ -130,9 +137,15 @@ class Watcher:
             return
         watch_filter = _Filter(self.index_dir)
         changes = watchfiles.watch(
-            self.root, watch_filter=watch_filter, debounce=self.debounce_ms, step=self.step_ms,
-            stop_event=self._stop, rust_timeout=RETRY_MS, yield_on_timeout=True,
-            raise_interrupt=True)
+            self.root,
+            watch_filter=watch_filter,
+            debounce=self.debounce_ms,
+            step=self.step_ms,
+            stop_event=self._stop,
+            rust_timeout=RETRY_MS,
+            yield_on_timeout=True,
+            raise_interrupt=True,
+        )
         if ready is not None:
             ready.set()
         # The notifications start with the first iteration: check once more at the first
@@ -154,27 +167,40 @@ class Watcher:
                 self._dirty = False
                 if self._vectors_behind:
                     self._catch_up_vectors(index)
-                return self._report(WatchUpdate(notifications, 0, 0, 0, 0,
-                                                time.monotonic() - t0))
+                return self._report(WatchUpdate(notifications, 0, 0, 0, 0, time.monotonic() - t0))
             try:
-                summary = self._build(index, write_vectors=time.monotonic()
-                                      - self._vectors_written >= VECTORS_MAX_AGE)
+                summary = self._build(
+                    index, write_vectors=time.monotonic() - self._vectors_written >= VECTORS_MAX_AGE
+                )
             except IndexLockedError as exc:
                 self._dirty = True
                 log.warning("%s; will retry", exc)
-                return self._report(WatchUpdate(notifications, changed, 0, 0, 0,
-                                                time.monotonic() - t0, exc.pid or -1))
+                return self._report(
+                    WatchUpdate(
+                        notifications, changed, 0, 0, 0, time.monotonic() - t0, exc.pid or -1
+                    )
+                )
             except IndexingInterrupted:
                 if not self._stop.is_set():
                     raise
                 return WatchUpdate(notifications, changed, 0, 0, 0, time.monotonic() - t0)
         self._dirty = False
-        update = WatchUpdate(notifications, changed, summary.files_indexed + summary.files_copied,
-                             summary.files_removed, summary.chunks_embedded,
-                             time.monotonic() - t0)
-        log.info("%d files changed: %d indexed, %d removed, %d chunks embedded (%.2fs)",
-                 changed, update.files_indexed, update.files_removed, update.chunks_embedded,
-                 update.seconds)
+        update = WatchUpdate(
+            notifications,
+            changed,
+            summary.files_indexed + summary.files_copied,
+            summary.files_removed,
+            summary.chunks_embedded,
+            time.monotonic() - t0,
+        )
+        log.info(
+            "%d files changed: %d indexed, %d removed, %d chunks embedded (%.2fs)",
+            changed,
+            update.files_indexed,
+            update.files_removed,
+            update.chunks_embedded,
+            update.seconds,
+        )
         return self._report(update)
 
     def _catch_up_vectors(self, index: Index) -> None:
@@ -194,8 +220,9 @@ class Watcher:
         embedder = self._embedder_for(index)
         settings = dataclasses.replace(index.options, write_vectors=write_vectors)
         started = time.monotonic()
-        summary: IndexSummary = self._worker.call(functools.partial(
-            index.build, embedder=embedder, stop=self._stop, settings=settings))
+        summary: IndexSummary = self._worker.call(
+            functools.partial(index.build, embedder=embedder, stop=self._stop, settings=settings)
+        )
         if write_vectors:
             self._vectors_written, self._vectors_behind = started, False
         else:
@@ -208,8 +235,9 @@ class Watcher:
         if not (index.index_dir / DB_FILE).is_file():
             return 1
         with Store(index.index_dir, readonly=True) as store:
-            options = discovery_options(store, index.index_dir, index.options.max_file_size,
-                                        index.options.use_git)
+            options = discovery_options(
+                store, index.index_dir, index.options.max_file_size, index.options.use_git
+            )
             pending = pending_changes(self.root, store, options)
         return 0 if pending is None else pending.total
 
@@ -227,10 +255,12 @@ class Watcher:
         with Store(index.index_dir, readonly=True) as store:
             precision = store.precision()
         settings = index.options
-        self._embedder = Embedder(resolve_model_path(settings.model), threads=settings.threads,
-                                  memory=manager_for(settings.memory_limit_mb,
-                                                     settings.profile),
-                                  precision=settings.precision or precision)
+        self._embedder = Embedder(
+            resolve_model_path(settings.model),
+            threads=settings.threads,
+            memory=manager_for(settings.memory_limit_mb, settings.profile),
+            precision=settings.precision or precision,
+        )
         return self._embedder
 
     def _report(self, update: WatchUpdate) -> WatchUpdate:
@@ -247,14 +277,14 @@ class _Worker:
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[tuple[bool, Any]]]] = (
-            queue.Queue())
+            queue.Queue()
+        )
         self._thread: threading.Thread | None = None
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """fn() in the worker thread: its result, or its exception raised here."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="coarch-watch-run",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="coarch-watch-run", daemon=True)
             self._thread.start()
         done: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
         self._jobs.put((fn, done))
@@ -286,8 +316,10 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
             raise KeyboardInterrupt
         signalled.append(signum)
         stop.set()
-        log.warning("%s: committing the work in hand, then stopping (again to stop at once)",
-                    "terminated" if signum == signal.SIGTERM else "interrupted")
+        log.warning(
+            "%s: committing the work in hand, then stopping (again to stop at once)",
+            "terminated" if signum == signal.SIGTERM else "interrupted",
+        )
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

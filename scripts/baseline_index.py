@@ -47,7 +47,7 @@ def windows(root: Path, files: list[str]) -> tuple[list[str], list[tuple[str, in
             continue
         total_lines += len(lines)
         for start in range(0, max(len(lines) - OVERLAP, 1), step):
-            body = "\n".join(lines[start: start + WINDOW])
+            body = "\n".join(lines[start : start + WINDOW])
             if body.strip():
                 out.append(f"{rel}\n{body}")
                 where.append((rel, start))
@@ -74,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     t_load = time.perf_counter()
     texts, _, total_lines = windows(Path(spec["root"]), spec["files"])
     t_read = time.perf_counter()
-    vectors = model.encode(texts, batch_size=32, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+    vectors = model.encode(
+        texts,
+        batch_size=32,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
     t_embed = time.perf_counter()
     index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
     index.add(vectors)

@@ -62,8 +62,13 @@ from coarch.chunk_syntax import Definition, statements
 from coarch.chunking import Chunker
 from coarch.languages import language_for
 
-_KINDS = ("file_start", "definition_start", "definition_head", "after_definition",
-          "statement_start")
+_KINDS = (
+    "file_start",
+    "definition_start",
+    "definition_head",
+    "after_definition",
+    "statement_start",
+)
 
 
 def samples() -> dict[str, tuple[str, str]]:
@@ -93,13 +98,16 @@ def repeated(text: str, language: str, lines: int) -> str:
     return "\n".join([*head, *[body] * max(1, lines // max(1, len(rows))), *tail])
 
 
-def speed_rounds(chunker: Chunker, reference: Chunker, inputs: dict[str, tuple[str, str]],
-                 rounds: int) -> dict[str, dict[str, float]]:
+def speed_rounds(
+    chunker: Chunker, reference: Chunker, inputs: dict[str, tuple[str, str]], rounds: int
+) -> dict[str, dict[str, float]]:
     """Best CPU seconds per language of chunking, with `reference` too (it must give the same
     chunks), and of parsing alone, round-robin; with the chunk count and whether the input
     parses without errors."""
-    out = {language: {"chunk_s": float("inf"), "reference_s": float("inf"),
-                      "parse_s": float("inf")} for language in inputs}
+    out = {
+        language: {"chunk_s": float("inf"), "reference_s": float("inf"), "parse_s": float("inf")}
+        for language in inputs
+    }
     for _ in range(rounds):
         for language, (path, text) in inputs.items():
             row = out[language]
@@ -122,12 +130,16 @@ def speed_rounds(chunker: Chunker, reference: Chunker, inputs: dict[str, tuple[s
     return out
 
 
-def boundary_share(chunker: Chunker, tree: Path, language: str, examples: int = 0
-                   ) -> dict[str, Any]:
+def boundary_share(
+    chunker: Chunker, tree: Path, language: str, examples: int = 0
+) -> dict[str, Any]:
     """Chunks of `language` files under `tree` by the kind of boundary they start at (see the
     module's docstring), with the chunk count and mean size."""
-    files = sorted(p for p in tree.rglob("*") if p.is_file()
-                   and language_for(p.relative_to(tree).as_posix()) == language)
+    files = sorted(
+        p
+        for p in tree.rglob("*")
+        if p.is_file() and language_for(p.relative_to(tree).as_posix()) == language
+    )
     kinds = dict.fromkeys(_KINDS, 0)
     total = tokens = lines = source_lines = 0
     seconds = 0.0
@@ -150,20 +162,29 @@ def boundary_share(chunker: Chunker, tree: Path, language: str, examples: int = 
                 kinds[kind] += 1
             elif len(missed) < examples:
                 row = chunk.start_line - 1
-                context = [f"   | {line}" for line in rows[max(0, row - 3): row]]
-                context += [f" > | {line}" for line in rows[row: row + 3]]
-                missed.append(f"{rel}:{chunk.start_line}-{chunk.end_line} {chunk.symbol}\n"
-                              + "\n".join(line[:100] for line in context))
+                context = [f"   | {line}" for line in rows[max(0, row - 3) : row]]
+                context += [f" > | {line}" for line in rows[row : row + 3]]
+                missed.append(
+                    f"{rel}:{chunk.start_line}-{chunk.end_line} {chunk.symbol}\n"
+                    + "\n".join(line[:100] for line in context)
+                )
     hits = sum(kinds.values())
     strict = hits - kinds["statement_start"]
-    return {"language": language, "files": len(files), "chunks": total,
-            "mean_tokens": round(tokens / total, 1) if total else 0.0,
-            "mean_lines": round(lines / total, 1) if total else 0.0,
-            **kinds, "missed": total - hits,
-            "strict_share": round(strict / total, 4) if total else 0.0,
-            "share": round(hits / total, 4) if total else 0.0,
-            "target": 0.9, "met": total > 0 and hits / total >= 0.9,
-            "lines_per_s": round(source_lines / seconds) if seconds else 0, "examples": missed}
+    return {
+        "language": language,
+        "files": len(files),
+        "chunks": total,
+        "mean_tokens": round(tokens / total, 1) if total else 0.0,
+        "mean_lines": round(lines / total, 1) if total else 0.0,
+        **kinds,
+        "missed": total - hits,
+        "strict_share": round(strict / total, 4) if total else 0.0,
+        "share": round(hits / total, 4) if total else 0.0,
+        "target": 0.9,
+        "met": total > 0 and hits / total >= 0.9,
+        "lines_per_s": round(source_lines / seconds) if seconds else 0,
+        "examples": missed,
+    }
 
 
 class Boundaries:
@@ -223,21 +244,24 @@ class Boundaries:
                 for child in statements(node, self.lines):
                     if child.start_point.row == row:
                         return True
-                    if child.start_point.row < row <= child.end_point.row \
-                            and self._over_one_chunk(child):
+                    if child.start_point.row < row <= child.end_point.row and self._over_one_chunk(
+                        child
+                    ):
                         below.append(child)
             level = below
         return False
 
     def _over_one_chunk(self, node: Any) -> bool:
-        text = "\n".join(self.lines[node.start_point.row: node.end_point.row + 1])
+        text = "\n".join(self.lines[node.start_point.row : node.end_point.row + 1])
         return self.chunker.count_tokens(text) > self.chunker.max_tokens
 
 
 def speed_inputs(lines: int) -> dict[str, tuple[str, str]]:
     """language -> (path, its sample repeated to about `lines` lines)."""
-    return {language: (path, repeated(text, language, lines))
-            for language, (path, text) in sorted(samples().items())}
+    return {
+        language: (path, repeated(text, language, lines))
+        for language, (path, text) in sorted(samples().items())
+    }
 
 
 def indexer_counting(embedder: coarch.Embedder, lines: int, rounds: int) -> dict[str, Any]:
@@ -250,8 +274,10 @@ def indexer_counting(embedder: coarch.Embedder, lines: int, rounds: int) -> dict
     def count_model_tokens(text: str) -> int:
         return embedder.count_tokens(model_text(text))
 
-    chunkers = {"batched": new_chunker(embedder),
-                "per_line": Chunker(count_model_tokens, embedder.max_seq_length)}
+    chunkers = {
+        "batched": new_chunker(embedder),
+        "per_line": Chunker(count_model_tokens, embedder.max_seq_length),
+    }
     inputs = speed_inputs(lines)
     best = dict.fromkeys(chunkers, float("inf"))
     for _ in range(rounds):
@@ -260,14 +286,18 @@ def indexer_counting(embedder: coarch.Embedder, lines: int, rounds: int) -> dict
             for language, (path, text) in inputs.items():
                 chunker.chunk(path, text, language)
             best[name] = min(best[name], time.process_time() - start)
-    print(f"indexer's chunker, all languages: {best['batched']:.3f} s CPU, per-line counting"
-          f" {best['per_line']:.3f} s ({best['per_line'] / best['batched']:.2f}x)")
-    return {"batched_s": round(best["batched"], 4), "per_line_s": round(best["per_line"], 4),
-            "ratio": round(best["per_line"] / best["batched"], 2)}
+    print(
+        f"indexer's chunker, all languages: {best['batched']:.3f} s CPU, per-line counting"
+        f" {best['per_line']:.3f} s ({best['per_line'] / best['batched']:.2f}x)"
+    )
+    return {
+        "batched_s": round(best["batched"], 4),
+        "per_line_s": round(best["per_line"], 4),
+        "ratio": round(best["per_line"] / best["batched"], 2),
+    }
 
 
-def speed_figures(chunker: Chunker, reference: Chunker, lines: int, rounds: int
-                  ) -> dict[str, Any]:
+def speed_figures(chunker: Chunker, reference: Chunker, lines: int, rounds: int) -> dict[str, Any]:
     """Per language: lines per second, the ratio to Python's and to the per-line reference,
     the parse's share of Python's time; printed as a table."""
     inputs = speed_inputs(lines)
@@ -277,58 +307,86 @@ def speed_figures(chunker: Chunker, reference: Chunker, lines: int, rounds: int
     for language, row in timings.items():
         count = inputs[language][1].count("\n") + 1
         speed[language] = {
-            "lines": count, "lines_per_s": round(count / row["chunk_s"]),
-            "ratio_to_python": round(python_s / row["chunk_s"], 2), "chunks": row["chunks"],
+            "lines": count,
+            "lines_per_s": round(count / row["chunk_s"]),
+            "ratio_to_python": round(python_s / row["chunk_s"], 2),
+            "chunks": row["chunks"],
             "per_line_lines_per_s": round(count / row["reference_s"]),
-            "ratio_to_per_line": round(row["reference_s"] / row["chunk_s"], 2)}
+            "ratio_to_per_line": round(row["reference_s"] / row["chunk_s"], 2),
+        }
         if row["parse_s"] != float("inf"):
             speed[language]["parse_ms"] = round(row["parse_s"] * 1e3, 1)
             speed[language]["parse_over_python_chunking"] = round(row["parse_s"] / python_s, 2)
             speed[language]["parses_cleanly"] = row["parses_cleanly"]
-    print(f"{'language':12} {'lines/s':>9} {'x python':>9} {'x 1/line':>9} {'chunks':>7}"
-          f" {'parse ms':>9} {'parse/py':>9}")
+    print(
+        f"{'language':12} {'lines/s':>9} {'x python':>9} {'x 1/line':>9} {'chunks':>7}"
+        f" {'parse ms':>9} {'parse/py':>9}"
+    )
     for language, row in sorted(speed.items(), key=lambda kv: -kv[1]["lines_per_s"]):
-        parse = (f" {row['parse_ms']:9.1f} {row['parse_over_python_chunking']:9.2f}"
-                 + ("" if row["parses_cleanly"] else "  (parse errors)")
-                 if "parse_ms" in row else "")
-        print(f"{language:12} {row['lines_per_s']:9.0f} {row['ratio_to_python']:9.2f}"
-              f" {row['ratio_to_per_line']:9.2f} {row['chunks']:7.0f}{parse}")
+        parse = (
+            f" {row['parse_ms']:9.1f} {row['parse_over_python_chunking']:9.2f}"
+            + ("" if row["parses_cleanly"] else "  (parse errors)")
+            if "parse_ms" in row
+            else ""
+        )
+        print(
+            f"{language:12} {row['lines_per_s']:9.0f} {row['ratio_to_python']:9.2f}"
+            f" {row['ratio_to_per_line']:9.2f} {row['chunks']:7.0f}{parse}"
+        )
     slowest = min(speed.items(), key=lambda kv: kv[1]["ratio_to_python"])
-    grammar_bound = sorted(language for language, row in speed.items()
-                           if row.get("parse_over_python_chunking", 0) > 2)
-    print(f"slowest: {slowest[0]} at {slowest[1]['ratio_to_python']:.2f}x Python"
-          " (target: at least 0.5x); parse alone over 2x Python's chunking:"
-          f" {', '.join(grammar_bound) or 'none'}")
+    grammar_bound = sorted(
+        language for language, row in speed.items() if row.get("parse_over_python_chunking", 0) > 2
+    )
+    print(
+        f"slowest: {slowest[0]} at {slowest[1]['ratio_to_python']:.2f}x Python"
+        " (target: at least 0.5x); parse alone over 2x Python's chunking:"
+        f" {', '.join(grammar_bound) or 'none'}"
+    )
     total = sum(row["chunk_s"] for row in timings.values())
     total_reference = sum(row["reference_s"] for row in timings.values())
-    print(f"all languages: {total:.3f} s CPU, per-line counting {total_reference:.3f} s"
-          f" ({total_reference / total:.2f}x)")
-    return {"speed": speed, "slowest": slowest[0], "target_ratio": 0.5,
-            "total_s": round(total, 4), "per_line_total_s": round(total_reference, 4),
-            "speed_met": slowest[1]["ratio_to_python"] >= 0.5,
-            "grammar_bound": grammar_bound}
+    print(
+        f"all languages: {total:.3f} s CPU, per-line counting {total_reference:.3f} s"
+        f" ({total_reference / total:.2f}x)"
+    )
+    return {
+        "speed": speed,
+        "slowest": slowest[0],
+        "target_ratio": 0.5,
+        "total_s": round(total, 4),
+        "per_line_total_s": round(total_reference, 4),
+        "speed_met": slowest[1]["ratio_to_python"] >= 0.5,
+        "grammar_bound": grammar_bound,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed figures")
     parser.add_argument("--lines", type=int, default=4000, help="lines per language (4000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, best kept (5)")
     parser.add_argument("--tree", type=Path, help="a source tree for the boundary figure")
     parser.add_argument("--language", default="kotlin", help="its language (kotlin)")
-    parser.add_argument("--examples", type=int, default=0,
-                        help="print this many chunks that miss a boundary (0)")
+    parser.add_argument(
+        "--examples", type=int, default=0, help="print this many chunks that miss a boundary (0)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "bench_chunking.json")
     args = parser.parse_args(argv)
 
     embedder = coarch.Embedder()
-    chunker = Chunker(embedder.count_tokens, embedder.max_seq_length,
-                      count_lines=embedder.count_line_tokens)
+    chunker = Chunker(
+        embedder.count_tokens, embedder.max_seq_length, count_lines=embedder.count_line_tokens
+    )
     per_line = Chunker(embedder.count_tokens, embedder.max_seq_length)
     result: dict[str, Any] = {
-        "environment": {"cpu_model": cpu_model(), "python": sys.version.split()[0],
-                        "coarch": coarch.__version__, "lines": args.lines, "rounds": args.rounds},
+        "environment": {
+            "cpu_model": cpu_model(),
+            "python": sys.version.split()[0],
+            "coarch": coarch.__version__,
+            "lines": args.lines,
+            "rounds": args.rounds,
+        },
     }
     if not args.no_speed:
         result.update(speed_figures(chunker, per_line, args.lines, args.rounds))
@@ -339,11 +397,13 @@ def main(argv: list[str] | None = None) -> int:
             print(example)
         result["boundaries"] = {"tree": str(args.tree), **boundary}
         kinds = ", ".join(f"{boundary[kind]} {kind}" for kind in _KINDS)
-        print(f"{args.language} tree {args.tree}: {boundary['files']} files, {boundary['chunks']}"
-              f" chunks (mean {boundary['mean_tokens']} tokens, {boundary['mean_lines']} lines),"
-              f" {boundary['share']:.1%} start at a definition boundary ({kinds};"
-              f" {boundary['missed']} missed; strict {boundary['strict_share']:.1%} without"
-              f" statement_start; target 90 %); chunked at {boundary['lines_per_s']} lines/s")
+        print(
+            f"{args.language} tree {args.tree}: {boundary['files']} files, {boundary['chunks']}"
+            f" chunks (mean {boundary['mean_tokens']} tokens, {boundary['mean_lines']} lines),"
+            f" {boundary['share']:.1%} start at a definition boundary ({kinds};"
+            f" {boundary['missed']} missed; strict {boundary['strict_share']:.1%} without"
+            f" statement_start; target 90 %); chunked at {boundary['lines_per_s']} lines/s"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -128,7 +128,9 @@ def run_child(cmd: list[str], env: dict[str, str], workdir: Path, name: str) -> 
         measured = run_measured(cmd, stdout=out, stderr=err, env=env)
     if measured.returncode != 0:
         tail = err_path.read_text(errors="replace")[-2000:]
-        raise SystemExit(f"bench_embed: {name} failed with exit code {measured.returncode}:\n{tail}")
+        raise SystemExit(
+            f"bench_embed: {name} failed with exit code {measured.returncode}:\n{tail}"
+        )
     lines = out_path.read_text().strip().splitlines()
     report: dict[str, Any] = json.loads(lines[-1])
     report["self_peak_rss_mb"] = report.pop("peak_rss_mb", None)

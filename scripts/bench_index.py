@@ -60,10 +60,15 @@ def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, An
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if measured.returncode != 0:
-        raise SystemExit(f"bench_index: {' '.join(cmd[:4])} failed ({measured.returncode}):\n"
-                         f"{stderr.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(measured.wall_s, 3), "peak_rss_mb": round(measured.peak_rss_mb, 1),
-            "stdout": stdout.decode(errors="replace")}
+        raise SystemExit(
+            f"bench_index: {' '.join(cmd[:4])} failed ({measured.returncode}):\n"
+            f"{stderr.decode(errors='replace')[-3000:]}"
+        )
+    return {
+        "wall_s": round(measured.wall_s, 3),
+        "peak_rss_mb": round(measured.peak_rss_mb, 1),
+        "stdout": stdout.decode(errors="replace"),
+    }
 
 
 def baseline_lines_embedded(root: Path, files: list[str]) -> tuple[int, int]:
@@ -105,8 +110,23 @@ def stdlib_files(limit: int | None) -> tuple[Path, list[str]]:
             continue
         if rel.parts[0].startswith("config-") or not path.is_file() or path.is_symlink():
             continue
-        if path.suffix in (".pyc", ".pyo", ".so", ".a", ".o", ".exe", ".png", ".gif", ".wav",
-                           ".ico", ".zip", ".gz", ".bz2", ".xz", ".tar"):
+        if path.suffix in (
+            ".pyc",
+            ".pyo",
+            ".so",
+            ".a",
+            ".o",
+            ".exe",
+            ".png",
+            ".gif",
+            ".wav",
+            ".ico",
+            ".zip",
+            ".gz",
+            ".bz2",
+            ".xz",
+            ".tar",
+        ):
             continue
         files.append(str(rel))
     if limit and limit < len(files):
@@ -125,21 +145,34 @@ def copy_tree(lib: Path, files: list[str], dest: Path, copies: int = 1) -> None:
 
 
 def coarch_index(tree: Path, idx: Path, threads: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "coarch", "index", str(tree), "--index", str(idx), "--json",
-           "-q", "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "coarch",
+        "index",
+        str(tree),
+        "--index",
+        str(idx),
+        "--json",
+        "-q",
+        "--threads",
+        str(threads),
+    ]
     result = run_timed(cmd)
     summary = json.loads(result.pop("stdout"))
-    result.update({
-        "files": summary["files_total"],
-        "files_indexed": summary["files_indexed"],
-        "chunks_embedded": summary["chunks_embedded"],
-        "chunks_total": summary["chunks_total"],
-        "embed_s": round(summary["embed_seconds"], 3),
-        "chunks_per_s_embed": summary["chunks_per_second"],
-        "chunks_per_s_wall": round(summary["chunks_embedded"] / result["wall_s"], 1),
-        "size_on_disk_mb": round(folder_size(idx) / 2**20, 2),
-        "in_process_peak_rss_mb": round(summary["peak_rss"] / 2**20, 1),
-    })
+    result.update(
+        {
+            "files": summary["files_total"],
+            "files_indexed": summary["files_indexed"],
+            "chunks_embedded": summary["chunks_embedded"],
+            "chunks_total": summary["chunks_total"],
+            "embed_s": round(summary["embed_seconds"], 3),
+            "chunks_per_s_embed": summary["chunks_per_second"],
+            "chunks_per_s_wall": round(summary["chunks_embedded"] / result["wall_s"], 1),
+            "size_on_disk_mb": round(folder_size(idx) / 2**20, 2),
+            "in_process_peak_rss_mb": round(summary["peak_rss"] / 2**20, 1),
+        }
+    )
     return result
 
 
@@ -147,8 +180,9 @@ def indexed_files(idx: Path) -> list[str]:
     import sqlite3
 
     with sqlite3.connect(idx / "index.sqlite") as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT path FROM files WHERE skipped IS NULL ORDER BY path")]
+        return [
+            r[0] for r in conn.execute("SELECT path FROM files WHERE skipped IS NULL ORDER BY path")
+        ]
 
 
 def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str, Any]:
@@ -168,8 +202,16 @@ def baseline(tree: Path, files: list[str], out: Path, threads: int) -> dict[str,
     from coarch.models import default_model_path
 
     env = {**os.environ, "PYTHONPATH": str(shim)}
-    cmd = [str(REFERENCE_PYTHON), str(ROOT / "scripts" / "baseline_index.py"), str(spec),
-           str(out / "index"), "--model", str(default_model_path()), "--threads", str(threads)]
+    cmd = [
+        str(REFERENCE_PYTHON),
+        str(ROOT / "scripts" / "baseline_index.py"),
+        str(spec),
+        str(out / "index"),
+        "--model",
+        str(default_model_path()),
+        "--threads",
+        str(threads),
+    ]
     result = run_timed(cmd, env)
     report: dict[str, Any] = json.loads(result.pop("stdout"))
     report["process_wall_s"] = result["wall_s"]
@@ -209,15 +251,28 @@ def environment(threads: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark `coarch index` (cold, unchanged, 10 files touched) against a "
-                    "50-line-window + sentence-transformers + HNSW baseline; writes JSON.")
-    parser.add_argument("--limit-files", type=int, metavar="N",
-                        help="use N files of the standard library, spread evenly (default: all)")
+        "50-line-window + sentence-transformers + HNSW baseline; writes JSON."
+    )
+    parser.add_argument(
+        "--limit-files",
+        type=int,
+        metavar="N",
+        help="use N files of the standard library, spread evenly (default: all)",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
-    parser.add_argument("--double", action="store_true",
-                        help="also index the files twice over, for the peak-RSS growth")
-    parser.add_argument("--rounds", type=int, default=1, metavar="N",
-                        help="cold index and baseline N times, alternately; medians compared")
+    parser.add_argument(
+        "--double",
+        action="store_true",
+        help="also index the files twice over, for the peak-RSS growth",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cold index and baseline N times, alternately; medians compared",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results" / "index.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -244,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 kept = indexed_files(idx)
                 copy_tree(lib, kept, base_tree)
             log(f"baseline (round {round_number + 1}) ...")
-            bases.append(baseline(base_tree, kept, work / f"baseline{round_number}",
-                                  args.threads))
+            bases.append(baseline(base_tree, kept, work / f"baseline{round_number}", args.threads))
             log(f"baseline: {bases[-1].get('process_wall_s')}s")
         results["cold"] = median_run(colds, "wall_s")
         if bases:
@@ -290,17 +344,22 @@ def main(argv: list[str] | None = None) -> int:
         base["lines_embedded_share"] = round(coverage, 3) if coverage else None
         results["ratios"] = {
             "wall_time_speedup": round(base["process_wall_s"] / cold["wall_s"], 3),
-            "chunks_per_s_ratio": round(cold["chunks_per_s_wall"] / (
-                base["windows"] / base["process_wall_s"]), 3),
+            "chunks_per_s_ratio": round(
+                cold["chunks_per_s_wall"] / (base["windows"] / base["process_wall_s"]), 3
+            ),
             "baseline_lines_embedded_share": round(coverage, 3) if coverage else None,
             "embedded_lines_per_s_ratio": round(
-                base["process_wall_s"] / (cold["wall_s"] * coverage), 3) if coverage else None,
+                base["process_wall_s"] / (cold["wall_s"] * coverage), 3
+            )
+            if coverage
+            else None,
             "peak_rss_ratio": round(cold["peak_rss_mb"] / base["peak_rss_mb"], 3),
         }
         targets["cold_throughput_at_least_1.3x"] = results["ratios"]["wall_time_speedup"] >= 1.3
         if coverage:
             targets["cold_embedded_lines_per_s_at_least_1.3x"] = (
-                results["ratios"]["embedded_lines_per_s_ratio"] >= 1.3)
+                results["ratios"]["embedded_lines_per_s_ratio"] >= 1.3
+            )
     if "double" in results:
         growth = results["double"]["peak_rss_mb"] / cold["peak_rss_mb"] - 1
         results["double"]["peak_rss_growth"] = round(growth, 3)
@@ -313,13 +372,27 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("cold", "unchanged", "touched", "double"):
         r = results.get(name)
         if r:
-            rows.append((name, f"{r['wall_s']:.2f}", str(r["chunks_embedded"]),
-                         f"{r['chunks_per_s_wall']:.1f}", f"{r['peak_rss_mb']:.0f}",
-                         f"{r['size_on_disk_mb']:.1f}"))
+            rows.append(
+                (
+                    name,
+                    f"{r['wall_s']:.2f}",
+                    str(r["chunks_embedded"]),
+                    f"{r['chunks_per_s_wall']:.1f}",
+                    f"{r['peak_rss_mb']:.0f}",
+                    f"{r['size_on_disk_mb']:.1f}",
+                )
+            )
     if "wall_s" in base:
-        rows.append(("baseline", f"{base['process_wall_s']:.2f}", str(base["windows"]),
-                     f"{base['windows'] / base['process_wall_s']:.1f}",
-                     f"{base['peak_rss_mb']:.0f}", f"{base['size_bytes'] / 2**20:.1f}"))
+        rows.append(
+            (
+                "baseline",
+                f"{base['process_wall_s']:.2f}",
+                str(base["windows"]),
+                f"{base['windows'] / base['process_wall_s']:.1f}",
+                f"{base['peak_rss_mb']:.0f}",
+                f"{base['size_bytes'] / 2**20:.1f}",
+            )
+        )
     for row in rows:
         print(f"{row[0]:<10} {row[1]:>8} {row[2]:>8} {row[3]:>9} {row[4]:>13} {row[5]:>9}")
     print(json.dumps({"ratios": results.get("ratios"), "targets": targets}))

@@ -83,9 +83,11 @@ def stats(seconds: list[float]) -> dict[str, float]:
 
 def server_params(root: Path, index_dir: Path) -> StdioServerParameters:
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
-    return StdioServerParameters(command=sys.executable,
-                                 args=["-m", "coarch", "mcp", str(root), "--index",
-                                       str(index_dir)], env=env)
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "coarch", "mcp", str(root), "--index", str(index_dir)],
+        env=env,
+    )
 
 
 def children_cpu_seconds() -> float:
@@ -107,8 +109,10 @@ async def mcp_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]
     texts = QUERIES + IDENTIFIERS
     t0 = time.perf_counter()
     with open(os.devnull, "w") as errlog:  # noqa: ASYNC230  (before any task runs)
-        async with (stdio_client(server_params(root, index_dir), errlog=errlog) as (rd, wr),
-                    ClientSession(rd, wr, read_timeout_seconds=60) as session):
+        async with (
+            stdio_client(server_params(root, index_dir), errlog=errlog) as (rd, wr),
+            ClientSession(rd, wr, read_timeout_seconds=60) as session,
+        ):
             await session.initialize()
             t_init = time.perf_counter() - t0
             await session.list_tools()
@@ -138,8 +142,10 @@ async def mcp_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]
         "first_search_server_cpu_s": cpu_first,
         "warm_search": stats(latencies),
         # CPU per search, which the load does not change as it changes the wall time.
-        "warm_search_cpu_ms": {"server": round(1000 * cpu_server / queries, 2),
-                               "client": round(1000 * cpu_client / queries, 2)},
+        "warm_search_cpu_ms": {
+            "server": round(1000 * cpu_server / queries, 2),
+            "client": round(1000 * cpu_client / queries, 2),
+        },
         "freshness_states": states,
         "searches_that_listed_files": listed,
     }
@@ -156,8 +162,9 @@ def inprocess_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]
     with coarch.Index(root, index_dir=index_dir) as index:
         index.search("warm up", k=1, refresh=False)
         store = index.open_store()
-        options = discovery_options(store, index.index_dir, index.options.max_file_size,
-                                    index.options.use_git)
+        options = discovery_options(
+            store, index.index_dir, index.options.max_file_size, index.options.use_git
+        )
 
         def timed(fn: Any) -> dict[str, float]:
             seconds = []
@@ -170,7 +177,8 @@ def inprocess_phase(root: Path, index_dir: Path, queries: int) -> dict[str, Any]
         out["freshness_listing"] = timed(lambda _q: pending_changes(root, store, options))
         for mode in ("keyword", "semantic", "hybrid"):
             out[f"search_{mode}"] = timed(
-                lambda q, mode=mode: index.search(q, k=10, mode=mode, refresh=False))
+                lambda q, mode=mode: index.search(q, k=10, mode=mode, refresh=False)
+            )
     return out
 
 
@@ -187,8 +195,20 @@ class Watch:
 
     def __init__(self, root: Path, index_dir: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coarch", "watch", str(root), "--index", str(index_dir),
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-m",
+                "coarch",
+                "watch",
+                str(root),
+                "--index",
+                str(index_dir),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.updates = 0
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -255,16 +275,21 @@ def watch_phase(root: Path, index_dir: Path, edits: int, seconds: float) -> dict
     if samples:
         settled = samples[min(len(samples) - 1, max(1, len(samples) // 10))][1]
         last = samples[-1][1]
-        rss.update({
-            "first_mib": round(samples[0][1] / 1024, 1),
-            "settled_mib": round(settled / 1024, 1),
-            "last_mib": round(last / 1024, 1),
-            "max_mib": round(max(s for _, s in samples) / 1024, 1),
-            "drift_percent": round(100 * (last - settled) / settled, 2) if settled else None,
-            "samples": samples[:: max(1, len(samples) // 60)],
-        })
-    return {"edit_to_searchable": stats(latencies) if latencies else None,
-            "edits_missed": missed, "rss": rss}
+        rss.update(
+            {
+                "first_mib": round(samples[0][1] / 1024, 1),
+                "settled_mib": round(settled / 1024, 1),
+                "last_mib": round(last / 1024, 1),
+                "max_mib": round(max(s for _, s in samples) / 1024, 1),
+                "drift_percent": round(100 * (last - settled) / settled, 2) if settled else None,
+                "samples": samples[:: max(1, len(samples) // 60)],
+            }
+        )
+    return {
+        "edit_to_searchable": stats(latencies) if latencies else None,
+        "edits_missed": missed,
+        "rss": rss,
+    }
 
 
 def with_load(phase: Any) -> dict[str, Any]:
@@ -278,16 +303,32 @@ def with_load(phase: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--files", type=int, default=60, help="files in the tree (default 60)")
-    parser.add_argument("--queries", type=int, default=200,
-                        help="warm searches through MCP (default 200)")
-    parser.add_argument("--edits", type=int, default=50,
-                        help="edits timed until searchable under watch (default 50)")
-    parser.add_argument("--watch-seconds", type=float, default=3600,
-                        help="RSS run of coarch watch, an edit a second (default 3600)")
-    parser.add_argument("--no-watch", action="store_true",
-                        help="measure the MCP server only (no `coarch watch` phases)")
-    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a "
-                        "temporary one, removed afterwards)")
+    parser.add_argument(
+        "--queries", type=int, default=200, help="warm searches through MCP (default 200)"
+    )
+    parser.add_argument(
+        "--edits",
+        type=int,
+        default=50,
+        help="edits timed until searchable under watch (default 50)",
+    )
+    parser.add_argument(
+        "--watch-seconds",
+        type=float,
+        default=3600,
+        help="RSS run of coarch watch, an edit a second (default 3600)",
+    )
+    parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="measure the MCP server only (no `coarch watch` phases)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="work folder (default: a temporary one, removed afterwards)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench_mcp.json"))
     args = parser.parse_args(argv)
 
@@ -295,20 +336,30 @@ def main(argv: list[str] | None = None) -> int:
     root, index_dir = work / "repo", work / "index"
     root.mkdir(parents=True, exist_ok=True)
     try:
-        size = (make_tree(root, args.files) if not any(root.iterdir())
-                else sum(p.stat().st_size for p in root.rglob("*.py")))
+        size = (
+            make_tree(root, args.files)
+            if not any(root.iterdir())
+            else sum(p.stat().st_size for p in root.rglob("*.py"))
+        )
         t = time.perf_counter()
         with coarch.Index(root, index_dir=index_dir) as index:
             summary = index.build()
-        built = {"files": summary.files_total, "bytes": size, "chunks": summary.chunks_total,
-                 "index_seconds": round(time.perf_counter() - t, 1)}
+        built = {
+            "files": summary.files_total,
+            "bytes": size,
+            "chunks": summary.chunks_total,
+            "index_seconds": round(time.perf_counter() - t, 1),
+        }
         print(f"bench_mcp: indexed {built}", file=sys.stderr)
         mcp = with_load(lambda: anyio.run(mcp_phase, root, index_dir, args.queries))
         print(f"bench_mcp: mcp {mcp}", file=sys.stderr)
         inprocess = with_load(lambda: inprocess_phase(root, index_dir, min(args.queries, 100)))
         print(f"bench_mcp: in-process {inprocess}", file=sys.stderr)
-        watch = (None if args.no_watch else with_load(
-            lambda: watch_phase(root, index_dir, args.edits, args.watch_seconds)))
+        watch = (
+            None
+            if args.no_watch
+            else with_load(lambda: watch_phase(root, index_dir, args.edits, args.watch_seconds))
+        )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -327,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             "edit_searchable_p95_under_2s": ets is not None and ets["p95_ms"] < 2000,
             "watch_rss_flat_within_5_percent": drift is not None and abs(drift) <= 5,
             "note": "the issue's sizes are 50,000 chunks and one hour; see index and rss for "
-                    "the sizes measured here",
+            "the sizes measured here",
         },
         "environment": search_environment(),
     }

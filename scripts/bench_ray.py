@@ -33,8 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchenv import blas_record, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",
+}
 
 
 def log(message: str) -> None:
@@ -62,11 +65,30 @@ def free_port() -> int:
 def start_head(cpus: int, temp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-         "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", str(cpus),
-         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **RAY_ENV},
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(cpus),
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **RAY_ENV},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -81,9 +103,24 @@ def index_run(tree: Path, index_dir: Path, extra: list[str]) -> dict[str, Any]:
     env = {**os.environ, **RAY_ENV, "COARCH_PRECISION": "fp32"}
     t0 = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "coarch", "index", "--json", "-q", "--full", "--index",
-         str(index_dir), *extra, str(tree)], capture_output=True, text=True, env=env,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--json",
+            "-q",
+            "--full",
+            "--index",
+            str(index_dir),
+            *extra,
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     wall = time.monotonic() - t0
     if done.returncode != 0:
         raise RuntimeError(f"coarch index {' '.join(extra)} failed: {done.stderr[-2000:]}")
@@ -93,22 +130,38 @@ def index_run(tree: Path, index_dir: Path, extra: list[str]) -> dict[str, Any]:
         "chunks_embedded": summary["chunks_embedded"],
         "chunks_per_s": round(summary["chunks_embedded"] / wall, 1),
         "driver_peak_rss_mb": round(summary["peak_rss"] / 2**20),
-        "workers": [{"peak_rss_mb": round(w["peak_rss"] / 2**20), "limit_mb": w["limit_mb"],
-                     "under_limit": w["peak_rss"] < w["limit_mb"] * 2**20,
-                     "files": w["files"], "chunks_embedded": w["chunks_embedded"]}
-                    for w in summary.get("workers", [])],
+        "workers": [
+            {
+                "peak_rss_mb": round(w["peak_rss"] / 2**20),
+                "limit_mb": w["limit_mb"],
+                "under_limit": w["peak_rss"] < w["limit_mb"] * 2**20,
+                "files": w["files"],
+                "chunks_embedded": w["chunks_embedded"],
+            }
+            for w in summary.get("workers", [])
+        ],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit-files", type=int, default=60, metavar="N",
-                        help="standard-library files of 2-20 kB to index (default: 60)")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                        metavar="N", help="workers (and local threads) of the wide runs "
-                                          "(default: the cores available)")
-    parser.add_argument("--batch-files", type=int, default=4, metavar="N",
-                        help="files per worker call (default: 4)")
+    parser.add_argument(
+        "--limit-files",
+        type=int,
+        default=60,
+        metavar="N",
+        help="standard-library files of 2-20 kB to index (default: 60)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        metavar="N",
+        help="workers (and local threads) of the wide runs (default: the cores available)",
+    )
+    parser.add_argument(
+        "--batch-files", type=int, default=4, metavar="N", help="files per worker call (default: 4)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results" / "ray.json")
     args = parser.parse_args(argv)
 
@@ -117,10 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     files = make_tree(tree, args.limit_files)
     n = args.workers
     results: dict[str, Any] = {
-        "environment": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                        "load_average": os.getloadavg(), "blas": blas_record(),
-                        "python": sys.version.split()[0]},
-        "files": files, "batch_files": args.batch_files,
+        "environment": {
+            "cpu": cpu_model(),
+            "cores": len(os.sched_getaffinity(0)),
+            "load_average": os.getloadavg(),
+            "blas": blas_record(),
+            "python": sys.version.split()[0],
+        },
+        "files": files,
+        "batch_files": args.batch_files,
     }
     log(f"{files} files in {tree}; starting a Ray head with {n} CPUs")
     head, address = start_head(n, work / "ray")
@@ -128,10 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         runs = {
             "local_1_thread": ["--threads", "1"],
             f"local_{n}_threads": ["--threads", str(n)],
-            "ray_1_worker": ["--ray-address", address, "--ray-workers", "1",
-                             "--ray-batch-files", str(args.batch_files)],
-            f"ray_{n}_workers": ["--ray-address", address, "--ray-workers", str(n),
-                                 "--ray-batch-files", str(args.batch_files)],
+            "ray_1_worker": [
+                "--ray-address",
+                address,
+                "--ray-workers",
+                "1",
+                "--ray-batch-files",
+                str(args.batch_files),
+            ],
+            f"ray_{n}_workers": [
+                "--ray-address",
+                address,
+                "--ray-workers",
+                str(n),
+                "--ray-batch-files",
+                str(args.batch_files),
+            ],
         }
         for name, extra in runs.items():
             log(f"{name} ...")
@@ -146,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     results["summary"] = {
         "ray_1_worker_vs_local_1_thread": round(ray1["chunks_per_s"] / local1["chunks_per_s"], 3),
         f"ray_{n}_workers_vs_local_{n}_threads": round(
-            rayn["chunks_per_s"] / localn["chunks_per_s"], 3),
+            rayn["chunks_per_s"] / localn["chunks_per_s"], 3
+        ),
         "ray_batches_1_worker": batches,
         "overhead_per_batch_s": round((ray1["wall_s"] - local1["wall_s"]) / batches, 3),
-        "workers_under_limit": all(w["under_limit"] for r in (ray1, rayn)
-                                   for w in r["workers"]),
+        "workers_under_limit": all(w["under_limit"] for r in (ray1, rayn) for w in r["workers"]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -42,8 +42,9 @@ def edit(root: Path, n: int) -> None:
     """Rewrites edits/edit_{n % 5}.py with a function named after n (same size every time)."""
     path = root / "edits" / f"edit_{n % EDIT_FILES}.py"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(f"def watch_edit_marker_{n:08d}(value):\n    return value + {n:08d}\n",
-                    encoding="utf-8")
+    path.write_text(
+        f"def watch_edit_marker_{n:08d}(value):\n    return value + {n:08d}\n", encoding="utf-8"
+    )
 
 
 class Watch:
@@ -51,8 +52,20 @@ class Watch:
 
     def __init__(self, root: Path, index_dir: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coarch", "watch", str(root), "--index", str(index_dir),
-             "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-m",
+                "coarch",
+                "watch",
+                str(root),
+                "--index",
+                str(index_dir),
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.batches = 0
         self.chunks_embedded = 0
         self._cond = threading.Condition()
@@ -91,8 +104,11 @@ def ensure_index(work: Path, files: int) -> dict[str, Any]:
     t = time.perf_counter()
     with coarch.Index(root, index_dir=index_dir) as index:
         summary = index.build()
-    return {"files": summary.files_total, "chunks": summary.chunks_total,
-            "update_seconds": round(time.perf_counter() - t, 1)}
+    return {
+        "files": summary.files_total,
+        "chunks": summary.chunks_total,
+        "update_seconds": round(time.perf_counter() - t, 1),
+    }
 
 
 def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,23 +129,37 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--work", type=Path, required=True,
-                        help="work folder: repo/ and index/ (reused when present)")
-    parser.add_argument("--files", type=int, default=1000,
-                        help="files in a new tree (default 1000: about 50,000 chunks)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        required=True,
+        help="work folder: repo/ and index/ (reused when present)",
+    )
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=1000,
+        help="files in a new tree (default 1000: about 50,000 chunks)",
+    )
     parser.add_argument("--seconds", type=float, default=3600, help="length (default 3600)")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="seconds between edits (default 1)")
-    parser.add_argument("--sample-every", type=float, default=10.0,
-                        help="seconds between RSS samples (default 10)")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between edits (default 1)"
+    )
+    parser.add_argument(
+        "--sample-every", type=float, default=10.0, help="seconds between RSS samples (default 10)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench_watch.json"))
     args = parser.parse_args(argv)
 
     built = ensure_index(args.work, args.files)
     print(f"bench_watch: index {built}", file=sys.stderr)
     root = args.work / "repo"
-    report: dict[str, Any] = {"index": built, "seconds": args.seconds,
-                              "interval": args.interval, "environment": search_environment()}
+    report: dict[str, Any] = {
+        "index": built,
+        "seconds": args.seconds,
+        "interval": args.interval,
+        "environment": search_environment(),
+    }
 
     def write(done: bool) -> None:
         report["complete"] = done
@@ -151,10 +181,14 @@ def main(argv: list[str] | None = None) -> int:
             edit(root, n)
             n += 1
             if now >= next_sample:
-                samples.append({"t_s": round(now, 1),
-                                "rss_mib": round(rss_kib(watch.proc.pid) / 1024, 1),
-                                "load": [round(x, 2) for x in os.getloadavg()],
-                                "batches": watch.batches})
+                samples.append(
+                    {
+                        "t_s": round(now, 1),
+                        "rss_mib": round(rss_kib(watch.proc.pid) / 1024, 1),
+                        "load": [round(x, 2) for x in os.getloadavg()],
+                        "batches": watch.batches,
+                    }
+                )
                 report["rss"] = summarise(samples)
                 report["edits"] = n
                 write(False)
@@ -167,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         report["sigterm"] = watch.terminate(timeout=60)
     report["rss"] = summarise(samples)
     drift = report["rss"].get("drift_percent")
-    report["targets"] = {"rss_flat_within_5_percent": drift is not None and abs(drift) <= 5,
-                         "sigterm_exit_143": report["sigterm"].get("returncode") == 143}
+    report["targets"] = {
+        "rss_flat_within_5_percent": drift is not None and abs(drift) <= 5,
+        "sigterm_exit_143": report["sigterm"].get("returncode") == 143,
+    }
     write(True)
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
     return 0

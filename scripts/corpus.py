@@ -323,15 +323,28 @@ def golden_texts(root: Path | None = None) -> list[dict[str, str]]:
 # The search evaluation's trees.
 
 # Python packages of the standard library the evaluation takes (tests left out).
-EVAL_PYTHON_PACKAGES = ("email", "json", "http", "urllib", "logging", "concurrent", "html",
-                        "wsgiref")
+EVAL_PYTHON_PACKAGES = (
+    "email",
+    "json",
+    "http",
+    "urllib",
+    "logging",
+    "concurrent",
+    "html",
+    "wsgiref",
+)
 # Pinned releases, so that every run (and every machine) measures the same code.
 EVAL_C_SDISTS = ("lz4==4.4.5", "Brotli==1.1.0", "pycryptodome==3.21.0")
 # Files of those sdists: the libraries' own C (lz4, lz4hc, lz4frame and xxhash; brotli's
 # encoder, decoder and common code; pycryptodome's ciphers, hashes and bignum code), without the
 # generated data tables, which hold no functions worth a query.
-EVAL_C_GLOBS = ("lz4-*/lz4libs/*.c", "Brotli-*/c/common/*.c", "Brotli-*/c/enc/*.c",
-                "Brotli-*/c/dec/*.c", "pycryptodome-*/src/*.c")
+EVAL_C_GLOBS = (
+    "lz4-*/lz4libs/*.c",
+    "Brotli-*/c/common/*.c",
+    "Brotli-*/c/enc/*.c",
+    "Brotli-*/c/dec/*.c",
+    "pycryptodome-*/src/*.c",
+)
 EVAL_C_EXCLUDE = re.compile(r"(?:_table|/dictionary|/make_\w+)\.c$")
 EVAL_JS_PACKAGES = ("lodash@4.17.21",)
 # lodash's per-method modules, one function (and its helpers) a file; the bundles (lodash.js,
@@ -353,14 +366,16 @@ class EvalSource:
     origin: str
 
 
-def _matching(root: Path, globs: tuple[str, ...],
-              exclude: re.Pattern[str] | None = None) -> tuple[str, ...]:
+def _matching(
+    root: Path, globs: tuple[str, ...], exclude: re.Pattern[str] | None = None
+) -> tuple[str, ...]:
     found = {p.relative_to(root).as_posix() for g in globs for p in root.glob(g) if p.is_file()}
     return tuple(sorted(f for f in found if exclude is None or not exclude.search(f)))
 
 
-def python_eval_source(stdlib: Path | None = None,
-                       packages: tuple[str, ...] = EVAL_PYTHON_PACKAGES) -> EvalSource:
+def python_eval_source(
+    stdlib: Path | None = None, packages: tuple[str, ...] = EVAL_PYTHON_PACKAGES
+) -> EvalSource:
     root = stdlib or stdlib_root()
     files: list[str] = []
     for package in packages:
@@ -371,8 +386,12 @@ def python_eval_source(stdlib: Path | None = None,
             if "test" in rel.parts[:-1] or "__pycache__" in rel.parts or not path.is_file():
                 continue
             files.append(rel.as_posix())
-    return EvalSource("python", root, tuple(files), f"Python {sys.version.split()[0]} stdlib: "
-                      + ",".join(packages))
+    return EvalSource(
+        "python",
+        root,
+        tuple(files),
+        f"Python {sys.version.split()[0]} stdlib: " + ",".join(packages),
+    )
 
 
 def _run(argv: list[str], cwd: Path) -> None:
@@ -385,15 +404,33 @@ def c_eval_source(cache: Path) -> EvalSource:
     if not _matching(root, EVAL_C_GLOBS):
         download = cache / "downloads"
         download.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-              "-d", str(download), *EVAL_C_SDISTS], cache)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(download),
+                *EVAL_C_SDISTS,
+            ],
+            cache,
+        )
         root.mkdir(parents=True, exist_ok=True)
         for spec in EVAL_C_SDISTS:
             name, version = spec.split("==")
             with tarfile.open(download / f"{name}-{version}.tar.gz") as archive:
                 archive.extractall(root, filter="data")
-    return EvalSource("c", root, _matching(root, EVAL_C_GLOBS, EVAL_C_EXCLUDE), "PyPI sdists " +
-                      ", ".join(EVAL_C_SDISTS))
+    return EvalSource(
+        "c",
+        root,
+        _matching(root, EVAL_C_GLOBS, EVAL_C_EXCLUDE),
+        "PyPI sdists " + ", ".join(EVAL_C_SDISTS),
+    )
 
 
 def javascript_eval_source(cache: Path) -> EvalSource:
@@ -411,9 +448,12 @@ def javascript_eval_source(cache: Path) -> EvalSource:
             shutil.rmtree(target, ignore_errors=True)
             (root / ".unpack" / "package").rename(target)
             shutil.rmtree(root / ".unpack")
-    return EvalSource("javascript", root, _matching(root, EVAL_JS_GLOBS, EVAL_JS_EXCLUDE),
-                      "npm " +
-                      ", ".join(EVAL_JS_PACKAGES))
+    return EvalSource(
+        "javascript",
+        root,
+        _matching(root, EVAL_JS_GLOBS, EVAL_JS_EXCLUDE),
+        "npm " + ", ".join(EVAL_JS_PACKAGES),
+    )
 
 
 def java_eval_source(cache: Path) -> EvalSource:
@@ -435,8 +475,9 @@ def java_eval_source(cache: Path) -> EvalSource:
 EVAL_LANGUAGES = ("python", "c", "javascript", "java")
 
 
-def eval_sources(cache: Path, languages: tuple[str, ...] = EVAL_LANGUAGES,
-                 stdlib: Path | None = None) -> tuple[list[EvalSource], dict[str, str]]:
+def eval_sources(
+    cache: Path, languages: tuple[str, ...] = EVAL_LANGUAGES, stdlib: Path | None = None
+) -> tuple[list[EvalSource], dict[str, str]]:
     """The evaluation's trees, and for each language that could not be had, why."""
     makers = {
         "python": lambda: python_eval_source(stdlib),

@@ -162,13 +162,28 @@ def describe(node: Any, name: str, lines: list[str], rel: str) -> Definition:
 # Definition nodes per language, and the scopes whose names qualify a method.
 _TS_DEFINITIONS: dict[str, frozenset[str]] = {
     "c": frozenset({"function_definition"}),
-    "javascript": frozenset({"function_declaration", "generator_function_declaration",
-                             "method_definition", "class_declaration"}),
-    "java": frozenset({"method_declaration", "constructor_declaration", "class_declaration",
-                       "interface_declaration", "enum_declaration", "record_declaration"}),
+    "javascript": frozenset(
+        {
+            "function_declaration",
+            "generator_function_declaration",
+            "method_definition",
+            "class_declaration",
+        }
+    ),
+    "java": frozenset(
+        {
+            "method_declaration",
+            "constructor_declaration",
+            "class_declaration",
+            "interface_declaration",
+            "enum_declaration",
+            "record_declaration",
+        }
+    ),
 }
-_TS_SCOPES = frozenset({"class_declaration", "interface_declaration", "enum_declaration",
-                        "record_declaration"})
+_TS_SCOPES = frozenset(
+    {"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"}
+)
 _TS_COMMENTS = frozenset({"comment", "block_comment", "line_comment"})
 _COMMENT_MARKS = re.compile(r"^(?:/\*+!?|\*+/?|//+!?<?)\s?")
 _INLINE_TAG = re.compile(r"\{@\w+\s+([^}]*)\}")
@@ -253,8 +268,9 @@ def commented_definitions(source: str, rel: str, language: str) -> list[Definiti
     return out
 
 
-def describe_commented(node: Any, name: str, lines: list[str], rel: str,
-                       language: str) -> Definition:
+def describe_commented(
+    node: Any, name: str, lines: list[str], rel: str, language: str
+) -> Definition:
     name_node = node.child_by_field_name("name") or node.child_by_field_name("declarator")
     def_line = (name_node or node).start_point.row + 1
     start, end = node.start_point.row + 1, node.end_point.row + 1
@@ -264,12 +280,13 @@ def describe_commented(node: Any, name: str, lines: list[str], rel: str,
     if block is not None:
         first, last = block
         lo, hi = first.start_point.row, last.end_point.row
-        text = first_sentence(_NAME_PREFIX.sub("", comment_text("\n".join(lines[lo:hi + 1]))))
-        if usable(text, name) and not lines[hi][last.end_point.column:].strip():
+        text = first_sentence(_NAME_PREFIX.sub("", comment_text("\n".join(lines[lo : hi + 1]))))
+        if usable(text, name) and not lines[hi][last.end_point.column :].strip():
             sentence, doc_start, doc_end = text, lo + 1, hi + 1
     kind = "class" if node.type in _TS_SCOPES else "function"
-    return Definition(rel, name, kind, def_line, start, end, doc_start, doc_end, sentence, False,
-                      language)
+    return Definition(
+        rel, name, kind, def_line, start, end, doc_start, doc_end, sentence, False, language
+    )
 
 
 def definitions_in(source: str, rel: str, language: str) -> list[Definition]:
@@ -324,8 +341,10 @@ def build_tree(source: corpus.EvalSource, dest: Path) -> list[Definition]:
         stale.unlink()
     # A sentence shared by several definitions has no single answer.
     counts = Counter(d.sentence for d in everything if d.sentence)
-    return [d if not d.sentence or counts[d.sentence] == 1 else replace(d, sentence=None)
-            for d in everything]
+    return [
+        d if not d.sentence or counts[d.sentence] == 1 else replace(d, sentence=None)
+        for d in everything
+    ]
 
 
 def sample(items: list[Any], limit: int | None, seed: int) -> list[Any]:
@@ -414,11 +433,13 @@ def run_descriptions(searcher: Searcher, queries: list[Definition]) -> dict[str,
             every.append(result)
             by_kind.setdefault(query_kind(d.sentence), []).append(result)
             if result.chunk_rank is None and len(misses.setdefault(mode, [])) < 5:
-                misses[mode].append({
-                    "query": d.sentence,
-                    "want": f"{d.path}:{d.def_line}",
-                    "got": [f"{h.path}:{h.start_line}" for h in hits[:3]],
-                })
+                misses[mode].append(
+                    {
+                        "query": d.sentence,
+                        "want": f"{d.path}:{d.def_line}",
+                        "got": [f"{h.path}:{h.start_line}" for h in hits[:3]],
+                    }
+                )
         results[mode] = summarise(every)
         results[mode]["by_kind"] = {kind: summarise(v) for kind, v in sorted(by_kind.items())}
     results["examples_missed"] = misses
@@ -436,11 +457,13 @@ def run_identifiers(searcher: Searcher, queries: list[Definition]) -> dict[str, 
         if hits and holds_def_line(hits[0], d):
             first += 1
         elif len(failures) < 10:
-            failures.append({
-                "query": d.name,
-                "want": f"{d.path}:{d.def_line}",
-                "got": [f"{h.path}:{h.start_line}-{h.end_line} {h.symbol}" for h in hits[:2]],
-            })
+            failures.append(
+                {
+                    "query": d.name,
+                    "want": f"{d.path}:{d.def_line}",
+                    "got": [f"{h.path}:{h.start_line}-{h.end_line} {h.symbol}" for h in hits[:2]],
+                }
+            )
         if any(holds_def_line(h, d) for h in hits):
             top10 += 1
     n = len(queries) or 1
@@ -488,8 +511,13 @@ def build_index(tree: Path, index_dir: Path, precision: str, threads: int | None
         status = index.status(pending=False)
     if summary.chunks_total == 0:
         raise SystemExit(f"eval_search: nothing was indexed in {tree} (ignored by git?)")
-    return Built(index_dir, summary.chunks_total, time.perf_counter() - t0,
-                 status.get("precision"), summary.rebuild_reason)
+    return Built(
+        index_dir,
+        summary.chunks_total,
+        time.perf_counter() - t0,
+        status.get("precision"),
+        summary.rebuild_reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -509,8 +537,9 @@ def prepare(source: corpus.EvalSource, work: Path, limit: int | None, seed: int)
     described = [d for d in definitions if d.sentence]
     names = Counter(d.name for d in definitions)
     unique = [d for d in definitions if names[d.name] == 1]
-    return LanguageSet(source, tree, definitions, sample(described, limit, seed),
-                       sample(unique, limit, seed + 1))
+    return LanguageSet(
+        source, tree, definitions, sample(described, limit, seed), sample(unique, limit, seed + 1)
+    )
 
 
 def evaluate(built: Built, lang_set: LanguageSet) -> dict[str, Any]:
@@ -536,8 +565,15 @@ def evaluate(built: Built, lang_set: LanguageSet) -> dict[str, Any]:
     }
 
 
-_AVERAGED = ("file_mrr@10", "chunk_mrr@10", "recall@1", "recall@10", "lines_p50", "lines_p75",
-             "median_ms")
+_AVERAGED = (
+    "file_mrr@10",
+    "chunk_mrr@10",
+    "recall@1",
+    "recall@10",
+    "lines_p50",
+    "lines_p75",
+    "median_ms",
+)
 
 
 def overall(by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -553,20 +589,32 @@ def overall(by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
         figures = {key: mean([lang["modes"][mode][key] for lang in langs]) for key in _AVERAGED}
         kinds = sorted({kind for lang in langs for kind in lang["modes"][mode]["by_kind"]})
         figures["by_kind"] = {
-            kind: {key: mean([lang["modes"][mode]["by_kind"][kind][key] for lang in langs
-                              if kind in lang["modes"][mode]["by_kind"]]) for key in _AVERAGED}
+            kind: {
+                key: mean(
+                    [
+                        lang["modes"][mode]["by_kind"][kind][key]
+                        for lang in langs
+                        if kind in lang["modes"][mode]["by_kind"]
+                    ]
+                )
+                for key in _AVERAGED
+            }
             for kind in kinds
         }
         modes[mode] = figures
-    ident = {"first": mean([lang["identifier_queries"]["first"] for lang in langs]),
-             "in_top10": mean([lang["identifier_queries"]["in_top10"] for lang in langs])}
+    ident = {
+        "first": mean([lang["identifier_queries"]["first"] for lang in langs]),
+        "in_top10": mean([lang["identifier_queries"]["in_top10"] for lang in langs]),
+    }
     return {"modes": modes, "identifier_queries": ident}
 
 
 def table(by_language: dict[str, dict[str, Any]], total: dict[str, Any]) -> str:
     """The figures side by side: a row per language and mode."""
-    head = (f"{'language':<11} {'mode':<9} {'queries':>7} {'fileMRR':>8} {'chunkMRR':>8} "
-            f"{'R@1':>6} {'R@10':>6} {'lines50':>7} {'lines75':>7} {'ms':>6} {'ident1':>7}")
+    head = (
+        f"{'language':<11} {'mode':<9} {'queries':>7} {'fileMRR':>8} {'chunkMRR':>8} "
+        f"{'R@1':>6} {'R@10':>6} {'lines50':>7} {'lines75':>7} {'ms':>6} {'ident1':>7}"
+    )
     rows = [head, "-" * len(head)]
     entries = [*by_language.items(), ("overall", total)]
     for name, entry in entries:
@@ -582,7 +630,8 @@ def table(by_language: dict[str, dict[str, Any]], total: dict[str, Any]) -> str:
             )
     for kind in sorted(total["modes"]["hybrid"]["by_kind"]):
         line = f"overall {kind}: file MRR@10 " + ", ".join(
-            f"{mode} {total['modes'][mode]['by_kind'][kind]['file_mrr@10']:.4f}" for mode in MODES)
+            f"{mode} {total['modes'][mode]['by_kind'][kind]['file_mrr@10']:.4f}" for mode in MODES
+        )
         rows.append(line)
     return "\n".join(rows)
 
@@ -601,6 +650,7 @@ def compare_bf16(by_precision: dict[str, dict[str, Any]]) -> dict[str, Any] | No
 def targets(total: dict[str, Any], by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's quality targets that one run can check on its own (the "+0.08 over today"
     and "30 % fewer lines" targets compare two runs: see README)."""
+
     def hybrid_ahead(entry: dict[str, Any]) -> bool:
         modes = entry["modes"]
         return modes["hybrid"]["file_mrr@10"] >= modes["keyword"]["file_mrr@10"] + 0.10
@@ -610,12 +660,16 @@ def targets(total: dict[str, Any], by_language: dict[str, dict[str, Any]]) -> di
     return {
         "hybrid_file_mrr_keyword_plus_0.10_overall": hybrid_ahead(total),
         "hybrid_file_mrr_keyword_plus_0.10_every_language": all(
-            hybrid_ahead(e) for e in by_language.values()),
+            hybrid_ahead(e) for e in by_language.values()
+        ),
         "semantic_at_least_keyword_on_sentences": bool(
-            sentence and keyword_sentence
-            and sentence["file_mrr@10"] >= keyword_sentence["file_mrr@10"]),
+            sentence
+            and keyword_sentence
+            and sentence["file_mrr@10"] >= keyword_sentence["file_mrr@10"]
+        ),
         "identifier_first_at_least_95pct": all(
-            e["identifier_queries"]["first"] >= 0.95 for e in by_language.values()),
+            e["identifier_queries"]["first"] >= 0.95 for e in by_language.values()
+        ),
     }
 
 
@@ -626,27 +680,53 @@ def main(argv: list[str] | None = None) -> int:
         "per mode; identifier queries).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--languages", default=",".join(corpus.EVAL_LANGUAGES),
-                        help="comma-separated languages (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
-                        help="at most N description and N identifier queries per language, "
-                        "sampled with --seed (default: %(default)s; 0: all)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help="seed of the query sample (default: %(default)s)")
     parser.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "coarch-eval-search",
+        "--languages",
+        default=",".join(corpus.EVAL_LANGUAGES),
+        help="comma-separated languages (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help="at most N description and N identifier queries per language, "
+        "sampled with --seed (default: %(default)s; 0: all)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the query sample (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "coarch-eval-search",
         help="folder for the sources, the blanked copies and their indexes, outside any git "
         "repository that ignores it (reused: each index is updated incrementally; default: "
-        "%(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results/eval_search.json"),
-                        help="where to write the JSON report")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="model threads for indexing (default: coarch's default)")
+        "%(default)s)",
+    )
     parser.add_argument(
-        "--precisions", default="auto",
+        "--out",
+        type=Path,
+        default=Path("bench-results/eval_search.json"),
+        help="where to write the JSON report",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="model threads for indexing (default: coarch's default)",
+    )
+    parser.add_argument(
+        "--precisions",
+        default="auto",
         help="comma-separated precisions to index and search in, each fp32, bf16 or auto, each "
         "with its own indexes; the report's top level describes the first (default: "
-        "%(default)s)")
+        "%(default)s)",
+    )
     args = parser.parse_args(argv)
 
     precisions = parse_list(args.precisions, PRECISIONS, "precision")
@@ -658,9 +738,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval_search: {language} left out: {why}", file=sys.stderr)
     sets = [prepare(source, args.work, limit, args.seed) for source in sources]
     for s in sets:
-        print(f"eval_search [{s.source.language}]: {len(s.definitions)} definitions, "
-              f"{len(s.queries)} description queries, {len(s.identifiers)} identifier queries",
-              file=sys.stderr)
+        print(
+            f"eval_search [{s.source.language}]: {len(s.definitions)} definitions, "
+            f"{len(s.queries)} description queries, {len(s.identifiers)} identifier queries",
+            file=sys.stderr,
+        )
     prepare_seconds = time.perf_counter() - t0
 
     by_precision: dict[str, dict[str, Any]] = {}
@@ -670,12 +752,18 @@ def main(argv: list[str] | None = None) -> int:
             language = s.source.language
             index_dir = args.work / f"index-{language}-{precision}"
             built = build_index(s.tree, index_dir, precision, args.threads)
-            print(f"eval_search [{language} {precision}]: indexed {built.chunks} chunks in "
-                  f"{built.seconds:.1f}s", file=sys.stderr)
+            print(
+                f"eval_search [{language} {precision}]: indexed {built.chunks} chunks in "
+                f"{built.seconds:.1f}s",
+                file=sys.stderr,
+            )
             by_language[language] = evaluate(built, s)
         total = overall(by_language)
-        by_precision[precision] = {"languages": by_language, "overall": total,
-                                   "targets": targets(total, by_language)}
+        by_precision[precision] = {
+            "languages": by_language,
+            "overall": total,
+            "targets": targets(total, by_language),
+        }
         print(f"eval_search [{precision}]:\n{table(by_language, total)}", file=sys.stderr)
 
     first = by_precision[precisions[0]]

@@ -36,8 +36,12 @@ from coarch.search import FUSION_DEPTH, Searcher
 # Re-rank settings tried on top of each fusion: (name, file lift, drop repeats). "none" is the
 # fused order as it is.
 RERANKS: tuple[tuple[str, float | None, bool], ...] = (
-    ("none", None, False), ("lift0 dedupe", 0.0, True), ("lift0.05 dedupe", 0.05, True),
-    ("lift0.1 dedupe", 0.1, True), ("lift0.2 dedupe", 0.2, True), ("lift0.1", 0.1, False),
+    ("none", None, False),
+    ("lift0 dedupe", 0.0, True),
+    ("lift0.05 dedupe", 0.05, True),
+    ("lift0.1 dedupe", 0.1, True),
+    ("lift0.2 dedupe", 0.2, True),
+    ("lift0.1", 0.1, False),
 )
 
 
@@ -58,26 +62,35 @@ Row = tuple[str, int, int, tuple[str, ...], str | None]
 def rows_of(searcher: Searcher) -> dict[int, Row]:
     """(path, start, end, symbols, language) of every chunk of the index."""
     store = searcher.store
-    return {r.id: (r.path, r.start_line, r.end_line, r.symbols, r.language)
-            for r in store.chunks_by_ids(range(1, store.max_chunk_id() + 1))}
+    return {
+        r.id: (r.path, r.start_line, r.end_line, r.symbols, r.language)
+        for r in store.chunks_by_ids(range(1, store.max_chunk_id() + 1))
+    }
 
 
 def hits_of(order: list[int], rows: dict[int, Row]) -> list[Hit]:
     return [Hit(rows[c][0], rows[c][1], rows[c][2], 0.0, None, None, "") for c in order[:K]]
 
 
-def reranked(query: str, order: list[int], scores: dict[int, float], rows: dict[int, Row],
-             lift: float | None, dedupe: bool) -> list[int]:
+def reranked(
+    query: str,
+    order: list[int],
+    scores: dict[int, float],
+    rows: dict[int, Row],
+    lift: float | None,
+    dedupe: bool,
+) -> list[int]:
     """The fused order after coarch.rerank with these settings (as Searcher._rerank does)."""
     if lift is None:
         return order
     top = order[:RERANK_DEPTH]
     candidates = [Candidate(c, *rows[c][:4], scores[c], rows[c][4]) for c in top]
-    return [c.id for c in rerank(query, candidates, lift, dedupe)] + order[len(top):]
+    return [c.id for c in rerank(query, candidates, lift, dedupe)] + order[len(top) :]
 
 
-def sweep_language(index_dir: Path, queries: list[Definition], fusions: dict[str, Fusion],
-                   rerank_fusions: set[str]) -> dict[str, dict[str, dict[str, float]]]:
+def sweep_language(
+    index_dir: Path, queries: list[Definition], fusions: dict[str, Fusion], rerank_fusions: set[str]
+) -> dict[str, dict[str, dict[str, float]]]:
     """{fusion (+ re-rank): {kind: summary}} for one language; the re-rank settings are tried
     on the fusions named in rerank_fusions."""
     with Searcher(index_dir) as searcher:
@@ -106,26 +119,38 @@ def sweep_language(index_dir: Path, queries: list[Definition], fusions: dict[str
     return result
 
 
-def choose(per_language: dict[str, dict[str, dict[str, dict[str, float]]]], kind: str,
-           reference: str, tolerance: float) -> dict[str, Any]:
+def choose(
+    per_language: dict[str, dict[str, dict[str, dict[str, float]]]],
+    kind: str,
+    reference: str,
+    tolerance: float,
+) -> dict[str, Any]:
     """The best candidate for a kind by mean file + chunk MRR@10 over languages, among those
     within `tolerance` of the reference in every language."""
+
     def value(entry: dict[str, float]) -> float:
         return entry["file_mrr@10"] + entry["chunk_mrr@10"]
 
     table: list[tuple[float, str, bool]] = []
     for name in next(iter(per_language.values())):
-        values = {lang: value(res[name][kind]) for lang, res in per_language.items()
-                  if kind in res[name]}
-        refs = {lang: value(res[reference][kind]) for lang, res in per_language.items()
-                if kind in res[reference]}
+        values = {
+            lang: value(res[name][kind]) for lang, res in per_language.items() if kind in res[name]
+        }
+        refs = {
+            lang: value(res[reference][kind])
+            for lang, res in per_language.items()
+            if kind in res[reference]
+        }
         safe = all(values[lang] >= refs[lang] - tolerance for lang in values)
         table.append((sum(values.values()) / len(values), name, safe))
     table.sort(reverse=True)
     best = next((t for t in table if t[2]), table[0])
-    return {"best": best[1], "mean_file_plus_chunk_mrr": round(best[0], 4),
-            "reference": round(next(t[0] for t in table if t[1] == reference), 4),
-            "top5": [(name, round(v, 4), safe) for v, name, safe in table[:5]]}
+    return {
+        "best": best[1],
+        "mean_file_plus_chunk_mrr": round(best[0], 4),
+        "reference": round(next(t[0] for t in table if t[1] == reference), 4),
+        "top5": [(name, round(v, 4), safe) for v, name, safe in table[:5]],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,13 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=eval_search.DEFAULT_LIMIT)
     parser.add_argument("--seed", type=int, default=eval_search.DEFAULT_SEED)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--tolerance", type=float, default=0.01,
-                        help="largest loss against plain RRF allowed in any language")
-    parser.add_argument("--work", type=Path,
-                        default=Path(tempfile.gettempdir()) / "coarch-eval-search")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        help="largest loss against plain RRF allowed in any language",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "coarch-eval-search"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/sweep_fusion.json"))
-    parser.add_argument("--rerank-on", action="append", default=["rrf k=60 sem=1 kw=1"],
-                        help="a fusion (as named in the report) to try the re-rank settings on")
+    parser.add_argument(
+        "--rerank-on",
+        action="append",
+        default=["rrf k=60 sem=1 kw=1"],
+        help="a fusion (as named in the report) to try the re-rank settings on",
+    )
     args = parser.parse_args(argv)
 
     languages = eval_search.parse_list(args.languages, corpus.EVAL_LANGUAGES, "language")
@@ -153,15 +187,24 @@ def main(argv: list[str] | None = None) -> int:
         lang_set = eval_search.prepare(source, args.work, args.limit or None, args.seed)
         index_dir = args.work / f"index-{source.language}-{args.precision}"
         eval_search.build_index(lang_set.tree, index_dir, args.precision, None)
-        per_language[source.language] = sweep_language(index_dir, lang_set.queries, fusions,
-                                                       set(args.rerank_on))
-        print(f"sweep_fusion [{source.language}]: {len(lang_set.queries)} queries, "
-              f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    chosen = {kind: choose(per_language, kind, reference, args.tolerance)
-              for kind in ("sentence", "mix", "all")}
+        per_language[source.language] = sweep_language(
+            index_dir, lang_set.queries, fusions, set(args.rerank_on)
+        )
+        print(
+            f"sweep_fusion [{source.language}]: {len(lang_set.queries)} queries, "
+            f"{time.perf_counter() - t0:.0f}s",
+            file=sys.stderr,
+        )
+    chosen = {
+        kind: choose(per_language, kind, reference, args.tolerance)
+        for kind in ("sentence", "mix", "all")
+    }
     for kind, pick in chosen.items():
-        print(f"sweep_fusion {kind}: best {pick['best']} {pick['mean_file_plus_chunk_mrr']} "
-              f"(plain RRF {pick['reference']}); top: {pick['top5']}", file=sys.stderr)
+        print(
+            f"sweep_fusion {kind}: best {pick['best']} {pick['mean_file_plus_chunk_mrr']} "
+            f"(plain RRF {pick['reference']}); top: {pick['top5']}",
+            file=sys.stderr,
+        )
     report = {"left_out": missing, "chosen": chosen, "languages": per_language}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

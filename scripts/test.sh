@@ -31,6 +31,11 @@ export COARCH_EXTRAS=${COARCH_EXTRAS-ray}
 make -s -C "$root/tests/c" check
 make -s -C "$root/tests/c" asan
 
+# Lint, format and types (mypy --strict, from pyproject.toml): seconds.
+"$root/.venv/bin/ruff" check coarch tests scripts
+"$root/.venv/bin/ruff" format --check coarch tests scripts
+"$root/.venv/bin/mypy" coarch
+
 if [ "$sanitize" -eq 0 ]; then
     exec "$root/.venv/bin/python" -m pytest "$@"
 fi

@@ -11,14 +11,44 @@ import numpy as np
 
 # A small, varied slice of the standard library: ~30 files, ~500 chunks with the default model.
 STDLIB_FILES = (
-    "json/__init__.py", "json/decoder.py", "json/encoder.py", "json/scanner.py",
-    "json/tool.py", "bisect.py", "colorsys.py", "keyword.py", "fnmatch.py", "glob.py",
-    "shlex.py", "this.py", "copy.py", "sched.py", "graphlib.py", "reprlib.py", "tty.py",
-    "pty.py", "abc.py", "contextvars.py", "struct.py", "token.py", "genericpath.py",
+    "json/__init__.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "json/scanner.py",
+    "json/tool.py",
+    "bisect.py",
+    "colorsys.py",
+    "keyword.py",
+    "fnmatch.py",
+    "glob.py",
+    "shlex.py",
+    "this.py",
+    "copy.py",
+    "sched.py",
+    "graphlib.py",
+    "reprlib.py",
+    "tty.py",
+    "pty.py",
+    "abc.py",
+    "contextvars.py",
+    "struct.py",
+    "token.py",
+    "genericpath.py",
 )
 # An even smaller slice for the kill and interrupt tests (each runs several builds).
-SMALL_FILES = ("json/decoder.py", "json/scanner.py", "bisect.py", "colorsys.py", "keyword.py",
-               "fnmatch.py", "this.py", "tty.py", "abc.py", "token.py", "genericpath.py")
+SMALL_FILES = (
+    "json/decoder.py",
+    "json/scanner.py",
+    "bisect.py",
+    "colorsys.py",
+    "keyword.py",
+    "fnmatch.py",
+    "this.py",
+    "tty.py",
+    "abc.py",
+    "token.py",
+    "genericpath.py",
+)
 
 # Python source run in a child process (as root) so that permission bits apply to it: drops
 # CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, which let root read any file.
@@ -53,7 +83,8 @@ def index_rows(index_dir: Path) -> list[tuple[str, int, int, str | None, str]]:
     with sqlite3.connect(index_dir / "index.sqlite") as conn:
         rows = conn.execute(
             "SELECT f.path, c.start_line, c.end_line, c.symbol, c.text_hash"
-            " FROM chunks c JOIN files f ON f.id = c.file_id").fetchall()
+            " FROM chunks c JOIN files f ON f.id = c.file_id"
+        ).fetchall()
     return sorted(rows, key=lambda r: (r[0], r[1], r[2], r[4]))
 
 
@@ -63,9 +94,11 @@ def index_vectors(index_dir: Path, chunks_only: bool = True) -> dict[str, np.nda
     path = index_dir / "index.sqlite"
     if not path.exists():
         return {}
-    sql = ("SELECT c.text_hash, v.vector FROM chunks c JOIN vectors v"
-           " ON v.text_hash = c.text_hash") if chunks_only else \
-        "SELECT text_hash, vector FROM vectors"
+    sql = (
+        ("SELECT c.text_hash, v.vector FROM chunks c JOIN vectors v ON v.text_hash = c.text_hash")
+        if chunks_only
+        else "SELECT text_hash, vector FROM vectors"
+    )
     with sqlite3.connect(path) as conn:
         try:
             rows = conn.execute(sql).fetchall()

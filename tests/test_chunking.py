@@ -38,7 +38,7 @@ def assert_well_formed(chunks: list[Chunk], text: str, count: object, limit: int
         assert c.embed_text == chunk_header(c.path, c.symbol) + c.text
         assert c.text.strip()
         if c.start_line < c.end_line:
-            assert c.text == "\n".join(lines[c.start_line - 1: c.end_line])
+            assert c.text == "\n".join(lines[c.start_line - 1 : c.end_line])
         covered.update(range(c.start_line, c.end_line + 1))
     for i, line in enumerate(lines, 1):
         if line.strip():
@@ -93,11 +93,13 @@ def test_small_definitions_are_merged_up_to_the_target(chunker: Chunker) -> None
 
 
 def test_big_class_is_cut_along_its_methods(chunker: Chunker) -> None:
-    body = "\n".join(f"        value_{i} = compute_something(value_{i - 1}, {i})"
-                     for i in range(1, 40))
-    methods = "\n\n".join(f"    def method_{m}(self):\n{body}\n        return value_39"
-                          for m in range(4))
-    text = f"class Engine:\n    \"\"\"An engine.\"\"\"\n\n{methods}\n"
+    body = "\n".join(
+        f"        value_{i} = compute_something(value_{i - 1}, {i})" for i in range(1, 40)
+    )
+    methods = "\n\n".join(
+        f"    def method_{m}(self):\n{body}\n        return value_39" for m in range(4)
+    )
+    text = f'class Engine:\n    """An engine."""\n\n{methods}\n'
     chunks = chunker.chunk("engine.py", text, "python")
     assert_well_formed(chunks, text, chunker.count_tokens, chunker.max_tokens)
     syms = set(symbols(chunks))
@@ -107,7 +109,9 @@ def test_big_class_is_cut_along_its_methods(chunker: Chunker) -> None:
 
 
 SAMPLES = {
-    "javascript": ("app.js", """\
+    "javascript": (
+        "app.js",
+        """\
 function fetchUser(id) {
   return db.get(id);
 }
@@ -119,8 +123,12 @@ class Cart {
 }
 
 const total = (items) => items.reduce((a, b) => a + b, 0);
-""", {"fetchUser", "Cart", "total"}),
-    "typescript": ("app.ts", """\
+""",
+        {"fetchUser", "Cart", "total"},
+    ),
+    "typescript": (
+        "app.ts",
+        """\
 interface Shape {
   area(): number;
 }
@@ -137,8 +145,12 @@ export function makeCircle(r: number): Circle {
 }
 
 type Id = string;
-""", {"Shape", "Circle", "Circle.area", "makeCircle", "Id"}),
-    "java": ("Main.java", """\
+""",
+        {"Shape", "Circle", "Circle.area", "makeCircle", "Id"},
+    ),
+    "java": (
+        "Main.java",
+        """\
 package demo;
 
 public class Main {
@@ -152,8 +164,12 @@ public class Main {
         return ++count;
     }
 }
-""", {"Main", "Main.Main", "Main.increment"}),
-    "go": ("main.go", """\
+""",
+        {"Main", "Main.Main", "Main.increment"},
+    ),
+    "go": (
+        "main.go",
+        """\
 package main
 
 type Server struct {
@@ -168,8 +184,12 @@ func main() {
 	s := &Server{addr: ":8080"}
 	s.Start()
 }
-""", {"Server", "Server.Start", "main"}),
-    "c": ("util.c", """\
+""",
+        {"Server", "Server.Start", "main"},
+    ),
+    "c": (
+        "util.c",
+        """\
 #include <stdio.h>
 
 struct point {
@@ -184,8 +204,12 @@ int main(void) {
     printf("hi\\n");
     return 0;
 }
-""", {"point", "make_buffer", "main"}),
-    "cpp": ("shape.cpp", """\
+""",
+        {"point", "make_buffer", "main"},
+    ),
+    "cpp": (
+        "shape.cpp",
+        """\
 namespace geo {
 
 class Square {
@@ -199,8 +223,12 @@ double Square::perimeter() const {
 }
 
 }  // namespace geo
-""", {"geo", "geo.Square", "geo.Square::perimeter"}),
-    "rust": ("lib.rs", """\
+""",
+        {"geo", "geo.Square", "geo.Square::perimeter"},
+    ),
+    "rust": (
+        "lib.rs",
+        """\
 /// A stack.
 #[derive(Debug)]
 pub struct Stack {
@@ -216,7 +244,9 @@ impl Stack {
 fn helper() -> i32 {
     42
 }
-""", {"Stack", "Stack.push", "helper"}),
+""",
+        {"Stack", "Stack.push", "helper"},
+    ),
 }
 
 
@@ -259,8 +289,7 @@ class View {
 
 
 @pytest.mark.parametrize("language", ["javascript", "typescript"])
-def test_functions_assigned_in_javascript_are_definitions(chunker: Chunker,
-                                                            language: str) -> None:
+def test_functions_assigned_in_javascript_are_definitions(chunker: Chunker, language: str) -> None:
     # Functions given a name by assignment, as a property or as a class field: what
     # CommonJS modules, prototypes, object literals and React components are made of.
     tiny = Chunker(chunker.count_tokens, 40, target_tokens=10)
@@ -293,8 +322,7 @@ module.exports = baseEach;
 
 
 @pytest.mark.parametrize("language", ["javascript", "typescript"])
-def test_a_javascript_modules_own_values_are_definitions(chunker: Chunker,
-                                                          language: str) -> None:
+def test_a_javascript_modules_own_values_are_definitions(chunker: Chunker, language: str) -> None:
     tiny = Chunker(chunker.count_tokens, 30, target_tokens=5)
     chunks = tiny.chunk("baseEach.js", JS_MODULE, language)
     assert_well_formed(chunks, JS_MODULE, chunker.count_tokens, 30)
@@ -376,7 +404,7 @@ def test_stdlib_files_fit_the_model(chunker: Chunker) -> None:
 def test_a_huge_file_is_cut_by_lines_in_bounded_memory(chunker: Chunker) -> None:
     lib = Path(sysconfig.get_paths()["stdlib"])
     unit = "".join((lib / rel).read_text() for rel in ("textwrap.py", "shlex.py", "heapq.py"))
-    text = unit * (GRAMMAR_MAX_CHARS * 3 // 2 // len(unit) + 1)      # about 3 MB
+    text = unit * (GRAMMAR_MAX_CHARS * 3 // 2 // len(unit) + 1)  # about 3 MB
     tracemalloc.start()
     try:
         chunks = chunker.chunk("huge.py", text, "python")
@@ -397,20 +425,43 @@ def test_chunks_are_frozen(chunker: Chunker) -> None:
 
 _LINE = st.one_of(
     st.just(""),
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
-            max_size=300),
-    st.builds(lambda n, w: "    " * n + " ".join(w), st.integers(0, 3),
-              st.lists(st.sampled_from(["def", "f(x):", "return", "x", "{", "}", "é", "数据",
-                                        "__init__", "+-*/", "HTTPServer", "#", "'''"]),
-                       max_size=40)),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=300),
+    st.builds(
+        lambda n, w: "    " * n + " ".join(w),
+        st.integers(0, 3),
+        st.lists(
+            st.sampled_from(
+                [
+                    "def",
+                    "f(x):",
+                    "return",
+                    "x",
+                    "{",
+                    "}",
+                    "é",
+                    "数据",
+                    "__init__",
+                    "+-*/",
+                    "HTTPServer",
+                    "#",
+                    "'''",
+                ]
+            ),
+            max_size=40,
+        ),
+    ),
 )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lines=st.lists(_LINE, max_size=60), language=st.sampled_from(
-    [None, "python", "javascript", "c", "rust", "go"]), limit=st.sampled_from([32, 64, 256]))
+@given(
+    lines=st.lists(_LINE, max_size=60),
+    language=st.sampled_from([None, "python", "javascript", "c", "rust", "go"]),
+    limit=st.sampled_from([32, 64, 256]),
+)
 def test_property_every_chunk_fits_and_lines_are_covered(
-        embedder: coarch.Embedder, lines: list[str], language: str | None, limit: int) -> None:
+    embedder: coarch.Embedder, lines: list[str], language: str | None, limit: int
+) -> None:
     chunker = Chunker(embedder.count_tokens, limit)
     text = "\n".join(lines)
     chunks = chunker.chunk("some/dir/file.txt", text, language)
@@ -421,13 +472,15 @@ def test_chunks_do_not_depend_on_what_was_chunked_before(embedder: coarch.Embedd
     text = (Path(sysconfig.get_paths()["stdlib"]) / "keyword.py").read_text()
     used = Chunker(embedder.count_tokens, 64)
     used.chunk("a/long/folder/name/that/makes/a/long/header/for/this/file.py", text, "python")
-    assert used.chunk("keyword.py", text, "python") == \
-        Chunker(embedder.count_tokens, 64).chunk("keyword.py", text, "python")
+    assert used.chunk("keyword.py", text, "python") == Chunker(embedder.count_tokens, 64).chunk(
+        "keyword.py", text, "python"
+    )
 
 
 @pytest.mark.parametrize("limit", [256, 40])
 def test_a_path_longer_than_the_model_input_keeps_its_file_name(
-        embedder: coarch.Embedder, limit: int) -> None:
+    embedder: coarch.Embedder, limit: int
+) -> None:
     # A header alone over the limit once sent the fitting into endless recursion.
     text = "".join(f"def handler_{i}(x):\n    return x + {i}\n\n" for i in range(20))
     path = "deeply/nested/" * 60 + "handlers.py"
@@ -448,14 +501,20 @@ def test_counting_a_files_lines_in_one_call_changes_no_chunk(embedder: coarch.Em
         return embedder.count_tokens(model_text(text))
 
     lib = Path(sysconfig.get_paths()["stdlib"])
-    files = [(rel, (lib / rel).read_text(), "python")
-             for rel in ("json/decoder.py", "textwrap.py", "shlex.py")]
+    files = [
+        (rel, (lib / rel).read_text(), "python")
+        for rel in ("json/decoder.py", "textwrap.py", "shlex.py")
+    ]
     files += [(path, text, language) for language, (path, text, _) in SAMPLES.items()]
     files.append(("odd.txt", "a\u2028\n\u3000\n\x1c\n  \n[CLS] x\n\ud800y\n", None))
     for limit in (embedder.max_seq_length, 40):
         per_line = Chunker(embedder.count_tokens, limit, target_tokens=limit // 2)
-        batched = Chunker(embedder.count_tokens, limit, target_tokens=limit // 2,
-                          count_lines=embedder.count_line_tokens)
+        batched = Chunker(
+            embedder.count_tokens,
+            limit,
+            target_tokens=limit // 2,
+            count_lines=embedder.count_line_tokens,
+        )
         for path, text, language in files:
             assert batched.chunk(path, text, language) == per_line.chunk(path, text, language)
     # The indexer's chunker counts the model's form of the text (identifiers split) per file.

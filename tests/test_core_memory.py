@@ -140,8 +140,12 @@ assert _core.MemoryManager(_cgroup_root=str(cgroup / "v2")).pressure() < 3
 def test_cgroup_usage_counts_in_the_pressure() -> None:
     # In a fresh process: the readings count our own RSS too, and the test process itself can
     # hold more than the fixture's 512 MiB limit by the time this runs.
-    done = subprocess.run([sys.executable, "-c", _CGROUP_PRESSURE_CHECK, str(CGROUP)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _CGROUP_PRESSURE_CHECK, str(CGROUP)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 

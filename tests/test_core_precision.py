@@ -37,8 +37,7 @@ def test_bf16_vectors_stay_close_to_the_fp32_golden(bf16_embedder: coarch.Embedd
     assert cosines.min() >= 0.995, f"worst cosine {cosines.min():.5f} on text {worst}"
 
 
-def test_bf16_texts_alone_match_the_golden_at_every_padding(
-        bf16_embedder: coarch.Embedder) -> None:
+def test_bf16_texts_alone_match_the_golden_at_every_padding(bf16_embedder: coarch.Embedder) -> None:
     # A text alone runs its products over its tokens rounded up to 32, 64, 128 or 256 rows (a
     # query is a dozen tokens): each size gives the golden vector as a batch does.
     document = json.loads((DATA / "golden_texts.json").read_text(encoding="utf-8"))

@@ -39,9 +39,7 @@ def test_a_one_thread_embedder_leaves_the_others_their_threads() -> None:
 
 
 def test_concurrent_encodes_each_keep_their_threads() -> None:
-    embedders = {
-        threads: coarch.Embedder(threads=threads, precision="fp32") for threads in (1, 2)
-    }
+    embedders = {threads: coarch.Embedder(threads=threads, precision="fp32") for threads in (1, 2)}
     alone = {threads: threads_seen(e)[0] for threads, e in embedders.items()}
     start = threading.Barrier(len(embedders))
     results: dict[int, tuple[np.ndarray, set[int]]] = {}

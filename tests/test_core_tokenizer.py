@@ -311,8 +311,9 @@ def test_count_lines_is_count_of_each_line(ours: _core.Tokenizer, lines: list[st
     assert ours.count_lines(text) == per_line(ours, text)
 
 
-def test_count_lines_on_code(ours: _core.Tokenizer, ours_cased: _core.Tokenizer,
-                             big_code: str) -> None:
+def test_count_lines_on_code(
+    ours: _core.Tokenizer, ours_cased: _core.Tokenizer, big_code: str
+) -> None:
     text = big_code[:300_000]  # over the size that releases the GIL
     counts = ours.count_lines(text)
     assert counts == per_line(ours, text)

@@ -41,8 +41,12 @@ def write(root: Path, rel: str, text: str | bytes = "x = 1\n") -> Path:
 
 
 def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=root,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
 
 
 def listed(root: Path, **options: object) -> list[str]:
@@ -55,7 +59,7 @@ def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     write(root, "src/app.py")
     write(root, "src/util.js")
-    write(root, "vendor/lib.py")            # vendored but tracked: kept
+    write(root, "vendor/lib.py")  # vendored but tracked: kept
     write(root, ".gitignore", "*.log\nbuild/\n")
     write(root, ".coarchignore", "docs/private/\n")
     write(root, "docs/private/notes.md", "secret\n")
@@ -63,9 +67,9 @@ def repo(tmp_path: Path) -> Path:
     git(root, "init", "-q")
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "init")
-    write(root, "src/new.py")               # untracked, not ignored: kept
-    write(root, "debug.log", "log\n")        # ignored by .gitignore
-    write(root, "build/out.py")             # ignored folder
+    write(root, "src/new.py")  # untracked, not ignored: kept
+    write(root, "debug.log", "log\n")  # ignored by .gitignore
+    write(root, "build/out.py")  # ignored folder
     write(root, "node_modules/pkg/index.js")  # untracked vendored folder
     write(root, "local.txt", "local\n")
     (root / ".git" / "info" / "exclude").write_text("local.txt\n")
@@ -77,10 +81,22 @@ def test_git_repository_lists_what_git_sees(repo: Path) -> None:
     paths = [c.path for c in d.candidates()]
     assert d.report.mode == "git"
     assert paths == sorted(paths)
-    assert {"src/app.py", "src/util.js", "src/new.py", "vendor/lib.py", "docs/guide.md",
-            ".gitignore", ".coarchignore"} <= set(paths)
-    for gone in ("debug.log", "build/out.py", "node_modules/pkg/index.js", "local.txt",
-                 "docs/private/notes.md"):
+    assert {
+        "src/app.py",
+        "src/util.js",
+        "src/new.py",
+        "vendor/lib.py",
+        "docs/guide.md",
+        ".gitignore",
+        ".coarchignore",
+    } <= set(paths)
+    for gone in (
+        "debug.log",
+        "build/out.py",
+        "node_modules/pkg/index.js",
+        "local.txt",
+        "docs/private/notes.md",
+    ):
         assert gone not in paths
     assert d.report.skipped[Skip.VENDORED] == 1
 
@@ -88,8 +104,7 @@ def test_git_repository_lists_what_git_sees(repo: Path) -> None:
 def test_same_rules_without_git(repo: Path) -> None:
     paths = listed(repo, use_git=False)
     assert {"src/app.py", "src/new.py", "docs/guide.md"} <= set(paths)
-    for gone in ("debug.log", "build/out.py", "node_modules/pkg/index.js",
-                 "docs/private/notes.md"):
+    for gone in ("debug.log", "build/out.py", "node_modules/pkg/index.js", "docs/private/notes.md"):
         assert gone not in paths
     assert not any(p.startswith(".git/") for p in paths)
     # Without git, a vendor/ folder cannot be known to be tracked: it is skipped.
@@ -128,7 +143,7 @@ def test_size_cap_and_generated_names(tmp_path: Path) -> None:
 
 def test_read_checks_binary_minified_and_encoding(tmp_path: Path) -> None:
     write(tmp_path, "img.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(100))
-    write(tmp_path, "min.js", "var a=1;" * 500 + "\n")          # one 4,000-char line
+    write(tmp_path, "min.js", "var a=1;" * 500 + "\n")  # one 4,000-char line
     write(tmp_path, "latin1.py", "# caf\xe9\nx = 1\n".encode("latin-1"))
     write(tmp_path, "crlf.py", b"\xef\xbb\xbfa = 1\r\nb = 2\r\n")
     write(tmp_path, "ok.py", "def f():\n    return 1\n" + "y = 'x' * 10\n" * 50)
@@ -171,13 +186,13 @@ def test_symlinks_never_leave_the_root_nor_loop(tmp_path: Path) -> None:
     outside = write(tmp_path, "outside/secret.py")
     root = tmp_path / "root"
     write(root, "pkg/mod.py")
-    (root / "pkg" / "loop").symlink_to(root / "pkg")            # folder loop
-    (root / "up").symlink_to(root)                              # loop to the root
-    (root / "escape.py").symlink_to(outside)                    # file outside
-    (root / "escape_dir").symlink_to(outside.parent)            # folder outside
-    (root / "alias.py").symlink_to(root / "pkg" / "mod.py")     # same file twice
+    (root / "pkg" / "loop").symlink_to(root / "pkg")  # folder loop
+    (root / "up").symlink_to(root)  # loop to the root
+    (root / "escape.py").symlink_to(outside)  # file outside
+    (root / "escape_dir").symlink_to(outside.parent)  # folder outside
+    (root / "alias.py").symlink_to(root / "pkg" / "mod.py")  # same file twice
     (root / "dangling.py").symlink_to(root / "missing.py")
-    (root / "self").symlink_to(root / "self")                   # ELOOP
+    (root / "self").symlink_to(root / "self")  # ELOOP
     for use_git in (False, True):
         if use_git:
             git(root, "init", "-q")
@@ -206,10 +221,20 @@ def test_decode_reports_invalid_utf8() -> None:
 def test_languages_cover_thirty_and_well_known_names() -> None:
     assert len(set(EXTENSIONS.values()) | set(FILENAMES.values())) >= 30
     cases = {
-        "a.py": "python", "b.ts": "typescript", "c.tsx": "tsx", "d.go": "go", "e.rs": "rust",
-        "f.java": "java", "g.cpp": "cpp", "h.h": "c", "Makefile": "make",
-        "Dockerfile": "dockerfile", "CMakeLists.txt": "cmake", "x/Dockerfile.dev": "dockerfile",
-        "README.md": "markdown", "q.SQL": "sql",
+        "a.py": "python",
+        "b.ts": "typescript",
+        "c.tsx": "tsx",
+        "d.go": "go",
+        "e.rs": "rust",
+        "f.java": "java",
+        "g.cpp": "cpp",
+        "h.h": "c",
+        "Makefile": "make",
+        "Dockerfile": "dockerfile",
+        "CMakeLists.txt": "cmake",
+        "x/Dockerfile.dev": "dockerfile",
+        "README.md": "markdown",
+        "q.SQL": "sql",
     }
     for path, language in cases.items():
         assert language_for(path) == language, path
@@ -229,17 +254,20 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
         "out = {c.path: getattr(d.read(c), 'reason', None) for c in d.candidates()}\n"
         "print(json.dumps({k: v.name if v else None for k, v in out.items()}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     assert '"secret.py": "UNREADABLE"' in done.stdout and '"ok.py": null' in done.stdout
     assert "skipping secret.py: unreadable (Permission denied)" in done.stderr
 
 
 # ---- nothing outside the root, no hang, no abort on one bad entry --------------------------------
 
+
 def index_cli(capsys: pytest.CaptureFixture[str], root: Path, *extra: str) -> tuple[int, str, str]:
-    code = main(["index", str(root), "--index", str(root.parent / "idx"), "--checkpoint-every",
-                 "0", *extra])
+    code = main(
+        ["index", str(root), "--index", str(root.parent / "idx"), "--checkpoint-every", "0", *extra]
+    )
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
@@ -250,7 +278,8 @@ def indexed_paths(index_dir: Path) -> list[str]:
 
 
 def test_tracked_folder_replaced_by_a_symlink_outside_is_not_indexed(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     write(tmp_path, "outside/f.py", "OUTSIDE_SECRET = 1\n")
     root = tmp_path / "repo"
     write(root, "a.py")
@@ -259,7 +288,7 @@ def test_tracked_folder_replaced_by_a_symlink_outside_is_not_indexed(
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "init")
     shutil.rmtree(root / "d")
-    (root / "d").symlink_to(tmp_path / "outside")    # git ls-files still lists d/f.py
+    (root / "d").symlink_to(tmp_path / "outside")  # git ls-files still lists d/f.py
     for use_git in (True, False):
         d = Discovery(root, DiscoveryOptions(use_git=use_git))
         assert [c.path for c in d.candidates()] == ["a.py"], use_git
@@ -271,7 +300,7 @@ def test_tracked_folder_replaced_by_a_symlink_outside_is_not_indexed(
 
 
 def test_symlinked_folder_inside_the_root_is_still_read(tmp_path: Path) -> None:
-    write(tmp_path, "data/.gitignore", "*.py\n")      # data/ itself is not listed...
+    write(tmp_path, "data/.gitignore", "*.py\n")  # data/ itself is not listed...
     write(tmp_path, "data/mod.py", "x = 1\n")
     (tmp_path / "alias").symlink_to(tmp_path / "data")  # ...but reached through alias/
     (tmp_path / "one.py").symlink_to(tmp_path / "data" / "mod.py")
@@ -282,7 +311,8 @@ def test_symlinked_folder_inside_the_root_is_still_read(tmp_path: Path) -> None:
 
 
 def test_file_replaced_by_a_symlink_outside_during_the_run_is_not_read(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = write(tmp_path, "outside/secret.py", "OUTSIDE_SECRET = 1\n")
     write(tmp_path, "outside/pkg/mod.py", "OUTSIDE_SECRET = 2\n")
     root = tmp_path / "root"
@@ -291,7 +321,7 @@ def test_file_replaced_by_a_symlink_outside_during_the_run_is_not_read(
     d = Discovery(root, DiscoveryOptions(use_git=False))
     a, mod = d.candidates()
     (root / "a.py").unlink()
-    (root / "a.py").symlink_to(secret)                # the file itself
+    (root / "a.py").symlink_to(secret)  # the file itself
     shutil.rmtree(root / "pkg")
     (root / "pkg").symlink_to(tmp_path / "outside" / "pkg")  # a folder on its path
     with caplog.at_level(logging.WARNING, logger="coarch"):
@@ -309,9 +339,9 @@ def test_file_replaced_inside_the_root_during_the_run_is_read(tmp_path: Path) ->
     write(tmp_path, "b.py", "b = 1\n")
     d = Discovery(tmp_path, DiscoveryOptions(use_git=False))
     a, b = d.candidates()
-    write(tmp_path, "a.tmp", "new = 2\n").replace(tmp_path / "a.py")   # an editor's save
+    write(tmp_path, "a.tmp", "new = 2\n").replace(tmp_path / "a.py")  # an editor's save
     (tmp_path / "b.py").unlink()
-    (tmp_path / "b.py").symlink_to(tmp_path / "a.py")                # a symlink inside
+    (tmp_path / "b.py").symlink_to(tmp_path / "a.py")  # a symlink inside
     got_a, got_b = d.read(a), d.read(b)
     assert isinstance(got_a, SourceFile) and got_a.text == "new = 2\n"
     assert isinstance(got_b, SourceFile) and got_b.text == "new = 2\n"
@@ -334,8 +364,13 @@ def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(tmp_path: Path) ->
     write(tmp_path, "a.py")
     write(tmp_path, "b.py")
     try:
-        done = subprocess.run([sys.executable, "-c", READ_AFTER_REPLACING, str(tmp_path)],
-                              capture_output=True, text=True, timeout=30, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", READ_AFTER_REPLACING, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("reading a FIFO put in a file's place hung")
     assert json.loads(done.stdout) == ["NOT_REGULAR", None]
@@ -344,31 +379,49 @@ def test_file_replaced_by_a_fifo_during_the_run_does_not_hang(tmp_path: Path) ->
 # Runs the CLI without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, removed from the bounding set so
 # that git, started by it, cannot read what the permission bits forbid either (root otherwise can).
 SETPRIV = shutil.which("setpriv")
-NO_DAC = [SETPRIV or "setpriv", "--bounding-set=-dac_override,-dac_read_search",
-          "--inh-caps=-dac_override,-dac_read_search"]
+NO_DAC = [
+    SETPRIV or "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+]
 
 
 def run_without_dac(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*NO_DAC, sys.executable, "-m", "coarch", *argv], cwd=REPO,
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [*NO_DAC, sys.executable, "-m", "coarch", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
-@pytest.mark.skipif(SETPRIV is None or os.geteuid() != 0,
-                    reason="needs root and setpriv to drop the capability to read anything")
+@pytest.mark.skipif(
+    SETPRIV is None or os.geteuid() != 0,
+    reason="needs root and setpriv to drop the capability to read anything",
+)
 @pytest.mark.parametrize("use_git", [False, True])
 def test_unreadable_folder_is_skipped_and_named(tmp_path: Path, use_git: bool) -> None:
     root = tmp_path / "repo"
     write(root, "a.py", GOOD_SOURCE)
-    write(root, "noexec/b.py")      # neither listed nor entered
-    write(root, "noread/c.py")      # entered (x) but not listed (r)
+    write(root, "noexec/b.py")  # neither listed nor entered
+    write(root, "noread/c.py")  # entered (x) but not listed (r)
     if use_git:
         git(root, "init", "-q")
     (root / "noexec").chmod(0)
     (root / "noread").chmod(0o311)
     idx = tmp_path / "idx"
     try:
-        done = run_without_dac("index", str(root), "--index", str(idx), "--checkpoint-every",
-                               "0", *([] if use_git else ["--no-git"]))
+        done = run_without_dac(
+            "index",
+            str(root),
+            "--index",
+            str(idx),
+            "--checkpoint-every",
+            "0",
+            *([] if use_git else ["--no-git"]),
+        )
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
         assert "1 files: 1 indexed" in done.stdout
@@ -395,17 +448,17 @@ def test_names_that_are_not_utf8_are_skipped(tmp_path: Path) -> None:
         d = Discovery(root, DiscoveryOptions(use_git=use_git))
         assert [c.path for c in d.candidates()] == ["a.py"], use_git
         assert d.report.skipped[Skip.BAD_NAME] == 2
-        assert d.report.examples[Skip.BAD_NAME] in ("bad\\xff\\xfe.py", "dir\\xff",
-                                                    "dir\\xff/c.py")
+        assert d.report.examples[Skip.BAD_NAME] in ("bad\\xff\\xfe.py", "dir\\xff", "dir\\xff/c.py")
 
 
-def test_a_name_that_is_not_utf8_does_not_stop_indexing(capsys: pytest.CaptureFixture[str],
-                                                        tmp_path: Path) -> None:
+def test_a_name_that_is_not_utf8_does_not_stop_indexing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     root = tmp_path / "repo"
     write(root, "a.py", GOOD_SOURCE)
     write(root, os.fsdecode(b"bad\xff\xfe.py"), GOOD_SOURCE)
     git(root, "init", "-q")
-    for _ in range(2):   # and a later update lands too
+    for _ in range(2):  # and a later update lands too
         code, out, err = index_cli(capsys, root)
         assert code == 0, err
         assert "skipped: 1 name not valid UTF-8 (e.g. bad\\xff\\xfe.py)" in out
@@ -417,7 +470,8 @@ def test_a_name_that_is_not_utf8_does_not_stop_indexing(capsys: pytest.CaptureFi
 
 
 def test_folder_ignored_by_the_enclosing_repository_is_indexed_by_its_own_rules(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     repo = tmp_path / "repo"
     write(repo, ".gitignore", "gen/\n")
     write(repo, "gen/g.py", GOOD_SOURCE)
@@ -429,8 +483,10 @@ def test_folder_ignored_by_the_enclosing_repository_is_indexed_by_its_own_rules(
     assert d.report.mode == "walk"
     code, out, err = index_cli(capsys, repo / "gen")
     assert code == 0 and "2 files: 2 indexed" in out
-    assert (f"coarch: warning: {repo / 'gen'} is ignored by the enclosing git repository"
-            " (.gitignore:1:gen/); indexing it by its own ignore files") in err
+    assert (
+        f"coarch: warning: {repo / 'gen'} is ignored by the enclosing git repository"
+        " (.gitignore:1:gen/); indexing it by its own ignore files"
+    ) in err
     # A folder that is not ignored keeps git's listing.
     write(repo, "src/s.py")
     assert Discovery(repo / "src").candidates()[0].path == "s.py"

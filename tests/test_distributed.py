@@ -26,17 +26,20 @@ from coarch.location import default_index_dir
 REPO = Path(__file__).resolve().parents[1]
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
-    not HAVE_RAY, reason="ray is not installed (pip install 'coarch[ray]'; "
-                         "COARCH_EXTRAS=ray ./scripts/setup.sh)")
+    not HAVE_RAY,
+    reason="ray is not installed (pip install 'coarch[ray]'; COARCH_EXTRAS=ray ./scripts/setup.sh)",
+)
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 # Every Ray server on loopback, no usage report, and the cluster's token for the driver.
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",
+}
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("COARCH_INDEX_DIR", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("COARCH_INDEX_DIR", "RAY_ADDRESS")}
     env.update(RAY_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["XDG_CACHE_HOME"] = str(cache)
@@ -61,12 +64,30 @@ class Cluster:
         self.temp = tempfile.mkdtemp(prefix="cxr", dir="/tmp")
         env = {**os.environ, **RAY_ENV}
         self.proc = subprocess.Popen(
-            [*RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-             "--port", str(self.port), "--num-cpus", "2", "--include-dashboard", "false",
-             "--disable-usage-stats", "--temp-dir", self.temp,
-             "--object-store-memory", str(200 * 2**20)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-            start_new_session=True)
+            [
+                *RAY,
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                "2",
+                "--include-dashboard",
+                "false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                self.temp,
+                "--object-store-memory",
+                str(200 * 2**20),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -157,8 +178,9 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "big": stdlib_tree(base / "big", STDLIB_FILES),
     }
     for name, tree in made.items():
-        with coarch.Index(tree, index_dir=base / f"local-{name}", precision="fp32",
-                          checkpoint_every=0) as index:
+        with coarch.Index(
+            tree, index_dir=base / f"local-{name}", precision="fp32", checkpoint_every=0
+        ) as index:
             index.build()
     return made
 
@@ -172,12 +194,28 @@ def _local(tree: Path) -> Path:
     return tree.parent / f"local-{tree.name}"
 
 
-def _ray_index(cluster: Cluster, cache: Path, *args: str, timeout: float = 240
-               ) -> subprocess.CompletedProcess[str]:
+def _ray_index(
+    cluster: Cluster, cache: Path, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "coarch", "index", "--ray-address", cluster.address,
-         "--checkpoint-every", "0", "--json", *args],
-        capture_output=True, text=True, env=_env(cache), timeout=timeout, check=False)
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--ray-address",
+            cluster.address,
+            "--checkpoint-every",
+            "0",
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _assert_same_index(index_dir: Path, local_dir: Path) -> None:
@@ -191,8 +229,9 @@ def _assert_same_index(index_dir: Path, local_dir: Path) -> None:
 
 def _committed_files(index_dir: Path) -> int:
     try:
-        with sqlite3.connect(f"file:{index_dir / 'index.sqlite'}?mode=ro", uri=True,
-                             timeout=1) as conn:
+        with sqlite3.connect(
+            f"file:{index_dir / 'index.sqlite'}?mode=ro", uri=True, timeout=1
+        ) as conn:
             return int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
     except sqlite3.Error:
         return 0
@@ -200,7 +239,8 @@ def _committed_files(index_dir: Path) -> int:
 
 @needs_ray
 def test_two_trees_through_two_workers_equal_local_indexes(
-        cluster: Cluster, trees: dict[str, Path], tmp_path: Path) -> None:
+    cluster: Cluster, trees: dict[str, Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     done = _ray_index(cluster, cache, "--ray-workers", "2", str(trees["a"]), str(trees["b"]))
     assert done.returncode == 0, done.stderr
@@ -224,7 +264,8 @@ def test_two_trees_through_two_workers_equal_local_indexes(
 
 @needs_ray
 def test_a_modified_file_reuses_its_unchanged_chunks_vectors(
-        cluster: Cluster, trees: dict[str, Path], tmp_path: Path) -> None:
+    cluster: Cluster, trees: dict[str, Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     assert _ray_index(cluster, cache, str(trees["a"])).returncode == 0
     target = trees["a"] / "lib/json/decoder.py"
@@ -237,21 +278,39 @@ def test_a_modified_file_reuses_its_unchanged_chunks_vectors(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["files_indexed"] == 1
-    assert 1 <= summary["chunks_embedded"] <= 2    # the new tail, not the whole file
+    assert 1 <= summary["chunks_embedded"] <= 2  # the new tail, not the whole file
     assert summary["chunks_reused"] >= 5
 
 
 @needs_ray
-def test_a_killed_worker_loses_nothing(cluster: Cluster, trees: dict[str, Path],
-                                       tmp_path: Path) -> None:
+def test_a_killed_worker_loses_nothing(
+    cluster: Cluster, trees: dict[str, Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     tree = trees["big"]
     index_dir = _index_dir(cache, tree)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coarch", "index", "--ray-address", cluster.address,
-         "--ray-workers", "2", "--ray-batch-files", "2", "--checkpoint-every", "0", "--json",
-         str(tree)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(cache))
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--ray-address",
+            cluster.address,
+            "--ray-workers",
+            "2",
+            "--ray-batch-files",
+            "2",
+            "--checkpoint-every",
+            "0",
+            "--json",
+            str(tree),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(cache),
+    )
     killed = None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
@@ -270,14 +329,31 @@ def test_a_killed_worker_loses_nothing(cluster: Cluster, trees: dict[str, Path],
 
 @needs_ray
 def test_a_driver_killed_with_sigkill_resumes_embedding_nothing_twice(
-        cluster: Cluster, trees: dict[str, Path], tmp_path: Path) -> None:
+    cluster: Cluster, trees: dict[str, Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     tree = trees["big"]
     index_dir = _index_dir(cache, tree)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coarch", "index", "--ray-address", cluster.address,
-         "--ray-workers", "2", "--ray-batch-files", "2", "--checkpoint-every", "0",
-         str(tree)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(cache))
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--ray-address",
+            cluster.address,
+            "--ray-workers",
+            "2",
+            "--ray-batch-files",
+            "2",
+            "--checkpoint-every",
+            "0",
+            str(tree),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(cache),
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         if _committed_files(index_dir) >= 2:
@@ -298,13 +374,29 @@ def test_a_driver_killed_with_sigkill_resumes_embedding_nothing_twice(
 
 
 @needs_ray
-def test_without_an_address_a_local_cluster_is_started(trees: dict[str, Path],
-                                                       tmp_path: Path) -> None:
+def test_without_an_address_a_local_cluster_is_started(
+    trees: dict[str, Path], tmp_path: Path
+) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "coarch", "index", "--ray", "--ray-workers", "1", "--json",
-         "--index", str(tmp_path / "idx"), str(trees["a"])],
-        capture_output=True, text=True, env=_env(tmp_path / "cache"), timeout=240,
-        check=False)
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--ray",
+            "--ray-workers",
+            "1",
+            "--json",
+            "--index",
+            str(tmp_path / "idx"),
+            str(trees["a"]),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path / "cache"),
+        timeout=240,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     summary = json.loads(done.stdout)
@@ -316,9 +408,23 @@ def test_without_an_address_a_local_cluster_is_started(trees: dict[str, Path],
 def test_an_address_where_nothing_answers_is_one_line_and_exit_2(tmp_path: Path) -> None:
     tree = stdlib_tree(tmp_path / "t", SMALL_FILES[:1])
     done = subprocess.run(
-        [sys.executable, "-m", "coarch", "index", "--ray-address", f"127.0.0.1:{_free_port()}",
-         "--index", str(tmp_path / "idx"), str(tree)],
-        capture_output=True, text=True, env=_env(tmp_path / "cache"), timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            "--ray-address",
+            f"127.0.0.1:{_free_port()}",
+            "--index",
+            str(tmp_path / "idx"),
+            str(tree),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path / "cache"),
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert lines[0].startswith("coarch: error: cannot connect to Ray (127.0.0.1:")
@@ -328,30 +434,44 @@ def test_an_address_where_nothing_answers_is_one_line_and_exit_2(tmp_path: Path)
 
 def test_without_ray_installed_ray_is_one_line_and_exit_2(tmp_path: Path) -> None:
     tree = stdlib_tree(tmp_path / "t", SMALL_FILES[:1])
-    code = ("import sys; sys.modules['ray'] = None\n"   # what an absent package looks like
-            "from coarch.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # what an absent package looks like
+        "from coarch.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", code, "index", "--ray", "--index", str(tmp_path / "idx"),
-         str(tree)], capture_output=True, text=True, env=_env(tmp_path / "cache"),
-        timeout=60, check=False)
+        [sys.executable, "-c", code, "index", "--ray", "--index", str(tmp_path / "idx"), str(tree)],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path / "cache"),
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 2, done.stderr
     assert lines[0].startswith("coarch: error: --ray needs Ray, which is not installed")
-    assert lines[1] == ("coarch: hint: install the extra: pip install 'coarch[ray]' (or pip "
-                        "install 'ray[data]')")
+    assert lines[1] == (
+        "coarch: hint: install the extra: pip install 'coarch[ray]' (or pip install 'ray[data]')"
+    )
     assert not (tmp_path / "idx").exists()  # refused before anything was written
 
 
 def test_coarch_never_imports_ray_unless_asked(tmp_path: Path) -> None:
     tree = stdlib_tree(tmp_path / "t", SMALL_FILES[:1])
-    code = ("import sys, coarch, coarch.cli\n"
-            "rc = coarch.cli.main(['index', '-q', '--index', sys.argv[2], sys.argv[1]])\n"
-            "assert rc == 0, rc\n"
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
-    done = subprocess.run([sys.executable, "-c", code, str(tree), str(tmp_path / "idx")],
-                          capture_output=True, text=True, env=_env(tmp_path / "cache"),
-                          timeout=120, check=False)
+    code = (
+        "import sys, coarch, coarch.cli\n"
+        "rc = coarch.cli.main(['index', '-q', '--index', sys.argv[2], sys.argv[1]])\n"
+        "assert rc == 0, rc\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tree), str(tmp_path / "idx")],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path / "cache"),
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -119,7 +119,8 @@ def test_threads_above_the_usable_cores_are_capped_with_a_warning(
         capped = coarch.Embedder(threads=9999)
     assert capped.threads == cores
     assert [r.getMessage() for r in caplog.records] == [
-        f"9999 threads asked for, but this process may use {cores} cores: using {cores}"]
+        f"9999 threads asked for, but this process may use {cores} cores: using {cores}"
+    ]
     assert capped.encode(CODE[:2]).shape == (2, 384)
     caplog.clear()
     assert coarch.Embedder(threads=cores).threads == cores and not caplog.records

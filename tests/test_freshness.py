@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 def make_repo(root: Path) -> Path:
     (root / "src").mkdir(parents=True)
     (root / "src" / "net.py").write_text(
-        "def open_socket(host, port):\n    \"\"\"Open a TCP connection.\"\"\"\n    return host\n")
+        'def open_socket(host, port):\n    """Open a TCP connection."""\n    return host\n'
+    )
     (root / "src" / "db.py").write_text(
-        "def run_migrations(conn):\n    \"\"\"Apply pending schema migrations.\"\"\"\n"
-        "    return conn\n")
+        'def run_migrations(conn):\n    """Apply pending schema migrations."""\n    return conn\n'
+    )
     return root
 
 
@@ -51,7 +52,8 @@ def test_api_search_reindexes_a_few_changed_files_first(repo: tuple[Path, Path])
 
 
 def test_many_changes_answer_at_once_with_the_stale_count(
-        repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     root, index_dir = repo
     for i in range(4):
         (root / "src" / f"gen_{i}.py").write_text(f"def generated_{i}():\n    return {i}\n")
@@ -70,8 +72,8 @@ def test_many_changes_answer_at_once_with_the_stale_count(
 
 
 def test_cli_warns_when_too_many_files_changed(
-        repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, index_dir = repo
     monkeypatch.setenv("COARCH_REFRESH_MAX_FILES", "1")
     (root / "src" / "a.py").write_text("def alpha_thing():\n    return 1\n")
@@ -86,12 +88,17 @@ def test_cli_warns_when_too_many_files_changed(
 def test_a_held_lock_is_not_waited_for(repo: tuple[Path, Path]) -> None:
     root, index_dir = repo
     (root / "src" / "late.py").write_text("def arrived_late():\n    return 1\n")
-    hold = ("import time; from coarch.locking import IndexLock\n"
-            f"lock = IndexLock({str(index_dir)!r}); lock.acquire(); print('held', flush=True)\n"
-            "time.sleep(60)")
+    hold = (
+        "import time; from coarch.locking import IndexLock\n"
+        f"lock = IndexLock({str(index_dir)!r}); lock.acquire(); print('held', flush=True)\n"
+        "time.sleep(60)"
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", hold],
-        stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(REPO)})
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         t0 = time.monotonic()
@@ -111,8 +118,7 @@ def test_check_lists_files_as_the_index_was_built(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "repo")
     (root / "big.py").write_text("x = 1\n" * 400)  # 2,400 bytes: over the limit below
     index_dir = tmp_path / "index"
-    assert main(["index", "-q", str(root), "--index", str(index_dir),
-                 "--max-file-size", "2K"]) == 0
+    assert main(["index", "-q", str(root), "--index", str(index_dir), "--max-file-size", "2K"]) == 0
     with coarch.Index(root, index_dir=index_dir) as index:
         index.search("open_socket", k=1)
         # With the default limit big.py would look new, and a refresh would index it.
@@ -121,8 +127,8 @@ def test_check_lists_files_as_the_index_was_built(tmp_path: Path) -> None:
 
 
 def test_search_dash_c_searches_another_folder(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("COARCH_INDEX_DIR", raising=False)
     root = make_repo(tmp_path / "repo")
@@ -138,6 +144,7 @@ def test_search_dash_c_searches_another_folder(
 
 # ---- a followed index (Index.follow_changes: the MCP server's) -----------------------------------
 
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 def test_followed_index_lists_nothing_until_a_file_changes(repo: tuple[Path, Path]) -> None:
     root, index_dir = repo
@@ -150,7 +157,8 @@ def test_followed_index_lists_nothing_until_a_file_changes(repo: tuple[Path, Pat
         # Written, then searched at once: the notification is already queued.
         (root / "src" / "net.py").write_text(
             "def open_socket(host, port):\n    return host\n\n"
-            "def close_socket_gracefully(sock):\n    return sock\n")
+            "def close_socket_gracefully(sock):\n    return sock\n"
+        )
         hits = index.search("close_socket_gracefully", k=1)
         assert (index.freshness.state, index.freshness.listed) == ("refreshed", True)
         assert "close_socket_gracefully" in hits[0].snippet
@@ -159,7 +167,8 @@ def test_followed_index_lists_nothing_until_a_file_changes(repo: tuple[Path, Pat
         assert (index.freshness.state, index.freshness.listed) == ("fresh", False)
         (root / "src" / "new_pkg").mkdir()
         (root / "src" / "new_pkg" / "queue.py").write_text(
-            "def drain_the_queue(q):\n    return list(q)\n")
+            "def drain_the_queue(q):\n    return list(q)\n"
+        )
         assert index.search("drain_the_queue", k=1)[0].path == "src/new_pkg/queue.py"
         assert index.freshness.state == "refreshed"
 
@@ -187,8 +196,9 @@ def test_index_follows_changes_from_its_second_search(repo: tuple[Path, Path]) -
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
-def test_followed_index_still_lists_now_and_then(repo: tuple[Path, Path],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_followed_index_still_lists_now_and_then(
+    repo: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from coarch import freshness
 
     root, index_dir = repo

@@ -267,8 +267,10 @@ def test_parse_identifier(query: str, expected: str | None) -> None:
         ("HTTPServer.serve_forever()", "HTTP Server.serve forever()"),
         ("utf8Decode", "utf 8 Decode"),
         ("self.timeout = NULL", "self.timeout = NULL"),
-        ("path: net/http_client.py\nsymbol: HttpClient.send\n",
-         "path: net/http client.py\nsymbol: Http Client.send\n"),
+        (
+            "path: net/http_client.py\nsymbol: HttpClient.send\n",
+            "path: net/http client.py\nsymbol: Http Client.send\n",
+        ),
         ("retry a failed upload", "retry a failed upload"),
         ("café_crème", "café_crème"),  # non-ASCII words are left alone
         ("", ""),

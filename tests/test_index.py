@@ -31,8 +31,13 @@ from coarch.search import Searcher
 from coarch.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-QUERIES = ("decode a JSON document", "insort_left", "convert rgb colours to hls",
-           "keyword list", "scanner")
+QUERIES = (
+    "decode a JSON document",
+    "insort_left",
+    "convert rgb colours to hls",
+    "keyword list",
+    "scanner",
+)
 # fp32: the same vectors whatever the machine (bf16 rounding depends on the batch).
 OPTIONS = {"precision": "fp32"}
 
@@ -57,8 +62,9 @@ def snapshot(idx: Path) -> tuple[int, list[list[tuple[str, int, int]]]]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]]:
+def reference(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]]:
     """The small slice indexed once, uninterrupted; tests work on copies."""
     base = tmp_path_factory.mktemp("reference")
     tree = stdlib_tree(base / "tree", SMALL_FILES)
@@ -106,11 +112,15 @@ def broken_model(dest: Path, damage: str) -> Path:
 
 # ---- 1. nothing is touched before the settings are checked ---------------------------------
 
+
 @pytest.mark.parametrize("damage", ["truncated weights", "corrupt config"])
-def test_a_bad_model_leaves_the_index_intact(capsys: pytest.CaptureFixture[str],
-                                             reference: tuple[Path, Path, object],
-                                             copy: tuple[Path, Path], tmp_path: Path,
-                                             damage: str) -> None:
+def test_a_bad_model_leaves_the_index_intact(
+    capsys: pytest.CaptureFixture[str],
+    reference: tuple[Path, Path, object],
+    copy: tuple[Path, Path],
+    tmp_path: Path,
+    damage: str,
+) -> None:
     tree, idx = copy
     model = broken_model(tmp_path / "model", damage)
     code, _, err = run(capsys, "index", str(tree), "--index", str(idx), "--model", str(model))
@@ -119,11 +129,15 @@ def test_a_bad_model_leaves_the_index_intact(capsys: pytest.CaptureFixture[str],
     assert not rebuild_dir(idx).exists()
 
 
-@pytest.mark.parametrize("extra", [("--memory-limit", "1", "--full"),
-                                   ("--precision", "bf16", "--memory-limit", "1")])
+@pytest.mark.parametrize(
+    "extra", [("--memory-limit", "1", "--full"), ("--precision", "bf16", "--memory-limit", "1")]
+)
 def test_a_refused_memory_limit_leaves_the_index_intact(
-        capsys: pytest.CaptureFixture[str], reference: tuple[Path, Path, object],
-        copy: tuple[Path, Path], extra: tuple[str, ...]) -> None:
+    capsys: pytest.CaptureFixture[str],
+    reference: tuple[Path, Path, object],
+    copy: tuple[Path, Path],
+    extra: tuple[str, ...],
+) -> None:
     tree, idx = copy
     code, _, err = run(capsys, "index", str(tree), "--index", str(idx), *extra)
     assert code == 2 and len(error_lines(err)) == 1, err
@@ -142,13 +156,20 @@ def test_an_unchanged_run_does_not_load_the_model(copy: tuple[Path, Path]) -> No
 
 # ---- 1. a rebuild is built beside the index and swapped in ---------------------------------
 
+
 def _child_full_rebuild(tree: Path, idx: Path) -> subprocess.Popen[bytes]:
-    code = ("import sys\n"
-            "from coarch.index import Index\n"
-            "Index(sys.argv[1], index_dir=sys.argv[2], embed_batch=8, embed_pool=16,"
-            " checkpoint_every=0, precision='fp32').build(full=True)\n")
-    return subprocess.Popen([sys.executable, "-c", code, str(tree), str(idx)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = (
+        "import sys\n"
+        "from coarch.index import Index\n"
+        "Index(sys.argv[1], index_dir=sys.argv[2], embed_batch=8, embed_pool=16,"
+        " checkpoint_every=0, precision='fp32').build(full=True)\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(tree), str(idx)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _committed_files(db: Path) -> int:
@@ -161,8 +182,9 @@ def _committed_files(db: Path) -> int:
 
 @pytest.mark.slow
 def test_kill_9_during_a_rebuild_keeps_the_old_index_then_the_rebuild_goes_on(
-        reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
-        copy: tuple[Path, Path]) -> None:
+    reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
+    copy: tuple[Path, Path],
+) -> None:
     tree, idx = copy
     ref_rows = index_rows(reference[1])
     proc = _child_full_rebuild(tree, idx)
@@ -195,8 +217,9 @@ def test_kill_9_during_a_rebuild_keeps_the_old_index_then_the_rebuild_goes_on(
 
 
 def test_a_searcher_keeps_answering_across_a_rebuild_and_follows_the_swap(
-        reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
-        copy: tuple[Path, Path]) -> None:
+    reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
+    copy: tuple[Path, Path],
+) -> None:
     tree, idx = copy
     before = (idx / "index.sqlite").stat().st_ino
     with Searcher(idx) as searcher:
@@ -214,14 +237,12 @@ def test_a_searcher_keeps_answering_across_a_rebuild_and_follows_the_swap(
         assert (idx / "index.sqlite").stat().st_ino != before  # a new file was swapped in
         after = searcher.search("insort_left", k=5)
         assert searcher.store.path.stat().st_ino == searcher._db_identity[1]  # reopened
-        assert [(h.path, h.start_line) for h in after] == [(h.path, h.start_line)
-                                                           for h in first]
+        assert [(h.path, h.start_line) for h in after] == [(h.path, h.start_line) for h in first]
     assert snapshot(idx) == reference[2]
     assert not rebuild_dir(idx).exists()
 
 
-def test_folders_exchanged_under_their_locks_still_refuse_a_second_writer(
-        tmp_path: Path) -> None:
+def test_folders_exchanged_under_their_locks_still_refuse_a_second_writer(tmp_path: Path) -> None:
     from coarch.location import exchange_folders
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -236,10 +257,12 @@ def test_folders_exchanged_under_their_locks_still_refuse_a_second_writer(
 
 # ---- 2. a damaged vectors.faiss ------------------------------------------------------------
 
+
 def test_a_damaged_faiss_body_is_detected_searched_around_and_rewritten(
-        capsys: pytest.CaptureFixture[str],
-        reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
-        copy: tuple[Path, Path]) -> None:
+    capsys: pytest.CaptureFixture[str],
+    reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
+    copy: tuple[Path, Path],
+) -> None:
     tree, idx = copy
     path = idx / "vectors.faiss"
     good = path.read_bytes()
@@ -251,8 +274,18 @@ def test_a_damaged_faiss_body_is_detected_searched_around_and_rewritten(
 
     code, out, _ = run(capsys, "status", "--index", str(idx), "--json")
     assert code == 0 and json.loads(out)["faiss"]["state"] == "corrupt"
-    code, out, err = run(capsys, "search", "--index", str(idx), "--mode", "semantic", "--json",
-                         "-k", "5", "decode a JSON document")
+    code, out, err = run(
+        capsys,
+        "search",
+        "--index",
+        str(idx),
+        "--mode",
+        "semantic",
+        "--json",
+        "-k",
+        "5",
+        "decode a JSON document",
+    )
     assert code == 0
     assert "vectors.faiss is damaged: using the vectors in SQLite" in err
     assert all(json.loads(line)["score"] <= 1.0001 for line in out.splitlines())
@@ -267,6 +300,7 @@ def test_a_damaged_faiss_body_is_detected_searched_around_and_rewritten(
 
 
 # ---- 3. a damaged index.sqlite -------------------------------------------------------------
+
 
 def _damage_chunk_pages(db: Path) -> None:
     """Random bytes over every page of the chunks table (which status and search both read),
@@ -283,25 +317,29 @@ def _damage_chunk_pages(db: Path) -> None:
 
 
 def test_a_damaged_database_is_reported_and_full_moves_it_aside(
-        capsys: pytest.CaptureFixture[str],
-        reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
-        copy: tuple[Path, Path]) -> None:
+    capsys: pytest.CaptureFixture[str],
+    reference: tuple[Path, Path, tuple[int, list[list[tuple[str, int, int]]]]],
+    copy: tuple[Path, Path],
+) -> None:
     tree, idx = copy
     with Store(idx) as store, store.transaction():  # as a run killed midway leaves it
         store.set_meta("last_run_state", "running")
     _damage_chunk_pages(idx / "index.sqlite")
 
-    for argv in (("status", "--index", str(idx)),
-                 ("search", "--index", str(idx), "insort_left"),
-                 ("index", str(tree), "--index", str(idx))):
+    for argv in (
+        ("status", "--index", str(idx)),
+        ("search", "--index", str(idx), "insort_left"),
+        ("index", str(tree), "--index", str(idx)),
+    ):
         code, _, err = run(capsys, *argv)
         assert code == 2, (argv, err)
         (line,) = error_lines(err)
         assert "index database" in line and ("damaged" in line or "unreadable" in line)
         assert "coarch: hint: `coarch index --full" in err
 
-    code, _, err = run(capsys, "index", str(tree), "--index", str(idx), "--full",
-                       "--precision", "fp32")
+    code, _, err = run(
+        capsys, "index", str(tree), "--index", str(idx), "--full", "--precision", "fp32"
+    )
     assert code == 0, err
     kept = [p for p in idx.glob("index.sqlite.corrupt-*") if not p.name.endswith("-wal")]
     assert len(kept) == 1 and kept[0].name in err
@@ -312,9 +350,10 @@ def test_a_damaged_database_is_reported_and_full_moves_it_aside(
 
 # ---- 4. a folder of someone else's files ---------------------------------------------------
 
-def test_a_foreign_database_and_faiss_file_are_not_touched(capsys: pytest.CaptureFixture[str],
-                                                          reference: tuple[Path, Path, object],
-                                                          tmp_path: Path) -> None:
+
+def test_a_foreign_database_and_faiss_file_are_not_touched(
+    capsys: pytest.CaptureFixture[str], reference: tuple[Path, Path, object], tmp_path: Path
+) -> None:
     tree = reference[0]
     folder = tmp_path / "theirs"
     folder.mkdir()
@@ -326,20 +365,23 @@ def test_a_foreign_database_and_faiss_file_are_not_touched(capsys: pytest.Captur
     code, _, err = run(capsys, "index", str(tree), "--index", str(folder))
     assert code == 2
     assert error_lines(err) == [
-        f"coarch: error: refusing to write into {folder}: index.sqlite is not a coarch index"]
+        f"coarch: error: refusing to write into {folder}: index.sqlite is not a coarch index"
+    ]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-def test_a_folder_of_other_files_is_refused(capsys: pytest.CaptureFixture[str],
-                                            reference: tuple[Path, Path, object],
-                                            tmp_path: Path) -> None:
+def test_a_folder_of_other_files_is_refused(
+    capsys: pytest.CaptureFixture[str], reference: tuple[Path, Path, object], tmp_path: Path
+) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
     code, _, err = run(capsys, "index", str(reference[0]), "--index", str(folder))
     assert code == 2
-    expected = (f"coarch: error: refusing to write into {folder}: it holds files coarch did"
-                " not create (notes.txt)")
+    expected = (
+        f"coarch: error: refusing to write into {folder}: it holds files coarch did"
+        " not create (notes.txt)"
+    )
     assert error_lines(err) == [expected]
     assert sorted(os.listdir(folder)) == ["notes.txt"]
 

@@ -84,8 +84,9 @@ def assert_consistent(idx: Path) -> None:
     assert not list(idx.glob(".vectors-*"))  # no temp file of a killed writer left
 
 
-def test_indexes_a_real_tree(built: tuple[Path, Path, IndexSummary],
-                             embedder: coarch.Embedder) -> None:
+def test_indexes_a_real_tree(
+    built: tuple[Path, Path, IndexSummary], embedder: coarch.Embedder
+) -> None:
     tree, idx, summary = built
     assert summary.files_total == summary.files_indexed == len(STDLIB_FILES)
     assert summary.chunks_total == summary.chunks_embedded + summary.chunks_reused > 100
@@ -99,7 +100,8 @@ def test_indexes_a_real_tree(built: tuple[Path, Path, IndexSummary],
         # model reads it: identifiers split into words.
         chunk_id, digest = store.conn.execute(
             "SELECT c.id, c.text_hash FROM chunks c JOIN files f ON f.id = c.file_id"
-            " WHERE f.path = 'lib/bisect.py' ORDER BY c.id LIMIT 1").fetchone()
+            " WHERE f.path = 'lib/bisect.py' ORDER BY c.id LIMIT 1"
+        ).fetchone()
         (row,) = store.chunks_by_ids([chunk_id])
         expected = embedder.encode([model_text(chunk_header(row.path, row.symbol) + row.text)])[0]
         stored = index_vectors(idx)[digest]
@@ -115,8 +117,9 @@ def test_indexes_a_real_tree(built: tuple[Path, Path, IndexSummary],
         assert status["last_run"]["state"] == "ok" and status["faiss"]["state"] == "fresh"
 
 
-def test_unchanged_repository_embeds_nothing(built: tuple[Path, Path, IndexSummary],
-                                             tmp_path: Path) -> None:
+def test_unchanged_repository_embeds_nothing(
+    built: tuple[Path, Path, IndexSummary], tmp_path: Path
+) -> None:
     tree, idx = copy_of(built, tmp_path)
     before = index_rows(idx)
     started = time.monotonic()
@@ -128,8 +131,9 @@ def test_unchanged_repository_embeds_nothing(built: tuple[Path, Path, IndexSumma
     assert index_rows(idx) == before
 
 
-def test_modify_delete_rename_touch_add(built: tuple[Path, Path, IndexSummary],
-                                       tmp_path: Path) -> None:
+def test_modify_delete_rename_touch_add(
+    built: tuple[Path, Path, IndexSummary], tmp_path: Path
+) -> None:
     tree, idx = copy_of(built, tmp_path)
     lib = tree / "lib"
     old_vectors = index_vectors(idx)
@@ -137,19 +141,22 @@ def test_modify_delete_rename_touch_add(built: tuple[Path, Path, IndexSummary],
     colorsys_rows = [r for r in old_rows if r[0] == "lib/colorsys.py"]
     # modify one function of decoder.py
     decoder = lib / "json" / "decoder.py"
-    decoder.write_text(decoder.read_text().replace(
-        "def _decode_uXXXX(s, pos):", "def _decode_uXXXX(s, pos):\n    # changed: checked twice"))
+    decoder.write_text(
+        decoder.read_text().replace(
+            "def _decode_uXXXX(s, pos):", "def _decode_uXXXX(s, pos):\n    # changed: checked twice"
+        )
+    )
     (lib / "bisect.py").unlink()
     (lib / "colorsys.py").rename(lib / "colors.py")
     os.utime(lib / "keyword.py", ns=(time.time_ns(), time.time_ns()))
     (lib / "fresh.py").write_text("def brand_new_helper():\n    return 'fresh'\n")
 
     summary = Index(tree, index_dir=idx).build()
-    assert summary.files_indexed == 2          # decoder.py, fresh.py
-    assert summary.files_copied == 1           # colors.py re-uses colorsys.py's vectors
-    assert summary.files_removed == 2          # bisect.py, colorsys.py
-    assert summary.files_touched == 1          # keyword.py
-    assert 2 <= summary.chunks_embedded <= 4   # the changed function's chunk(s) + fresh.py
+    assert summary.files_indexed == 2  # decoder.py, fresh.py
+    assert summary.files_copied == 1  # colors.py re-uses colorsys.py's vectors
+    assert summary.files_removed == 2  # bisect.py, colorsys.py
+    assert summary.files_touched == 1  # keyword.py
+    assert 2 <= summary.chunks_embedded <= 4  # the changed function's chunk(s) + fresh.py
     assert_consistent(idx)
 
     rows = index_rows(idx)
@@ -163,7 +170,8 @@ def test_modify_delete_rename_touch_add(built: tuple[Path, Path, IndexSummary],
         np.testing.assert_array_equal(new_vectors[new[4]], old_vectors[old[4]])
     with Store(idx, readonly=True) as store:
         hits = store.conn.execute(
-            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'insort_left'").fetchone()[0]
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'insort_left'"
+        ).fetchone()[0]
         assert hits == 0  # bisect.py's words left the keyword index with it
         assert store.counts()["vectors"] == len({r[4] for r in rows})  # no orphan vectors
     # Chunks of the modified file that did not change kept their text (and so their vectors;
@@ -173,8 +181,9 @@ def test_modify_delete_rename_touch_add(built: tuple[Path, Path, IndexSummary],
     assert len(old_decoder & new_decoder) >= len(old_decoder) - 2
 
 
-def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
-                                                      embedder: coarch.Embedder) -> None:
+def test_renamed_file_vectors_keep_an_honest_cache_key(
+    tmp_path: Path, embedder: coarch.Embedder
+) -> None:
     """A renamed file re-uses its vectors, keyed by the hash of the text they are the vectors
     of (the header with the old path), never by the new text's hash; once the file changes,
     its chunks are embedded under their own path."""
@@ -184,7 +193,8 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
         "def retry_upload(client, blob, attempts=3):\n"
         "    for _ in range(attempts):\n        if client.put(blob):\n            return True\n"
         "    return False\n\n\n"
-        "class UploadQueue:\n    def __init__(self):\n        self.items = []\n")
+        "class UploadQueue:\n    def __init__(self):\n        self.items = []\n"
+    )
     (tree / "other.py").write_text("def unrelated():\n    return 42\n")
     small = {"checkpoint_every": 0, "target_tokens": 16}  # one chunk per definition
     Index(tree, index_dir=idx, precision="fp32", **small).build()
@@ -198,8 +208,10 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(tmp_path: Path,
     with Store(idx, readonly=True) as store:
         rows = store.chunks_of("legacy/attic/old_stuff.py")
         cached = store.get_vectors([r.text_hash for r in rows])
-        new_keys = [text_hash(model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol)
-                                         + r.text)) for r in rows]
+        new_keys = [
+            text_hash(model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text))
+            for r in rows
+        ]
         assert rows and not store.cached_hashes(new_keys)  # no vector filed under a lie
     for r in rows:
         embedded = model_text(chunk_header("net/upload.py", r.symbol) + r.text)
@@ -255,8 +267,9 @@ def test_precision_is_recorded_and_never_mixed(tmp_path: Path) -> None:
     assert_consistent(idx)
 
 
-def test_a_new_index_records_autos_choice_and_reason(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_index_records_autos_choice_and_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("COARCH_PRECISION", raising=False)
     tree = stdlib_tree(tmp_path / "tree", ("keyword.py", "this.py"))
     idx = tmp_path / "idx"
@@ -269,7 +282,8 @@ def test_a_new_index_records_autos_choice_and_reason(tmp_path: Path,
 
 
 def test_an_index_from_before_precisions_keeps_its_fp32_vectors(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("COARCH_PRECISION", raising=False)
     tree = stdlib_tree(tmp_path / "tree", ("keyword.py", "this.py"))
     idx = tmp_path / "idx"
@@ -306,14 +320,14 @@ def test_file_deleted_during_the_run(tmp_path: Path) -> None:
             victim.unlink()  # listed, then gone before it is read
 
     summary = Index(tree, index_dir=idx).build(progress=progress)
-    assert any("deleted during the run" in line and "tty.py" in line
-               for line in summary.skipped)
+    assert any("deleted during the run" in line and "tty.py" in line for line in summary.skipped)
     assert {r[0] for r in index_rows(idx)} == {"lib/keyword.py", "lib/this.py"}
     assert_consistent(idx)
 
 
 def test_a_size_cap_over_what_the_memory_limit_holds_is_refused_up_front(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tree = stdlib_tree(tmp_path / "tree", ("keyword.py",))
     idx = tmp_path / "idx"
     # A fresh process (RSS under 180 MB before the model) keeps 300 MB for itself.
@@ -321,20 +335,24 @@ def test_a_size_cap_over_what_the_memory_limit_holds_is_refused_up_front(
     assert max_file_size_ceiling(800, 600) == (800 - 720) * 2**20 // 12
     with pytest.raises(ConfigError, match=r"--max-file-size 2000\.0 MB is over the ceiling of"):
         Index(tree, index_dir=idx, max_file_size=2 * 10**9, memory_limit_mb=4000)
-    code = main(["index", str(tree), "--index", str(idx), "--max-file-size", "2G",
-                 "--memory-limit", "4000"])
+    code = main(
+        ["index", str(tree), "--index", str(idx), "--max-file-size", "2G", "--memory-limit", "4000"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and not idx.exists()
     error, hint = err.splitlines()
     found = re.fullmatch(
         r"coarch: error: --max-file-size 2000\.0 MB is over the ceiling of (\d+)\.\d MB that"
         r" the memory limit \(4000 MB, explicit\) allows: a file takes about 12 bytes of memory"
-        r" per byte while it is chunked", error)
+        r" per byte while it is chunked",
+        error,
+    )
     # The ceiling counts what this process holds: about 300 MB fresh, over 1.5 GB late in the
     # whole suite.
     assert found and 50 < int(found.group(1)) < 400, error
-    assert hint == (f"coarch: hint: use --max-file-size {found.group(1)}M or less, or raise"
-                    " --memory-limit")
+    assert hint == (
+        f"coarch: hint: use --max-file-size {found.group(1)}M or less, or raise --memory-limit"
+    )
     # A raised cap within the ceiling is accepted.
     summary = Index(tree, index_dir=idx, max_file_size=2 * 10**6, memory_limit_mb=8000).build()
     assert summary.files_indexed == 1
@@ -349,27 +367,34 @@ def test_second_indexer_is_refused(tmp_path: Path) -> None:
 
 # ---- kill -9 and Ctrl-C --------------------------------------------------------------------------
 
+
 def _child_build(tree: Path, idx: Path) -> subprocess.Popen[bytes]:
-    code = ("import sys\n"
-            "from coarch.index import Index\n"
-            "Index(sys.argv[1], index_dir=sys.argv[2], embed_batch=8, embed_pool=16,"
-            " checkpoint_every=0)"
-            ".build()\n")
-    return subprocess.Popen([sys.executable, "-c", code, str(tree), str(idx)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = (
+        "import sys\n"
+        "from coarch.index import Index\n"
+        "Index(sys.argv[1], index_dir=sys.argv[2], embed_batch=8, embed_pool=16,"
+        " checkpoint_every=0)"
+        ".build()\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(tree), str(idx)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _query(idx: Path, sql: str) -> int:
     try:
-        with sqlite3.connect(f"file:{idx / 'index.sqlite'}?mode=ro", uri=True,
-                             timeout=1) as conn:
+        with sqlite3.connect(f"file:{idx / 'index.sqlite'}?mode=ro", uri=True, timeout=1) as conn:
             return int(conn.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return 0
 
 
-def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes],
-              timeout: float = 600) -> bool:
+def _wait_for(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float = 600
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -395,7 +420,8 @@ KILL_POINTS: dict[str, Callable[[Path, int], bool]] = {
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_resume_equals_an_uninterrupted_run(
-        small_reference: tuple[Path, Path], tmp_path: Path, point: str) -> None:
+    small_reference: tuple[Path, Path], tmp_path: Path, point: str
+) -> None:
     ref_tree, ref_idx = small_reference
     tree = tmp_path / "tree"
     shutil.copytree(ref_tree, tree, copy_function=shutil.copy2)
@@ -423,16 +449,29 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(
 
 
 @pytest.mark.slow
-def test_ctrl_c_commits_and_exits_130(built: tuple[Path, Path, IndexSummary],
-                                      tmp_path: Path) -> None:
+def test_ctrl_c_commits_and_exits_130(
+    built: tuple[Path, Path, IndexSummary], tmp_path: Path
+) -> None:
     src_tree, ref_idx, _ = built
     tree = tmp_path / "tree"
     shutil.copytree(src_tree, tree, copy_function=shutil.copy2)
     idx = tmp_path / "idx"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coarch", "index", str(tree), "--index", str(idx),
-         "--checkpoint-every", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "coarch",
+            "index",
+            str(tree),
+            "--index",
+            str(idx),
+            "--checkpoint-every",
+            "0",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert _wait_for(lambda: _query(idx, "SELECT count(*) FROM vectors") > 0, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -442,8 +481,9 @@ def test_ctrl_c_commits_and_exits_130(built: tuple[Path, Path, IndexSummary],
     assert "interrupted: finishing the batch in hand" in stderr
     assert "coarch: interrupted; " in stderr and " files committed" in stderr
     # The hint repeats --index: without it the command would open another, empty index.
-    assert f"coarch: hint: run `coarch index {tree.resolve()} --index {idx}` again to resume" \
-        in stderr
+    assert (
+        f"coarch: hint: run `coarch index {tree.resolve()} --index {idx}` again to resume" in stderr
+    )
     committed_files = _query(idx, "SELECT count(*) FROM files")
     assert committed_files < len(STDLIB_FILES)
     with Store(idx, readonly=True) as store:

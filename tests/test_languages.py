@@ -22,7 +22,9 @@ from coarch.languages import (
 
 # language -> (path, source, {symbol: first line of its first chunk}).
 SAMPLES: dict[str, tuple[str, str, dict[str, int]]] = {
-    'kotlin': ('Client.kt', """\
+    "kotlin": (
+        "Client.kt",
+        """\
 package demo
 
 /** Talks HTTP. */
@@ -40,8 +42,12 @@ object Registry {
 fun retryUpload(times: Int): Boolean {
     return times > 0
 }
-""", {'HttpClient': 3, 'HttpClient.send': 6, 'Registry': 11, 'retryUpload': 15}),
-    'csharp': ('Client.cs', """\
+""",
+        {"HttpClient": 3, "HttpClient.send": 6, "Registry": 11, "retryUpload": 15},
+    ),
+    "csharp": (
+        "Client.cs",
+        """\
 using System;
 
 namespace Demo
@@ -65,8 +71,18 @@ namespace Demo
         void Save();
     }
 }
-""", {'Demo.HttpClient': 5, 'Demo.HttpClient.HttpClient': 9, 'Demo.HttpClient.Send': 11, 'Demo.HttpClient.Timeout': 16, 'Demo.IStore': 19}),
-    'ruby': ('client.rb', """\
+""",
+        {
+            "Demo.HttpClient": 5,
+            "Demo.HttpClient.HttpClient": 9,
+            "Demo.HttpClient.Send": 11,
+            "Demo.HttpClient.Timeout": 16,
+            "Demo.IStore": 19,
+        },
+    ),
+    "ruby": (
+        "client.rb",
+        """\
 require "net/http"
 
 # Talks HTTP.
@@ -85,8 +101,12 @@ end
 def retry_upload(times)
   times > 0
 end
-""", {'Net': 3, 'retry_upload': 16}),
-    'php': ('Client.php', """\
+""",
+        {"Net": 3, "retry_upload": 16},
+    ),
+    "php": (
+        "Client.php",
+        """\
 <?php
 namespace Demo;
 
@@ -108,8 +128,12 @@ function retry_upload(int $times): bool
 {
     return $times > 0;
 }
-""", {'HttpClient': 4, 'HttpClient.send': 7, 'Store': 13, 'retry_upload': 18}),
-    'swift': ('Client.swift', """\
+""",
+        {"HttpClient": 4, "HttpClient.send": 7, "Store": 13, "retry_upload": 18},
+    ),
+    "swift": (
+        "Client.swift",
+        """\
 import Foundation
 
 /// Talks HTTP.
@@ -130,8 +154,12 @@ struct Point {
 func retryUpload(times: Int) -> Bool {
     return times > 0
 }
-""", {'HttpClient': 3, 'Store': 10, 'Point': 14, 'retryUpload': 18}),
-    'scala': ('Client.scala', """\
+""",
+        {"HttpClient": 3, "Store": 10, "Point": 14, "retryUpload": 18},
+    ),
+    "scala": (
+        "Client.scala",
+        """\
 package demo
 
 /** Talks HTTP. */
@@ -148,8 +176,12 @@ object Registry {
 trait Store {
   def save(): Unit
 }
-""", {'HttpClient': 3, 'HttpClient.send': 5, 'Registry': 10, 'Store': 14}),
-    'lua': ('client.lua', """\
+""",
+        {"HttpClient": 3, "HttpClient.send": 5, "Registry": 10, "Store": 14},
+    ),
+    "lua": (
+        "client.lua",
+        """\
 local M = {}
 
 -- Sends a request.
@@ -166,8 +198,12 @@ local function retry_upload(times)
 end
 
 return M
-""", {'M.send': 3, 'M:close': 8, 'retry_upload': 12}),
-    'shell': ('deploy.sh', """\
+""",
+        {"M.send": 3, "M:close": 8, "retry_upload": 12},
+    ),
+    "shell": (
+        "deploy.sh",
+        """\
 #!/bin/bash
 set -e
 
@@ -182,8 +218,12 @@ function deploy {
 
 build
 deploy
-""", {'build': 4, 'deploy': 9}),
-    'sql': ('schema.sql', """\
+""",
+        {"build": 4, "deploy": 9},
+    ),
+    "sql": (
+        "schema.sql",
+        """\
 -- Users of the service.
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
@@ -198,8 +238,12 @@ SELECT id, name FROM users WHERE name IS NOT NULL;
 CREATE FUNCTION add_one(x integer) RETURNS integer AS $$
     SELECT x + 1;
 $$ LANGUAGE sql;
-""", {'users': 1, 'users_name': 7, 'active_users': 9, 'add_one': 12}),
-    'markdown': ('README.md', """\
+""",
+        {"users": 1, "users_name": 7, "active_users": 9, "add_one": 12},
+    ),
+    "markdown": (
+        "README.md",
+        """\
 # coarch
 
 Local code search.
@@ -215,8 +259,12 @@ Index, then search.
 ### Searching
 
 Words or identifiers.
-""", {'coarch': 1, 'coarch.Install': 5, 'coarch.Usage': 9}),
-    'yaml': ('ci.yml', """\
+""",
+        {"coarch": 1, "coarch.Install": 5, "coarch.Usage": 9},
+    ),
+    "yaml": (
+        "ci.yml",
+        """\
 name: CI
 on:
   push:
@@ -228,8 +276,12 @@ jobs:
       - run: make test
   lint:
     runs-on: ubuntu-latest
-""", {'name': 1, 'on': 2, 'jobs': 5, 'jobs.build': 6, 'jobs.lint': 10}),
-    'toml': ('pyproject.toml', """\
+""",
+        {"name": 1, "on": 2, "jobs": 5, "jobs.build": 6, "jobs.lint": 10},
+    ),
+    "toml": (
+        "pyproject.toml",
+        """\
 title = "demo"
 
 [project]
@@ -241,8 +293,12 @@ line-length = 100
 
 [[bin]]
 name = "cli"
-""", {'title': 1, 'project': 3, 'tool.ruff': 7, 'bin': 10}),
-    'json': ('package.json', """\
+""",
+        {"title": 1, "project": 3, "tool.ruff": 7, "bin": 10},
+    ),
+    "json": (
+        "package.json",
+        """\
 {
   "name": "demo",
   "version": "1.0.0",
@@ -254,8 +310,12 @@ name = "cli"
     "react": "^18.0.0"
   }
 }
-""", {'name': 1, 'version': 3, 'scripts': 4, 'dependencies': 8}),
-    'vue': ('Counter.vue', """\
+""",
+        {"name": 1, "version": 3, "scripts": 4, "dependencies": 8},
+    ),
+    "vue": (
+        "Counter.vue",
+        """\
 <template>
   <button @click="increment">{{ count }}</button>
 </template>
@@ -273,8 +333,12 @@ export class Counter {
 <style scoped>
 button { color: red; }
 </style>
-""", {'template': 1, 'script': 5, 'script.increment': 6, 'script.Counter': 10, 'style': 15}),
-    'svelte': ('Counter.svelte', """\
+""",
+        {"template": 1, "script": 5, "script.increment": 6, "script.Counter": 10, "style": 15},
+    ),
+    "svelte": (
+        "Counter.svelte",
+        """\
 <script>
   let count = 0;
 
@@ -290,8 +354,12 @@ button { color: red; }
 <style>
   button { color: red; }
 </style>
-""", {'script': 1, 'button': 9, 'style': 13}),
-    'css': ('site.css', """\
+""",
+        {"script": 1, "button": 9, "style": 13},
+    ),
+    "css": (
+        "site.css",
+        """\
 /* Buttons. */
 .button {
   color: red;
@@ -304,8 +372,12 @@ button { color: red; }
 #header .title {
   font-size: 2em;
 }
-""", {'.button': 1, '(max-width: 600px)': 6, '#header .title': 10}),
-    'haskell': ('Client.hs', """\
+""",
+        {".button": 1, "(max-width: 600px)": 6, "#header .title": 10},
+    ),
+    "haskell": (
+        "Client.hs",
+        """\
 module Client where
 
 -- | A request.
@@ -316,8 +388,12 @@ class Sender a where
 
 retryUpload :: Int -> Bool
 retryUpload n = n > 0
-""", {'Request': 4, 'Sender': 6, 'retryUpload': 9}),
-    'elixir': ('client.ex', """\
+""",
+        {"Request": 4, "Sender": 6, "retryUpload": 9},
+    ),
+    "elixir": (
+        "client.ex",
+        """\
 defmodule Demo.Client do
   @moduledoc "Talks HTTP."
 
@@ -327,8 +403,12 @@ defmodule Demo.Client do
 
   defp helper(x), do: x
 end
-""", {'Demo.Client': 1, 'Demo.Client.send_request': 4, 'Demo.Client.helper': 8}),
-    'julia': ('client.jl', """\
+""",
+        {"Demo.Client": 1, "Demo.Client.send_request": 4, "Demo.Client.helper": 8},
+    ),
+    "julia": (
+        "client.jl",
+        """\
 module Client
 
 "Talks HTTP."
@@ -341,8 +421,12 @@ function send(r::Request)
 end
 
 end
-""", {'Client': 1, 'Client.Request': 4, 'Client.send': 8}),
-    'zig': ('client.zig', """\
+""",
+        {"Client": 1, "Client.Request": 4, "Client.send": 8},
+    ),
+    "zig": (
+        "client.zig",
+        """\
 const std = @import("std");
 
 /// A request.
@@ -357,8 +441,12 @@ pub fn send(r: Request) []const u8 {
 test "send" {
     _ = send(.{ .path = "/" });
 }
-""", {'Request': 3, 'send': 8}),
-    'ocaml': ('client.ml', """\
+""",
+        {"Request": 3, "send": 8},
+    ),
+    "ocaml": (
+        "client.ml",
+        """\
 (* A request. *)
 type request = { path : string }
 
@@ -367,8 +455,12 @@ let send r = r.path
 module Store = struct
   let save () = ()
 end
-""", {'request': 1, 'send': 4, 'Store': 6}),
-    'terraform': ('main.tf', """\
+""",
+        {"request": 1, "send": 4, "Store": 6},
+    ),
+    "terraform": (
+        "main.tf",
+        """\
 # The web server.
 resource "aws_instance" "web" {
   ami           = "ami-123"
@@ -382,8 +474,12 @@ variable "region" {
 output "ip" {
   value = aws_instance.web.public_ip
 }
-""", {'resource aws_instance web': 2, 'variable region': 7, 'output ip': 11}),
-    'make': ('Makefile', """\
+""",
+        {"resource aws_instance web": 2, "variable region": 7, "output ip": 11},
+    ),
+    "make": (
+        "Makefile",
+        """\
 CC = gcc
 
 # Builds everything.
@@ -394,8 +490,12 @@ app: main.o util.o
 
 clean:
 	rm -f *.o app
-""", {'all': 3, 'app': 6, 'clean': 9}),
-    'powershell': ('deploy.ps1', """\
+""",
+        {"all": 3, "app": 6, "clean": 9},
+    ),
+    "powershell": (
+        "deploy.ps1",
+        """\
 # Deploys the site.
 function Deploy-Site {
     param([string]$Path)
@@ -405,8 +505,12 @@ function Deploy-Site {
 class Server {
     [string]$Name
 }
-""", {'Deploy-Site': 2, 'Server': 7}),
-    'groovy': ('build.gradle', """\
+""",
+        {"Deploy-Site": 2, "Server": 7},
+    ),
+    "groovy": (
+        "build.gradle",
+        """\
 plugins {
     id 'java'
 }
@@ -418,7 +522,9 @@ def greet(name) {
 class Helper {
     def run() { }
 }
-""", {'greet': 5, 'Helper': 9}),
+""",
+        {"greet": 5, "Helper": 9},
+    ),
 }
 
 
@@ -459,15 +565,17 @@ def test_every_query_pattern_compiles(language: str) -> None:
 
 
 @pytest.mark.parametrize("language", sorted(SAMPLES))
-def test_definitions_and_boundaries_per_language(tiny: Chunker, embedder: coarch.Embedder,
-                                                 language: str) -> None:
+def test_definitions_and_boundaries_per_language(
+    tiny: Chunker, embedder: coarch.Embedder, language: str
+) -> None:
     path, text, expected = SAMPLES[language]
     assert language_for(path) == language
     chunks = tiny.chunk(path, text, language)
     assert_well_formed(chunks, text, embedder.count_tokens, 40)
     found = first_lines(chunks)
-    assert {s: found.get(s) for s in expected} == expected, [(c.start_line, c.symbol)
-                                                              for c in chunks]
+    assert {s: found.get(s) for s in expected} == expected, [
+        (c.start_line, c.symbol) for c in chunks
+    ]
     assert all(c.language == language for c in chunks)
 
 
@@ -487,22 +595,46 @@ def test_vue_script_block_in_typescript_and_javascript(tiny: Chunker) -> None:
     assert script_language('<script type="text/typescript">') == "typescript"
     path, text, _ = SAMPLES["vue"]
     # A TypeScript-only construct is a definition only when the block is parsed as TypeScript.
-    ts = text.replace("export class Counter {", "interface Props { n: number }\n"
-                      "export class Counter {")
+    ts = text.replace(
+        "export class Counter {", "interface Props { n: number }\nexport class Counter {"
+    )
     assert "script.Props" in first_lines(tiny.chunk(path, ts, "vue"))
 
 
 def test_detection_by_extension_shebang_and_file_name() -> None:
     cases = {
-        "src/App.kt": "kotlin", "build.gradle.kts": "kotlin", "Program.cs": "csharp",
-        "lib/x.rb": "ruby", "Rakefile": "ruby", "Gemfile": "ruby", "index.php": "php",
-        "App.swift": "swift", "Main.scala": "scala", "init.lua": "lua", "run.sh": "shell",
-        "db/schema.sql": "sql", "docs/guide.md": "markdown", ".github/ci.yml": "yaml",
-        "Cargo.toml": "toml", "package.json": "json", "App.vue": "vue", "App.svelte": "svelte",
-        "site.css": "css", "Main.hs": "haskell", "mix.exs": "elixir", "x.jl": "julia",
-        "main.zig": "zig", "x.ml": "ocaml", "main.tf": "terraform", "Makefile": "make",
-        "GNUmakefile": "make", "deploy.ps1": "powershell", "build.gradle": "groovy",
-        "Dockerfile": "dockerfile", "view.tsx": "tsx", "view.jsx": "javascript",
+        "src/App.kt": "kotlin",
+        "build.gradle.kts": "kotlin",
+        "Program.cs": "csharp",
+        "lib/x.rb": "ruby",
+        "Rakefile": "ruby",
+        "Gemfile": "ruby",
+        "index.php": "php",
+        "App.swift": "swift",
+        "Main.scala": "scala",
+        "init.lua": "lua",
+        "run.sh": "shell",
+        "db/schema.sql": "sql",
+        "docs/guide.md": "markdown",
+        ".github/ci.yml": "yaml",
+        "Cargo.toml": "toml",
+        "package.json": "json",
+        "App.vue": "vue",
+        "App.svelte": "svelte",
+        "site.css": "css",
+        "Main.hs": "haskell",
+        "mix.exs": "elixir",
+        "x.jl": "julia",
+        "main.zig": "zig",
+        "x.ml": "ocaml",
+        "main.tf": "terraform",
+        "Makefile": "make",
+        "GNUmakefile": "make",
+        "deploy.ps1": "powershell",
+        "build.gradle": "groovy",
+        "Dockerfile": "dockerfile",
+        "view.tsx": "tsx",
+        "view.jsx": "javascript",
     }
     for path, language in cases.items():
         assert language_for(path) == language, path
@@ -513,10 +645,25 @@ def test_detection_by_extension_shebang_and_file_name() -> None:
 
 
 def test_lang_aliases() -> None:
-    cases = {"ts": "typescript", "js": "javascript", "kt": "kotlin", "rb": "ruby",
-             "cs": "csharp", "C#": "csharp", "sh": "shell", "bash": "shell", "yml": "yaml",
-             "golang": "go", "c++": "cpp", "Kotlin": "kotlin", "md": "markdown",
-             "Makefile": "make", "tf": "terraform", ".py": "python", "rust": "rust"}
+    cases = {
+        "ts": "typescript",
+        "js": "javascript",
+        "kt": "kotlin",
+        "rb": "ruby",
+        "cs": "csharp",
+        "C#": "csharp",
+        "sh": "shell",
+        "bash": "shell",
+        "yml": "yaml",
+        "golang": "go",
+        "c++": "cpp",
+        "Kotlin": "kotlin",
+        "md": "markdown",
+        "Makefile": "make",
+        "tf": "terraform",
+        ".py": "python",
+        "rust": "rust",
+    }
     for name, language in cases.items():
         assert canonical_language(name) == language, name
 
@@ -546,15 +693,19 @@ class RequestFactory(private val base: String) {{
 
 
 def test_kotlin_class_too_big_is_cut_at_its_methods_and_statements(
-        embedder: coarch.Embedder) -> None:
+    embedder: coarch.Embedder,
+) -> None:
     chunker = Chunker(embedder.count_tokens, embedder.max_seq_length)
     text = KOTLIN_BIG_CLASS
     assert embedder.count_tokens(text) > embedder.max_seq_length  # the class cannot be one chunk
     chunks = chunker.chunk("demo/RequestFactory.kt", text, "kotlin")
     assert_well_formed(chunks, text, embedder.count_tokens, embedder.max_seq_length)
     found = first_lines(chunks)
-    assert (found["RequestFactory.get"], found["RequestFactory.traced"],
-            found["RequestFactory.delete"]) == (3, 6, 31)
+    assert (
+        found["RequestFactory.get"],
+        found["RequestFactory.traced"],
+        found["RequestFactory.delete"],
+    ) == (3, 6, 31)
     # `traced` is over one chunk: it is cut before its statement `val request =` (line 9),
     # not inside that statement's builder chain to fill the first piece.
     traced = [c for c in chunks if c.symbol == "RequestFactory.traced"]

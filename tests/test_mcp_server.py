@@ -22,13 +22,13 @@ from coarch import cli_agents
 REPO = Path(__file__).resolve().parents[1]
 
 FILES = {
-    "src/upload.py": 'def retry_upload(path, attempts=3):\n'
-                     '    """Retry failed uploads with exponential backoff."""\n'
-                     '    for attempt in range(attempts):\n'
-                     '        pass\n',
-    "src/config.py": 'def parse_config(text):\n'
-                     '    """Parse the configuration file into a dict."""\n'
-                     '    return dict(line.split("=", 1) for line in text.splitlines())\n',
+    "src/upload.py": "def retry_upload(path, attempts=3):\n"
+    '    """Retry failed uploads with exponential backoff."""\n'
+    "    for attempt in range(attempts):\n"
+    "        pass\n",
+    "src/config.py": "def parse_config(text):\n"
+    '    """Parse the configuration file into a dict."""\n'
+    '    return dict(line.split("=", 1) for line in text.splitlines())\n',
     "README.md": "# demo\n\nA tiny project for the MCP tests.\n",
 }
 
@@ -55,20 +55,25 @@ def server_params(root: Path, index_dir: Path, *extra: str) -> StdioServerParame
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "coarch", "mcp", str(root), "--index", str(index_dir), *extra],
-        env=env, cwd=str(root))
+        env=env,
+        cwd=str(root),
+    )
 
 
 @asynccontextmanager
 async def session_for(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
     # The server's stderr (its logs) goes to the test's, shown when a test fails.
-    async with (stdio_client(params, errlog=sys.stderr) as (read, write),
-                ClientSession(read, write, read_timeout_seconds=60) as session):
+    async with (
+        stdio_client(params, errlog=sys.stderr) as (read, write),
+        ClientSession(read, write, read_timeout_seconds=60) as session,
+    ):
         await session.initialize()
         yield session
 
 
-def run(params: StdioServerParameters,
-        scenario: Callable[[ClientSession], Awaitable[None]]) -> None:
+def run(
+    params: StdioServerParameters, scenario: Callable[[ClientSession], Awaitable[None]]
+) -> None:
     async def main() -> None:
         async with session_for(params) as session:
             await scenario(session)
@@ -91,6 +96,7 @@ def error_text(result: Any) -> str:
 
 
 # ---- tests ----------------------------------------------------------------------------------------
+
 
 def test_tools_listed_with_schemas_and_hints(indexed: tuple[Path, Path]) -> None:
     async def scenario(session: ClientSession) -> None:
@@ -118,11 +124,15 @@ def test_search_answers_hits_and_freshness(indexed: tuple[Path, Path]) -> None:
         assert first["hits"][0]["symbol"] == "parse_config"
         assert first["hits"][0]["start_line"] == 1
         assert first["freshness"]["state"] == "fresh"
-        semantic = structured(await session.call_tool(
-            "search", {"query": "retry failed uploads", "k": 1, "mode": "semantic"}))
+        semantic = structured(
+            await session.call_tool(
+                "search", {"query": "retry failed uploads", "k": 1, "mode": "semantic"}
+            )
+        )
         assert [h["path"] for h in semantic["hits"]] == ["src/upload.py"]
-        only_md = structured(await session.call_tool(
-            "search", {"query": "tiny project", "path": ["*.md"]}))
+        only_md = structured(
+            await session.call_tool("search", {"query": "tiny project", "path": ["*.md"]})
+        )
         assert {h["path"] for h in only_md["hits"]} == {"README.md"}
 
     run(server_params(*indexed), scenario)
@@ -147,14 +157,20 @@ def test_warm_searches_list_no_files_until_one_changes(indexed: tuple[Path, Path
 
     async def scenario(session: ClientSession) -> None:
         first = structured(await session.call_tool("search", {"query": "parse_config"}))
-        assert first["freshness"] == {"state": "fresh", "stale_files": 0, "refreshed_files": 0,
-                                      "reason": None, "listed": True}
+        assert first["freshness"] == {
+            "state": "fresh",
+            "stale_files": 0,
+            "refreshed_files": 0,
+            "reason": None,
+            "listed": True,
+        }
         for query in ("retry_upload", "tiny project"):
             got = structured(await session.call_tool("search", {"query": query}))
             assert (got["freshness"]["state"], got["freshness"]["listed"]) == ("fresh", False)
         (root / "src" / "config.py").write_text(
             "def parse_config(text):\n    return {}\n\n"
-            "def merge_config_layers(base, override):\n    return {**base, **override}\n")
+            "def merge_config_layers(base, override):\n    return {**base, **override}\n"
+        )
         got = structured(await session.call_tool("search", {"query": "merge_config_layers"}))
         assert (got["freshness"]["state"], got["freshness"]["listed"]) == ("refreshed", True)
         assert "merge_config_layers" in got["hits"][0]["snippet"]
@@ -164,7 +180,8 @@ def test_warm_searches_list_no_files_until_one_changes(indexed: tuple[Path, Path
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 def test_warm_up_makes_the_first_check_so_the_first_search_lists_nothing(
-        indexed: tuple[Path, Path]) -> None:
+    indexed: tuple[Path, Path],
+) -> None:
     from coarch.mcp_server import CoarchService
 
     root, index_dir = indexed
@@ -183,11 +200,18 @@ def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
 
     from coarch import mcp_server, search
 
-    probe = ("import sys, coarch.mcp_server, coarch.cli; "
-             "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.index') "
-             "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(REPO)}, check=True).stdout
+    probe = (
+        "import sys, coarch.mcp_server, coarch.cli; "
+        "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.index') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+        check=True,
+    ).stdout
     assert out.strip() == "[]"
     assert (mcp_server.DEFAULT_K, mcp_server.MAX_K) == (search.DEFAULT_K, search.MAX_K)
 
@@ -196,11 +220,18 @@ def test_the_cli_parser_loads_nothing_heavy() -> None:
     import subprocess
 
     # `coarch mcp` builds every subcommand's parser before the server answers `initialize`.
-    probe = ("import sys, coarch.cli; coarch.cli.build_parser(); "
-             "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.search', 'coarch.store')"
-             " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={"PYTHONPATH": str(REPO)}, check=True).stdout
+    probe = (
+        "import sys, coarch.cli; coarch.cli.build_parser(); "
+        "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.search', 'coarch.store')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+        check=True,
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -278,8 +309,9 @@ def test_search_during_index_reads_the_committed_state(indexed: tuple[Path, Path
                 indexing.set()
 
         async def build() -> None:
-            seen["index"] = structured(await session.call_tool(
-                "index", {}, progress_callback=on_progress))
+            seen["index"] = structured(
+                await session.call_tool("index", {}, progress_callback=on_progress)
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(build)
@@ -323,8 +355,9 @@ def test_cancelled_index_stops_after_committing_and_resumes(indexed: tuple[Path,
                 indexing.set()
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(session.call_tool, "index", {},
-                                            progress_callback=on_progress))
+            tg.start_soon(
+                functools.partial(session.call_tool, "index", {}, progress_callback=on_progress)
+            )
             with anyio.fail_after(60):
                 await indexing.wait()
             tg.cancel_scope.cancel()  # the client sends notifications/cancelled

@@ -16,10 +16,19 @@ from coarch.progress import (
 
 def snapshot(**changes: object) -> IndexProgress:
     values: dict[str, object] = {
-        "phase": "indexing", "files_total": 120, "files_to_read": 100, "files_done": 50,
-        "chunks_embedded": 900, "chunks_reused": 100, "chunks_estimate": 2000,
-        "elapsed": 10.0, "embed_seconds": 6.0, "rss_bytes": 300 * 2**20, "pressure": "low",
-        "batch_tokens": 4096}
+        "phase": "indexing",
+        "files_total": 120,
+        "files_to_read": 100,
+        "files_done": 50,
+        "chunks_embedded": 900,
+        "chunks_reused": 100,
+        "chunks_estimate": 2000,
+        "elapsed": 10.0,
+        "embed_seconds": 6.0,
+        "rss_bytes": 300 * 2**20,
+        "pressure": "low",
+        "batch_tokens": 4096,
+    }
     values.update(changes)
     return IndexProgress(**values)  # type: ignore[arg-type]
 
@@ -30,8 +39,15 @@ def test_numbers() -> None:
     assert p.eta_seconds == 10.0  # 1,000 chunks left at 100 chunks/s of elapsed time
     assert snapshot(files_done=0).eta_seconds is None
     line = describe(p)
-    for part in ("files 50/100 to index (120 found)", "chunks 1000/~2000", "150 chunks/s",
-                 "ETA 00:10", "RSS 300.0 MiB", "pressure low", "batch 4096 tok"):
+    for part in (
+        "files 50/100 to index (120 found)",
+        "chunks 1000/~2000",
+        "150 chunks/s",
+        "ETA 00:10",
+        "RSS 300.0 MiB",
+        "pressure low",
+        "batch 4096 tok",
+    ):
         assert part in line
 
 
@@ -57,9 +73,9 @@ def test_plain_lines_when_not_a_terminal() -> None:
     out = io.StringIO()
     lines = ProgressRenderer(out, tty=False, interval=3600)
     lines(snapshot(phase="scanning"))
-    lines(snapshot())            # new phase: printed
+    lines(snapshot())  # new phase: printed
     lines(snapshot(files_done=60))  # same phase within the interval: not printed
-    lines(snapshot(phase="done"))   # the summary says the rest
+    lines(snapshot(phase="done"))  # the summary says the rest
     assert out.getvalue().splitlines() == [
         "coarch: scanning: " + describe(snapshot(phase="scanning")),
         "coarch: indexing: " + describe(snapshot()),

@@ -35,7 +35,8 @@ def two_indexes(tmp_path: Path, cache: Path) -> tuple[Path, Path, Path]:
 
 
 def test_known_indexes_are_the_default_ones_and_those_listed(
-        two_indexes: tuple[Path, Path, Path], cache: Path) -> None:
+    two_indexes: tuple[Path, Path, Path], cache: Path
+) -> None:
     one, _, elsewhere = two_indexes
     assert known_indexes() == sorted([default_index_dir(one), elsewhere])
     # Only the index outside the cache folder needs the list.
@@ -57,30 +58,35 @@ def test_search_all_merges_the_hits_of_every_index(two_indexes: tuple[Path, Path
     assert coarch.search_all is search_all
 
 
-def test_cli_search_all(two_indexes: tuple[Path, Path, Path],
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_search_all(
+    two_indexes: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     one, two, _ = two_indexes
-    assert main(["search", "--all", "--lines", "0", "-k", "20", "convert", "colours",
-                 "insort"]) == 0
+    assert (
+        main(["search", "--all", "--lines", "0", "-k", "20", "convert", "colours", "insort"]) == 0
+    )
     out = capsys.readouterr().out
     assert str(one / "lib/bisect.py") + ":" in out and str(two / "lib/colorsys.py") + ":" in out
     assert main(["search", "--all", "--index", str(one), "x"]) == 2
-    assert "coarch: error: --all searches every index with its own model: drop --index" in \
-        capsys.readouterr().err
+    assert (
+        "coarch: error: --all searches every index with its own model: drop --index"
+        in capsys.readouterr().err
+    )
 
 
-def test_cli_search_all_without_any_index(cache: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_search_all_without_any_index(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--all", "anything"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["coarch: error: no index on this machine",
-                   "coarch: hint: run `coarch index PATH` first"]
+    assert err == [
+        "coarch: error: no index on this machine",
+        "coarch: hint: run `coarch index PATH` first",
+    ]
 
 
-def test_index_several_folders_and_from_file(tmp_path: Path, cache: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    trees = [stdlib_tree(tmp_path / name, (f,)) for name, f in
-             zip(("a", "b", "c"), SMALL_FILES)]
+def test_index_several_folders_and_from_file(
+    tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trees = [stdlib_tree(tmp_path / name, (f,)) for name, f in zip(("a", "b", "c"), SMALL_FILES)]
     listing = tmp_path / "repos.txt"
     listing.write_text(f"# the rest\n{trees[1]}\n\n{trees[2]}\n")
     assert main(["index", "--json", str(trees[0]), "--from", str(listing)]) == 0
@@ -91,16 +97,18 @@ def test_index_several_folders_and_from_file(tmp_path: Path, cache: Path,
     assert set(known_indexes()) == {default_index_dir(t) for t in trees}
 
 
-def test_index_several_folders_into_one_index_is_refused(tmp_path: Path, cache: Path,
-                                                         capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
+def test_index_several_folders_into_one_index_is_refused(
+    tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
     b.mkdir()
     assert main(["index", "--index", str(tmp_path / "idx"), str(a), str(b)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["coarch: error: --index names one index folder, but 2 folders were given",
-                   "coarch: hint: drop --index: each folder gets its own index"]
+    assert err == [
+        "coarch: error: --index names one index folder, but 2 folders were given",
+        "coarch: hint: drop --index: each folder gets its own index",
+    ]
     assert main(["index", "--from", str(tmp_path / "missing.txt")]) == 2
     assert "coarch: error: cannot read --from" in capsys.readouterr().err
     assert not (tmp_path / "idx").exists()

@@ -50,15 +50,23 @@ def test_asked_roles() -> None:
     assert asked_roles("Example of a custom handler in the docs") == {"example", "doc"}
 
 
-def cand(cid: int, path: str, start: int, end: int, score: float,
-         symbols: tuple[str, ...] = (), language: str | None = None) -> Candidate:
+def cand(
+    cid: int,
+    path: str,
+    start: int,
+    end: int,
+    score: float,
+    symbols: tuple[str, ...] = (),
+    language: str | None = None,
+) -> Candidate:
     return Candidate(cid, path, start, end, symbols, score, language)
 
 
 def test_secondary_code_goes_below_source_unless_asked() -> None:
     def run(query: str) -> list[int]:
-        got = rerank(query, [cand(1, "tests/test_retry.py", 1, 9, 0.9),
-                             cand(2, "src/retry.py", 1, 9, 0.8)])
+        got = rerank(
+            query, [cand(1, "tests/test_retry.py", 1, 9, 0.9), cand(2, "src/retry.py", 1, 9, 0.8)]
+        )
         return [c.id for c in got]
 
     assert run("retry an upload with backoff") == [2, 1]
@@ -72,30 +80,47 @@ def test_a_files_definitions_come_before_its_chunks_that_define_nothing() -> Non
     # In languages whose definitions the chunker names, a module's imports (no symbol) that
     # outscore its function trade places with it; the other file keeps its place.
     for language in ("python", "javascript", "c", "java"):
-        got = rerank("flatten a nested list", [
-            cand(1, "a.py", 1, 3, 0.9, (), language),
-            cand(2, "o.py", 1, 9, 0.8, ("other",), language),
-            cand(3, "a.py", 5, 20, 0.6, ("flatten_deep",), language),
-        ])
+        got = rerank(
+            "flatten a nested list",
+            [
+                cand(1, "a.py", 1, 3, 0.9, (), language),
+                cand(2, "o.py", 1, 9, 0.8, ("other",), language),
+                cand(3, "a.py", 5, 20, 0.6, ("flatten_deep",), language),
+            ],
+        )
         assert [c.id for c in got] == [3, 2, 1], language
         assert got[0].score == pytest.approx(0.9) and got[2].score == pytest.approx(0.6)
         assert got[0].rules == {"definitions_first": pytest.approx(0.3)}
         assert got[2].rules == {"definitions_first": pytest.approx(-0.3)}
     # A file found only through a chunk that defines nothing is not pushed down.
-    alone = rerank("q", [cand(1, "a.py", 1, 3, 0.9, (), "python"),
-                         cand(2, "b.py", 5, 20, 0.6, ("f",), "python")])
+    alone = rerank(
+        "q",
+        [cand(1, "a.py", 1, 3, 0.9, (), "python"), cand(2, "b.py", 5, 20, 0.6, ("f",), "python")],
+    )
     assert [c.id for c in alone] == [1, 2] and not alone[0].rules
     # Where chunks never carry a symbol (no grammar, or the language unknown) nothing changes.
     for language in ("plaintext", None):
-        got = rerank("q", [cand(1, "a.cfg", 1, 3, 0.9, (), language),
-                           cand(2, "a.cfg", 5, 20, 0.6, ("x",), language)])
+        got = rerank(
+            "q",
+            [
+                cand(1, "a.cfg", 1, 3, 0.9, (), language),
+                cand(2, "a.cfg", 5, 20, 0.6, ("x",), language),
+            ],
+        )
         assert [c.id for c in got] == [1, 2] and not got[0].rules
 
 
 def test_a_file_with_several_strong_chunks_is_lifted_when_asked() -> None:
     def run(lift: float) -> list[Candidate]:
-        return rerank("q", [cand(1, "a.py", 1, 5, 0.50), cand(2, "b.py", 1, 5, 0.48),
-                            cand(3, "b.py", 20, 25, 0.40)], file_lift=lift)
+        return rerank(
+            "q",
+            [
+                cand(1, "a.py", 1, 5, 0.50),
+                cand(2, "b.py", 1, 5, 0.48),
+                cand(3, "b.py", 20, 25, 0.40),
+            ],
+            file_lift=lift,
+        )
 
     got = run(0.1)
     assert [c.id for c in got] == [2, 1, 3]
@@ -109,13 +134,16 @@ def test_a_file_with_several_strong_chunks_is_lifted_when_asked() -> None:
 
 def test_pieces_of_one_definition_are_shown_once() -> None:
     long_def = ("Parser.parse",)
-    got = rerank("q", [
-        cand(1, "p.py", 10, 40, 0.9, long_def),
-        cand(2, "p.py", 41, 70, 0.8, long_def),  # the next piece of the same function
-        cand(3, "q.py", 1, 9, 0.7),
-        cand(4, "p.py", 80, 90, 0.6, long_def),  # not adjacent: another place
-        cand(5, "p.py", 71, 79, 0.5, ("Parser.other",)),
-    ])
+    got = rerank(
+        "q",
+        [
+            cand(1, "p.py", 10, 40, 0.9, long_def),
+            cand(2, "p.py", 41, 70, 0.8, long_def),  # the next piece of the same function
+            cand(3, "q.py", 1, 9, 0.7),
+            cand(4, "p.py", 80, 90, 0.6, long_def),  # not adjacent: another place
+            cand(5, "p.py", 71, 79, 0.5, ("Parser.other",)),
+        ],
+    )
     assert [c.id for c in got] == [1, 3, 4, 5]
 
 

@@ -625,8 +625,7 @@ def test_cli_invalid_glob_is_a_usage_error(
 ) -> None:
     _, index_dir = indexed
     for glob in ("[", "!src/[ab", "[z-a]"):
-        code, out, err = run_cli(["search", "--index", str(index_dir), "--path", glob, "x"],
-                                 capsys)
+        code, out, err = run_cli(["search", "--index", str(index_dir), "--path", glob, "x"], capsys)
         bad = glob.removeprefix("!")
         assert (code, out) == (2, "")
         first, hint = err.splitlines()
@@ -643,16 +642,20 @@ def test_cli_unknown_language_lists_the_known_ones(
 
     _, index_dir = indexed
     code, out, err = run_cli(
-        ["search", "--index", str(index_dir), "--lang", "py,nonsense", "x"], capsys)
+        ["search", "--index", str(index_dir), "--lang", "py,nonsense", "x"], capsys
+    )
     assert (code, out) == (2, "")
     first, hint = err.splitlines()
     assert first == "coarch: error: unknown language 'nonsense'"
-    assert hint == ("coarch: hint: use a language, an alias or an extension (py, ts, kt); known"
-                    " languages: " + ", ".join(known_languages()))
+    assert hint == (
+        "coarch: hint: use a language, an alias or an extension (py, ts, kt); known"
+        " languages: " + ", ".join(known_languages())
+    )
     # Names, extensions and file names keep working.
     for lang in ("python", "PY", ".rs", "Makefile", "cobol"):
-        assert run_cli(["search", "--index", str(index_dir), "--lang", lang, "-q", "x"],
-                       capsys)[0] in (0, 1)
+        assert run_cli(["search", "--index", str(index_dir), "--lang", lang, "-q", "x"], capsys)[
+            0
+        ] in (0, 1)
 
 
 def test_cli_k_above_the_maximum_warns_and_quiet_hides_it(
@@ -708,7 +711,8 @@ def test_format_hit_escapes_symbols_and_snippet_controls() -> None:
 
     hit = Hit("a.py", 1, 1, 0.5, "python", "evil\x1b]0;title\x07", "x = '\x1b[2J'\u202e")
     assert format_hit(hit, "x", False, 1) == (
-        "a.py:1-1  0.500  evil\\x1b]0;title\\x07\n  1  x = '\\x1b[2J'\\u202e\n\n")
+        "a.py:1-1  0.500  evil\\x1b]0;title\\x07\n  1  x = '\\x1b[2J'\\u202e\n\n"
+    )
 
 
 def test_cli_closed_stdout_ends_quietly(indexed: tuple[Path, Path]) -> None:
@@ -716,7 +720,11 @@ def test_cli_closed_stdout_ends_quietly(indexed: tuple[Path, Path]) -> None:
     for extra in ("--json", ""):
         proc = subprocess.run(
             f"{sys.executable} -m coarch search --index {index_dir} {extra} function >&-",
-            shell=True, capture_output=True, text=True, check=False)
+            shell=True,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert (proc.returncode, proc.stderr) == (2, "")
 
 
@@ -978,10 +986,18 @@ def test_chunks_and_queries_are_embedded_with_identifiers_as_words(index: Index)
 
     with Searcher(index.index_dir) as searcher:
         embedder = searcher._embedder()
-        row = next(r for r in searcher.store.chunks_by_ids(range(1, 200))
-                   if r.symbols and "HttpClient" in r.symbols[0])
-        stored = searcher.store.get_vectors([searcher.store.conn.execute(
-            "SELECT text_hash FROM chunks WHERE id = ?", (row.id,)).fetchone()[0]])
+        row = next(
+            r
+            for r in searcher.store.chunks_by_ids(range(1, 200))
+            if r.symbols and "HttpClient" in r.symbols[0]
+        )
+        stored = searcher.store.get_vectors(
+            [
+                searcher.store.conn.execute(
+                    "SELECT text_hash FROM chunks WHERE id = ?", (row.id,)
+                ).fetchone()[0]
+            ]
+        )
         vector = np.frombuffer(next(iter(stored.values())), dtype="<f4")
         raw = chunk_header(row.path, row.symbol) + row.text
         as_words, as_written = embedder.encode([model_text(raw), raw])
@@ -989,8 +1005,11 @@ def test_chunks_and_queries_are_embedded_with_identifiers_as_words(index: Index)
         assert _cosine(vector, as_words) - _cosine(vector, as_written) > 0.005
         # The query goes through the same form: its score is the cosine with that form.
         query = "HttpClient followRedirects"
-        hit = next(h for h in searcher.search(query, k=50, mode="semantic")
-                   if (h.path, h.start_line) == (row.path, row.start_line))
+        hit = next(
+            h
+            for h in searcher.search(query, k=50, mode="semantic")
+            if (h.path, h.start_line) == (row.path, row.start_line)
+        )
         q_words, q_written = embedder.encode([model_text(query), query])
         assert hit.score == pytest.approx(float(vector @ q_words), abs=1e-4)
         assert abs(hit.score - float(vector @ q_written)) > 1e-3
@@ -999,8 +1018,9 @@ def test_chunks_and_queries_are_embedded_with_identifiers_as_words(index: Index)
 def test_explain_tells_ranks_scores_and_rules(index: Index) -> None:
     plain = index.search("where are HTTP redirects followed", k=5)
     hits = index.search("where are HTTP redirects followed", k=5, explain=True)
-    assert [(h.path, h.start_line, h.score) for h in hits] == \
-        [(h.path, h.start_line, h.score) for h in plain]
+    assert [(h.path, h.start_line, h.score) for h in hits] == [
+        (h.path, h.start_line, h.score) for h in plain
+    ]
     assert all(h.explain is None for h in plain)
     for hit in hits:
         assert hit.explain is not None
@@ -1012,24 +1032,38 @@ def test_explain_tells_ranks_scores_and_rules(index: Index) -> None:
         assert hit.explain["definition_tier"] is None
     top = hits[0].explain
     assert top is not None and top["semantic"]["rank"] <= 3
-    semantic = index.search("where are HTTP redirects followed", k=3, mode="semantic",
-                            explain=True)
+    semantic = index.search("where are HTTP redirects followed", k=3, mode="semantic", explain=True)
     assert [h.explain for h in semantic] == [
         {"semantic": {"rank": i, "score": pytest.approx(h.score, abs=1e-5)}}
-        for i, h in enumerate(semantic, 1)]
+        for i, h in enumerate(semantic, 1)
+    ]
     ident = index.search("parse_config", k=2, explain=True)
     assert ident[0].explain is not None and ident[0].explain["definition_tier"] == 0
 
 
 def test_cli_explain(indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     _, index_dir = indexed
-    code, out, err = run_cli(["search", "--index", str(index_dir), "-k", "2", "--explain",
-                              "where", "are", "redirects", "followed"], capsys)
+    code, out, err = run_cli(
+        [
+            "search",
+            "--index",
+            str(index_dir),
+            "-k",
+            "2",
+            "--explain",
+            "where",
+            "are",
+            "redirects",
+            "followed",
+        ],
+        capsys,
+    )
     assert code == 0 and err == ""
     why = [line for line in out.splitlines() if line.startswith("    why: ")]
     assert len(why) == 2 and "semantic #" in why[0] and "fused " in why[0]
-    code, out, _ = run_cli(["search", "--index", str(index_dir), "-k", "2", "--explain",
-                            "--json", "redirects"], capsys)
+    code, out, _ = run_cli(
+        ["search", "--index", str(index_dir), "-k", "2", "--explain", "--json", "redirects"], capsys
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and all(set(r) == HIT_FIELDS | {"explain"} for r in rows)
     assert {"semantic", "keyword", "fused", "rules"} <= set(rows[0]["explain"])

@@ -14,10 +14,15 @@ SETUP = Path(__file__).resolve().parent.parent / "scripts" / "setup.sh"
 
 def run_setup(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     log = tmp_path / "setup.log"
-    full_env = {**os.environ, "COARCH_VENV": str(tmp_path / "venv"),
-                "COARCH_SETUP_LOG": str(log), **env}
-    return subprocess.run(["bash", str(SETUP)], env=full_env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    full_env = {
+        **os.environ,
+        "COARCH_VENV": str(tmp_path / "venv"),
+        "COARCH_SETUP_LOG": str(log),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(SETUP)], env=full_env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_a_failing_step_is_named_with_its_log(tmp_path: Path) -> None:
@@ -25,8 +30,10 @@ def test_a_failing_step_is_named_with_its_log(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert lines[0] == f"setup: creating the virtualenv {tmp_path / 'venv'}"
-    assert lines[1] == f"setup: error: creating the virtualenv {tmp_path / 'venv'}: failed;" \
+    assert (
+        lines[1] == f"setup: error: creating the virtualenv {tmp_path / 'venv'}: failed;"
         " last lines:"
+    )
     assert lines[-1] == f"setup: hint: the full output is in {tmp_path / 'setup.log'}"
     assert len(lines) <= 8 and result.stdout == ""
     log = (tmp_path / "setup.log").read_text()
@@ -35,8 +42,9 @@ def test_a_failing_step_is_named_with_its_log(tmp_path: Path) -> None:
 
 def test_a_failing_pip_step_keeps_pips_output_in_the_log(tmp_path: Path) -> None:
     # A virtualenv without pip: the build tools step fails at once, without the network.
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True
+    )
     result = run_setup(tmp_path)
     assert result.returncode == 2
     lines = result.stderr.splitlines()

@@ -42,8 +42,12 @@ def put(store: Store, path: str, chunks: list[NewChunk], content: str = "h") -> 
 
 
 def fts(store: Store, query: str) -> list[int]:
-    return [r[0] for r in store.conn.execute(
-        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (query_terms(query),))]
+    return [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ?", (query_terms(query),)
+        )
+    ]
 
 
 @pytest.fixture
@@ -64,13 +68,23 @@ def test_schema_wal_and_meta(store: Store) -> None:
 
 
 def test_put_replace_remove_keep_fts_in_step(store: Store) -> None:
-    put(store, "src/client.py", [chunk("def parseConfig(path):\n    return path", "parseConfig"),
-                                 chunk("class HttpClient:\n    pass", "HttpClient", 4)])
+    put(
+        store,
+        "src/client.py",
+        [
+            chunk("def parseConfig(path):\n    return path", "parseConfig"),
+            chunk("class HttpClient:\n    pass", "HttpClient", 4),
+        ],
+    )
     ids = fts(store, "parse_config")
     assert len(ids) == 1
     (row,) = store.chunks_by_ids(ids)
     assert (row.path, row.start_line, row.end_line, row.symbol) == (
-        "src/client.py", 1, 2, "parseConfig")
+        "src/client.py",
+        1,
+        2,
+        "parseConfig",
+    )
     assert fts(store, "http client") and fts(store, "client")  # path terms too
     gen = store.generation()
     # Replacing the file's chunks removes the old FTS rows: no stale keyword hits.
@@ -91,8 +105,14 @@ def test_fts_rebuilt_when_its_term_rules_change(store: Store) -> None:
     """An index whose keyword rows were derived under other rules (an older coarch, another
     Unicode version) gets them rebuilt by the next writer: keyword search finds every chunk by
     today's terms, and deleting a file then leaves no stale rows."""
-    put(store, "src/client.py", [chunk("def parseConfig(path):\n    return path", "parseConfig"),
-                                 chunk("class HttpClient:\n    pass", "HttpClient", 4)])
+    put(
+        store,
+        "src/client.py",
+        [
+            chunk("def parseConfig(path):\n    return path", "parseConfig"),
+            chunk("class HttpClient:\n    pass", "HttpClient", 4),
+        ],
+    )
     put(store, "src/other.py", [chunk("retry_upload = None", "retry_upload")], "h2")
     assert store.meta()["fts_rules"] == fts_rules()
     ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
@@ -101,7 +121,9 @@ def test_fts_rebuilt_when_its_term_rules_change(store: Store) -> None:
         store.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
         store.conn.executemany(
             "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
-            " VALUES (?, 'oldpath', 'oldsymbol', 'oldbody')", [(i,) for i in ids])
+            " VALUES (?, 'oldpath', 'oldsymbol', 'oldbody')",
+            [(i,) for i in ids],
+        )
         store.set_meta("fts_rules", "terms 0, unicode 1.1.0")
     store.close()
 
@@ -119,8 +141,7 @@ def test_fts_rebuilt_when_its_term_rules_change(store: Store) -> None:
         assert writer.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 0
 
 
-def test_fts_rules_unrecorded_rebuilds_once(store: Store,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_fts_rules_unrecorded_rebuilds_once(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     """An index made before the rules were recorded is rebuilt on its first writer open, then
     left alone: the recorded value is this process's."""
     put(store, "a.py", [chunk("alpha_beta = 1")])
@@ -141,10 +162,22 @@ def test_fts_rules_unrecorded_rebuilds_once(store: Store,
 def test_symbols_are_stored_as_a_list(store: Store) -> None:
     """Names holding commas survive storage whole; one plain name stays plain in the column;
     rows written by chunker 1 (names joined with ", ") are still read and deleted cleanly."""
-    lists = [("Map<K, V>", "put"), ("Map<K, V>",), ("[T]",), ("parse_config",), (),
-             ("HttpClient", "retry_upload")]
-    put(store, "a.rs", [NewChunk(i + 1, i + 1, "rust", names, f"x{i} = {i}", text_hash(str(i)))
-                        for i, names in enumerate(lists)])
+    lists = [
+        ("Map<K, V>", "put"),
+        ("Map<K, V>",),
+        ("[T]",),
+        ("parse_config",),
+        (),
+        ("HttpClient", "retry_upload"),
+    ]
+    put(
+        store,
+        "a.rs",
+        [
+            NewChunk(i + 1, i + 1, "rust", names, f"x{i} = {i}", text_hash(str(i)))
+            for i, names in enumerate(lists)
+        ],
+    )
     ids = [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
     assert [r.symbols for r in store.chunks_by_ids(ids)] == lists
     assert [r.symbols for r in store.chunks_of("a.rs")] == lists
@@ -153,8 +186,9 @@ def test_symbols_are_stored_as_a_list(store: Store) -> None:
     assert store.chunks_by_ids(ids[:1])[0].symbol == "Map<K, V>, put"
     assert len(fts(store, "put")) == 1
     with store.transaction():
-        store.conn.execute("UPDATE chunks SET symbol = 'HttpClient, retry_upload' WHERE id = ?",
-                           (ids[5],))  # as chunker 1 wrote it: the same keyword terms
+        store.conn.execute(
+            "UPDATE chunks SET symbol = 'HttpClient, retry_upload' WHERE id = ?", (ids[5],)
+        )  # as chunker 1 wrote it: the same keyword terms
     assert store.chunks_by_ids(ids[5:])[0].symbols == ("HttpClient", "retry_upload")
     with store.transaction():
         store.remove_file("a.rs")
@@ -187,7 +221,8 @@ def test_failed_commit_rolls_back_and_later_writes_are_kept(store: Store) -> Non
         store.conn.execute("PRAGMA defer_foreign_keys = ON")
         store.conn.execute(
             "INSERT INTO chunks(file_id, start_line, end_line, text, text_hash)"
-            " VALUES (4242, 1, 1, 'x', 'h')")
+            " VALUES (4242, 1, 1, 'x', 'h')"
+        )
         store.set_meta("doomed", "1")
     assert not store.conn.in_transaction
     with store.transaction():
@@ -233,6 +268,7 @@ def test_missing_and_corrupt_databases(tmp_path: Path) -> None:
 
 # ---- FAISS file ----------------------------------------------------------------------------------
 
+
 def fill(store: Store, n: int) -> None:
     put(store, "f.py", [chunk(f"value_{i} = {i}", start=i + 1) for i in range(n)])
 
@@ -257,8 +293,9 @@ def test_sync_is_incremental_and_search_returns_chunk_ids(store: Store) -> None:
     index = faiss_file.load(store.index_dir)
     assert index.ntotal == 20
     (row,) = store.chunks_by_ids([store.max_chunk_id()])
-    vec = np.frombuffer(store.get_vectors([text_hash(row.text)])[text_hash(row.text)],
-                        dtype="<f4").reshape(1, DIM)
+    vec = np.frombuffer(
+        store.get_vectors([text_hash(row.text)])[text_hash(row.text)], dtype="<f4"
+    ).reshape(1, DIM)
     scores, ids = index.search(vec, 1)
     assert ids[0][0] == row.id and scores[0][0] == pytest.approx(1.0, abs=1e-5)
     # A commit makes the file stale; readers still get the committed state, from SQLite.

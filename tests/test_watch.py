@@ -26,9 +26,23 @@ class WatchProcess:
     def __init__(self, root: Path, index_dir: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "COARCH_CHECKPOINT_FREQUENCY": "0"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coarch", "watch", str(root), "--index", str(index_dir),
-             "--json", "--step", "0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "coarch",
+                "watch",
+                str(root),
+                "--index",
+                str(index_dir),
+                "--json",
+                "--step",
+                "0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -68,7 +82,8 @@ def test_edit_under_watch_is_found_by_search(tmp_path: Path) -> None:
         saved = time.monotonic()
         (root / "src" / "app.py").write_text(
             "def start_server(port):\n    return port\n\n"
-            "def rotate_pelican_feathers(bird):\n    return bird[::-1]\n")
+            "def rotate_pelican_feathers(bird):\n    return bird[::-1]\n"
+        )
         watch.wait_for(lambda u: u["files_indexed"] == 1)
         with coarch.Index(root, index_dir=index_dir) as index:
             hits = index.search("rotate_pelican_feathers", k=1, refresh=False)
@@ -122,8 +137,10 @@ def test_sigterm_during_a_run_commits_and_exits_143(tmp_path: Path) -> None:
     root, index_dir, watch = _live_watch(tmp_path)
     try:
         for i in range(40):  # a batch that takes a while to embed
-            body = "".join(f"def handler_{i}_{j}(request):\n    return request.path + "
-                           f"'{i}-{j}'\n\n" for j in range(30))
+            body = "".join(
+                f"def handler_{i}_{j}(request):\n    return request.path + '{i}-{j}'\n\n"
+                for j in range(30)
+            )
             (root / f"mod_{i}.py").write_text(body)
         time.sleep(1.0)  # past the step: the run has begun
     except BaseException:
@@ -141,8 +158,10 @@ def test_sigterm_during_a_run_commits_and_exits_143(tmp_path: Path) -> None:
 def test_vectors_file_is_written_once_changes_pause(tmp_path: Path) -> None:
     root, index_dir, watch = _live_watch(tmp_path)
     try:
-        (root / "app.py").write_text("def start_server(port):\n    return port\n\n"
-                                     "def polish_the_brass_lamp(lamp):\n    return lamp\n")
+        (root / "app.py").write_text(
+            "def start_server(port):\n    return port\n\n"
+            "def polish_the_brass_lamp(lamp):\n    return lamp\n"
+        )
         watch.wait_for(lambda u: u["files_indexed"] == 1)
         with coarch.Index(root, index_dir=index_dir) as index:
             # Left behind by the batch, yet the new chunk is found by meaning.

@@ -48,11 +48,13 @@ class Store(FileRows, ChunkReads):
         self._path_filters: Filters | None = None
         if readonly:
             if not self.path.is_file():
-                raise IndexNotFoundError(f"no index at {self.index_dir}",
-                                         hint="run `coarch index PATH` first")
+                raise IndexNotFoundError(
+                    f"no index at {self.index_dir}", hint="run `coarch index PATH` first"
+                )
             uri = f"file:{self.path}?mode=ro"
-            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
         else:
             self.index_dir.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -61,8 +63,9 @@ class Store(FileRows, ChunkReads):
                 self._rebuild_fts()
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise CorruptIndexError(f"index database {self.path} is unreadable: {exc}",
-                                    hint=CORRUPT_HINT) from exc
+            raise CorruptIndexError(
+                f"index database {self.path} is unreadable: {exc}", hint=CORRUPT_HINT
+            ) from exc
 
     def _rebuild_fts(self) -> None:
         """Re-derives every FTS5 row from the stored chunks under this process's rules, so
@@ -73,8 +76,13 @@ class Store(FileRows, ChunkReads):
         with self.transaction():
             count = fts.rebuild(self.conn)
             self.set_meta("fts_rules", schema.fts_rules())
-        log.info("keyword index rebuilt (%s -> %s): %d chunks in %.1fs", recorded or "unrecorded",
-                 schema.fts_rules(), count, time.monotonic() - started)
+        log.info(
+            "keyword index rebuilt (%s -> %s): %d chunks in %.1fs",
+            recorded or "unrecorded",
+            schema.fts_rules(),
+            count,
+            time.monotonic() - started,
+        )
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -140,8 +148,9 @@ class Store(FileRows, ChunkReads):
         if value is None:
             self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
-            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                              (key, str(value)))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value))
+            )
 
     def generation(self) -> int:
         return int(self.get_meta("generation") or 0)

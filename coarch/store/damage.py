@@ -28,11 +28,13 @@ def is_corruption(exc: BaseException) -> bool:
     return type(exc) is sqlite3.DatabaseError
 
 
-def corrupt_error(index_dir: Path, exc: BaseException, hint: str = CORRUPT_HINT
-                  ) -> CorruptIndexError:
+def corrupt_error(
+    index_dir: Path, exc: BaseException, hint: str = CORRUPT_HINT
+) -> CorruptIndexError:
     """The one-line error of a damaged index database."""
-    return CorruptIndexError(f"index database {Path(index_dir) / DB_FILE} is damaged: {exc}",
-                             hint=hint)
+    return CorruptIndexError(
+        f"index database {Path(index_dir) / DB_FILE} is damaged: {exc}", hint=hint
+    )
 
 
 @contextlib.contextmanager
@@ -74,7 +76,6 @@ def move_aside(index_dir: Path) -> Path:
 def remove_index_files(index_dir: Path) -> None:
     """Deletes the SQLite file and its WAL/SHM companions and the FAISS file (a corrupt index
     being rebuilt from scratch)."""
-    for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal",
-                 FAISS_FILE):
+    for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal", FAISS_FILE):
         with contextlib.suppress(FileNotFoundError):
             (index_dir / name).unlink()

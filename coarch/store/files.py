@@ -25,7 +25,8 @@ class FileRows:
     def _bump_generation(self) -> None:
         if not self._generation_bumped:
             self.conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+            )
             self._generation_bumped = True
 
     def reset(self, keep_vectors: bool = False) -> None:
@@ -45,13 +46,14 @@ class FileRows:
         return {
             path: FileState(fid, size, mtime, chash, skipped)
             for fid, path, size, mtime, chash, skipped in self.conn.execute(
-                "SELECT id, path, size, mtime_ns, content_hash, skipped FROM files")
+                "SELECT id, path, size, mtime_ns, content_hash, skipped FROM files"
+            )
         }
 
     def file_state(self, path: str) -> FileState | None:
         row = self.conn.execute(
-            "SELECT id, size, mtime_ns, content_hash, skipped FROM files WHERE path = ?",
-            (path,)).fetchone()
+            "SELECT id, size, mtime_ns, content_hash, skipped FROM files WHERE path = ?", (path,)
+        ).fetchone()
         return None if row is None else FileState(*row)
 
     def forget_file_states(self) -> None:
@@ -61,11 +63,13 @@ class FileRows:
 
     def update_stat(self, path: str, size: int, mtime_ns: int) -> None:
         """Records a new size and mtime for a file whose content did not change."""
-        self.conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?",
-                          (size, mtime_ns, path))
+        self.conn.execute(
+            "UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path)
+        )
 
-    def put_skipped(self, path: str, size: int, mtime_ns: int, content_hash: str,
-                    reason: str) -> None:
+    def put_skipped(
+        self, path: str, size: int, mtime_ns: int, content_hash: str, reason: str
+    ) -> None:
         """Records a file discovery skipped for its content, so it is not read again while
         unchanged. Any chunks it had are removed."""
         self._delete_chunks_of(path)
@@ -74,10 +78,18 @@ class FileRows:
             " VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
             " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,"
             " language = NULL, skipped = excluded.skipped",
-            (path, size, mtime_ns, content_hash, reason))
+            (path, size, mtime_ns, content_hash, reason),
+        )
 
-    def put_file(self, path: str, size: int, mtime_ns: int, content_hash: str,
-                 language: str | None, chunks: Sequence[NewChunk]) -> int:
+    def put_file(
+        self,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        content_hash: str,
+        language: str | None,
+        chunks: Sequence[NewChunk],
+    ) -> int:
         """Writes a file and its chunks (replacing what it had). Every chunk's vector must
         already be in the vectors table or be written in the same transaction. Returns the
         file's id."""
@@ -87,16 +99,28 @@ class FileRows:
             " VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
             " mtime_ns = excluded.mtime_ns, content_hash = excluded.content_hash,"
             " language = excluded.language, skipped = NULL RETURNING id",
-            (path, size, mtime_ns, content_hash, language))
+            (path, size, mtime_ns, content_hash, language),
+        )
         file_id = int(cur.fetchone()[0])
-        insert = ("INSERT INTO chunks(file_id, start_line, end_line, language, symbol, text,"
-                  " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id")
+        insert = (
+            "INSERT INTO chunks(file_id, start_line, end_line, language, symbol, text,"
+            " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+        )
         written = []
         for ch in chunks:
             stored_symbol = encode_symbols(ch.symbols)
-            chunk_id = self.conn.execute(insert, (file_id, ch.start_line, ch.end_line,
-                                                  ch.language, stored_symbol, ch.text,
-                                                  ch.text_hash)).fetchone()[0]
+            chunk_id = self.conn.execute(
+                insert,
+                (
+                    file_id,
+                    ch.start_line,
+                    ch.end_line,
+                    ch.language,
+                    stored_symbol,
+                    ch.text,
+                    ch.text_hash,
+                ),
+            ).fetchone()[0]
             written.append((chunk_id, path, stored_symbol, ch.text))
         fts.insert(self.conn, written)
         if chunks:
@@ -110,21 +134,27 @@ class FileRows:
     def _delete_chunks_of(self, path: str) -> None:
         rows = self.conn.execute(
             "SELECT c.id, c.symbol, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
-            " WHERE f.path = ?", (path,)).fetchall()
+            " WHERE f.path = ?",
+            (path,),
+        ).fetchall()
         if not rows:
             return
         fts.delete(self.conn, [(cid, path, symbol, text) for cid, symbol, text in rows])
         self.conn.execute(
-            "DELETE FROM chunks WHERE file_id = (SELECT id FROM files WHERE path = ?)", (path,))
+            "DELETE FROM chunks WHERE file_id = (SELECT id FROM files WHERE path = ?)", (path,)
+        )
         self._bump_generation()
 
     def chunks_of(self, path: str) -> list[NewChunk]:
         """The chunks of a file as stored, in order (used to copy a renamed file's work)."""
-        return [NewChunk(start, end, language, decode_symbols(symbol), text, digest)
-                for start, end, language, symbol, text, digest in self.conn.execute(
-            "SELECT c.start_line, c.end_line, c.language, c.symbol, c.text, c.text_hash"
-            " FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ? ORDER BY c.id",
-            (path,))]
+        return [
+            NewChunk(start, end, language, decode_symbols(symbol), text, digest)
+            for start, end, language, symbol, text, digest in self.conn.execute(
+                "SELECT c.start_line, c.end_line, c.language, c.symbol, c.text, c.text_hash"
+                " FROM chunks c JOIN files f ON f.id = c.file_id WHERE f.path = ? ORDER BY c.id",
+                (path,),
+            )
+        ]
 
     # ---- the vector cache --------------------------------------------------------------------
 
@@ -133,28 +163,37 @@ class FileRows:
         wanted = list(dict.fromkeys(hashes))
         found: set[str] = set()
         for i in range(0, len(wanted), 500):
-            part = wanted[i: i + 500]
+            part = wanted[i : i + 500]
             marks = ",".join("?" * len(part))
-            found.update(h for (h,) in self.conn.execute(
-                f"SELECT text_hash FROM vectors WHERE text_hash IN ({marks})", part))
+            found.update(
+                h
+                for (h,) in self.conn.execute(
+                    f"SELECT text_hash FROM vectors WHERE text_hash IN ({marks})", part
+                )
+            )
         return found
 
     def get_vectors(self, hashes: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for i in range(0, len(hashes), 500):
-            part = list(hashes[i: i + 500])
+            part = list(hashes[i : i + 500])
             marks = ",".join("?" * len(part))
-            out.update(self.conn.execute(
-                f"SELECT text_hash, vector FROM vectors WHERE text_hash IN ({marks})", part))
+            out.update(
+                self.conn.execute(
+                    f"SELECT text_hash, vector FROM vectors WHERE text_hash IN ({marks})", part
+                )
+            )
         return out
 
     def put_vectors(self, items: Iterable[tuple[str, bytes]]) -> None:
         self.conn.executemany(
-            "INSERT OR IGNORE INTO vectors(text_hash, vector) VALUES (?, ?)", items)
+            "INSERT OR IGNORE INTO vectors(text_hash, vector) VALUES (?, ?)", items
+        )
 
     def drop_orphan_vectors(self) -> int:
         """Removes cached vectors no chunk uses any more; returns how many."""
         cur = self.conn.execute(
             "DELETE FROM vectors WHERE NOT EXISTS"
-            " (SELECT 1 FROM chunks c WHERE c.text_hash = vectors.text_hash)")
+            " (SELECT 1 FROM chunks c WHERE c.text_hash = vectors.text_hash)"
+        )
         return cur.rowcount

@@ -20,10 +20,11 @@ from coarch.store.rows import decode_symbols
 # (chunk id, path, stored symbol column, text)
 StoredChunk = tuple[int, str, "str | None", str]
 
-_INSERT = ("INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms)"
-           " VALUES (?, ?, ?, ?)")
-_DELETE = ("INSERT INTO chunks_fts(chunks_fts, rowid, path_terms, symbol_terms, body_terms)"
-           " VALUES ('delete', ?, ?, ?, ?)")
+_INSERT = "INSERT INTO chunks_fts(rowid, path_terms, symbol_terms, body_terms) VALUES (?, ?, ?, ?)"
+_DELETE = (
+    "INSERT INTO chunks_fts(chunks_fts, rowid, path_terms, symbol_terms, body_terms)"
+    " VALUES ('delete', ?, ?, ?, ?)"
+)
 
 
 def fts_values(path: str, stored_symbol: str | None, text: str) -> tuple[str, str, str]:
@@ -35,13 +36,15 @@ def fts_values(path: str, stored_symbol: str | None, text: str) -> tuple[str, st
 
 
 def insert(conn: sqlite3.Connection, chunks: Iterable[StoredChunk]) -> None:
-    conn.executemany(_INSERT, [(cid, *fts_values(path, symbol, text))
-                               for cid, path, symbol, text in chunks])
+    conn.executemany(
+        _INSERT, [(cid, *fts_values(path, symbol, text)) for cid, path, symbol, text in chunks]
+    )
 
 
 def delete(conn: sqlite3.Connection, chunks: Iterable[StoredChunk]) -> None:
-    conn.executemany(_DELETE, [(cid, *fts_values(path, symbol, text))
-                               for cid, path, symbol, text in chunks])
+    conn.executemany(
+        _DELETE, [(cid, *fts_values(path, symbol, text)) for cid, path, symbol, text in chunks]
+    )
 
 
 def clear(conn: sqlite3.Connection) -> None:
@@ -54,7 +57,8 @@ def rebuild(conn: sqlite3.Connection) -> int:
     clear(conn)
     rows = conn.execute(
         "SELECT c.id, f.path, c.symbol, c.text FROM chunks c"
-        " JOIN files f ON f.id = c.file_id ORDER BY c.id")
+        " JOIN files f ON f.id = c.file_id ORDER BY c.id"
+    )
     count = 0
     while batch := rows.fetchmany(1000):
         insert(conn, batch)

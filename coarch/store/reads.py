@@ -38,13 +38,15 @@ class ChunkReads:
         q = self.conn.execute
         return {
             "files": q("SELECT count(*) FROM files WHERE skipped IS NULL").fetchone()[0],
-            "skipped_files": q("SELECT count(*) FROM files WHERE skipped IS NOT NULL")
-            .fetchone()[0],
+            "skipped_files": q("SELECT count(*) FROM files WHERE skipped IS NOT NULL").fetchone()[
+                0
+            ],
             "chunks": q("SELECT count(*) FROM chunks").fetchone()[0],
             "vectors": q("SELECT count(*) FROM vectors").fetchone()[0],
             "chunks_without_vector": q(
                 "SELECT count(*) FROM chunks c WHERE NOT EXISTS"
-                " (SELECT 1 FROM vectors v WHERE v.text_hash = c.text_hash)").fetchone()[0],
+                " (SELECT 1 FROM vectors v WHERE v.text_hash = c.text_hash)"
+            ).fetchone()[0],
             "languages": self.chunks_per_language(),
         }
 
@@ -52,7 +54,8 @@ class ChunkReads:
         """Chunks per language, most first; chunks of no known language under "other"."""
         rows = self.conn.execute(
             "SELECT coalesce(language, 'other'), count(*) AS n FROM chunks"
-            " GROUP BY 1 ORDER BY n DESC, 1").fetchall()
+            " GROUP BY 1 ORDER BY n DESC, 1"
+        ).fetchall()
         return {str(language): int(n) for language, n in rows}
 
     def chunk_count(self) -> int:
@@ -71,25 +74,27 @@ class ChunkReads:
         wanted = [int(i) for i in ids]
         found: dict[int, ChunkRow] = {}
         for i in range(0, len(wanted), _ID_BATCH):
-            part = wanted[i: i + _ID_BATCH]
+            part = wanted[i : i + _ID_BATCH]
             marks = ",".join("?" * len(part))
             for row in self.conn.execute(
-                    "SELECT c.id, f.path, c.start_line, c.end_line, c.language, c.symbol, c.text"
-                    f" FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
-                    part):
+                "SELECT c.id, f.path, c.start_line, c.end_line, c.language, c.symbol, c.text"
+                f" FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
+                part,
+            ):
                 cid, path, start, end, language, symbol, text = row
-                found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol),
-                                      text)
+                found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol), text)
         return [found[i] for i in wanted if i in found]
 
     def live_ids(self, ids: list[int]) -> set[int]:
         """The ids of `ids` that are chunks of the committed state."""
         live: set[int] = set()
         for i in range(0, len(ids), _ID_BATCH):
-            part = ids[i: i + _ID_BATCH]
+            part = ids[i : i + _ID_BATCH]
             marks = ",".join("?" * len(part))
-            live.update(r[0] for r in self.conn.execute(
-                f"SELECT id FROM chunks WHERE id IN ({marks})", part))
+            live.update(
+                r[0]
+                for r in self.conn.execute(f"SELECT id FROM chunks WHERE id IN ({marks})", part)
+            )
         return live
 
     def allowed_ids(self, filters: Filters) -> np.ndarray:
@@ -106,23 +111,26 @@ class ChunkReads:
         Call inside read_snapshot() for a consistent pass."""
         cur = self.conn.execute(
             "SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.text_hash = c.text_hash"
-            " ORDER BY c.id")
+            " ORDER BY c.id"
+        )
         yield from _vector_batches(cur, batch)
 
-    def vectors_after(self, after_id: int, filters: Filters, batch: int = 4096
-                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def vectors_after(
+        self, after_id: int, filters: Filters, batch: int = 4096
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """As iter_chunk_vectors for the chunks with id > after_id that pass the filters, in no
         particular order."""
         join, where, params = self._filter_sql(filters, "c.id", chunks_alias="c")
         cur = self.conn.execute(
             f"SELECT c.id, v.vector FROM chunks c JOIN vectors v ON v.text_hash = c.text_hash"
-            f"{join} WHERE c.id > ?{where}", (after_id, *params))
+            f"{join} WHERE c.id > ?{where}",
+            (after_id, *params),
+        )
         yield from _vector_batches(cur, batch)
 
     # ---- keyword search ----------------------------------------------------------------------
 
-    def keyword_ranking(self, expr: str, n: int, filters: Filters
-                        ) -> tuple[list[int], list[float]]:
+    def keyword_ranking(self, expr: str, n: int, filters: Filters) -> tuple[list[int], list[float]]:
         """The best `n` chunks for an FTS5 query expression by BM25 over the weighted columns
         (BM25_WEIGHTS), best first: (ids, scores), scores sign-flipped so higher is better."""
         weights = ", ".join(str(w) for w in BM25_WEIGHTS)
@@ -148,8 +156,9 @@ class ChunkReads:
 
     # ---- filters -----------------------------------------------------------------------------
 
-    def _filter_sql(self, filters: Filters, id_column: str, chunks_alias: str | None = None
-                    ) -> tuple[str, str, tuple[str, ...]]:
+    def _filter_sql(
+        self, filters: Filters, id_column: str, chunks_alias: str | None = None
+    ) -> tuple[str, str, tuple[str, ...]]:
         """(JOIN clause, AND-prefixed WHERE clause, its parameters) restricting `id_column` to
         chunks that pass the filters; empty when there are none. Path globs are applied by an
         SQL function, registered here for these filters."""
@@ -169,8 +178,9 @@ class ChunkReads:
             where += f" AND lower(coalesce({c}.language, ff.language, '')) IN ({marks})"
         if filters.by_path:
             if self._path_filters is not filters:
-                self.conn.create_function(_PATH_FUNCTION, 1, filters.path_matcher(),
-                                          deterministic=True)
+                self.conn.create_function(
+                    _PATH_FUNCTION, 1, filters.path_matcher(), deterministic=True
+                )
                 self._path_filters = filters
             where += f" AND {_PATH_FUNCTION}(ff.path)"
         return join, where, params

@@ -86,7 +86,8 @@ def prepare(conn: sqlite3.Connection, readonly: bool) -> bool:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA temp_store = MEMORY")
     exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).fetchone()
     version = _schema_version(conn) if exists else None
     if version is not None and version != SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
@@ -97,12 +98,12 @@ def prepare(conn: sqlite3.Connection, readonly: bool) -> bool:
     # One transaction: a process killed while creating the file leaves either nothing or a
     # whole, marked index (never tables without the marker, which would look foreign).
     conn.executescript(
-        "BEGIN IMMEDIATE;" + _SCHEMA
-        + "INSERT OR REPLACE INTO meta(key, value) VALUES"
+        "BEGIN IMMEDIATE;" + _SCHEMA + "INSERT OR REPLACE INTO meta(key, value) VALUES"
         f" ('schema_version', '{SCHEMA_VERSION}'), ('app', '{APP_MARKER}'),"
         f" ('created_at', '{time.time():.3f}'), ('generation', '0'),"
         f" ('fts_rules', '{fts_rules()}');"  # quote-free: digits, letters, dots
-        "COMMIT;")
+        "COMMIT;"
+    )
     return False
 
 
@@ -126,14 +127,18 @@ def database_owner(path: Path) -> str:
     except sqlite3.Error:
         return "unreadable"
     try:
-        tables = {name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         if not tables:
             return "none"
         if "meta" not in tables:
             return "foreign"
-        meta = dict(conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('app', 'schema_version', 'created_at')"))
+        meta = dict(
+            conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('app', 'schema_version', 'created_at')"
+            )
+        )
     except sqlite3.DatabaseError:
         return "unreadable"
     finally:

@@ -142,17 +142,9 @@ class Index:
                 lent = _lent_model(embedder, plan)
                 resumed = self._leftover_rebuild(plan)
                 if plan.rebuild is None and resumed is None:
-                    return Indexer(
-                        root,
-                        self.index_dir,
-                        store,
-                        options,
-                        progress,
-                        plan=plan,
-                        model=lent,
-                        exclude=self._excluded(),
-                        stop=stop,
-                    ).run()
+                    return self._run(
+                        self.index_dir, store, root, options, plan, lent, progress, stop
+                    )
                 if resumed is not None and plan.rebuild is None:
                     plan = dataclasses.replace(plan, rebuild=f"{resumed} (resumed)")
                 # A bad model fails here, before anything is written.
@@ -163,22 +155,40 @@ class Index:
                         store.reset(keep_vectors=False)
                         for key in ("model_id", "dim", "max_seq_length", "precision"):
                             store.set_meta(key, None)
-                    return Indexer(
-                        root,
-                        self.index_dir,
-                        store,
-                        options,
-                        progress,
-                        plan=plan,
-                        model=model,
-                        exclude=self._excluded(),
-                        stop=stop,
-                    ).run()
+                    return self._run(
+                        self.index_dir, store, root, options, plan, model, progress, stop
+                    )
             except BaseException:
                 store.close()
                 raise
             store.close()  # the old index stays as it is until the swap
             return self._rebuild_beside(root, options, plan, model, progress, stop)
+
+    def _run(
+        self,
+        folder: Path,
+        store: Store,
+        root: Path,
+        options: IndexOptions,
+        plan: RunPlan,
+        model: LoadedModel | None,
+        progress: ProgressCallback | None,
+        stop: threading.Event | None,
+    ) -> IndexSummary:
+        """One Indexer run into `store` in `folder` (the index's own, or its rebuild folder);
+        the summary names the index's folder either way."""
+        return Indexer(
+            root,
+            folder,
+            store,
+            options,
+            progress,
+            plan=plan,
+            model=model,
+            exclude=self._excluded(),
+            shown_dir=self.index_dir,
+            stop=stop,
+        ).run()
 
     def _excluded(self) -> tuple[str, ...]:
         return (str(self.index_dir), str(rebuild_dir(self.index_dir)))
@@ -258,18 +268,7 @@ class Index:
             try:
                 with store.transaction():
                     store.set_meta(REBUILD_KEY, plan.rebuild)
-                summary = Indexer(
-                    root,
-                    folder,
-                    store,
-                    options,
-                    progress,
-                    plan=plan,
-                    model=model,
-                    exclude=self._excluded(),
-                    shown_dir=self.index_dir,
-                    stop=stop,
-                ).run()
+                summary = self._run(folder, store, root, options, plan, model, progress, stop)
                 with store.transaction():
                     store.set_meta(REBUILD_KEY, None)  # complete: no longer a leftover
             finally:

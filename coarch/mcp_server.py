@@ -251,17 +251,9 @@ class CoarchService:
             raise ToolError(one_line(exc)) from None
         finally:
             self._build_lock.release()
-        return IndexOut(
-            root=summary.root,
-            files_total=summary.files_total,
-            files_indexed=summary.files_indexed,
-            files_unchanged=summary.files_unchanged,
-            files_removed=summary.files_removed,
-            chunks_embedded=summary.chunks_embedded,
-            chunks_total=summary.chunks_total,
-            seconds=round(summary.seconds, 3),
-            rebuild_reason=summary.rebuild_reason,
-        )
+        # IndexOut's fields are IndexSummary's, named alike.
+        fields = {name: getattr(summary, name) for name in IndexOut.model_fields}
+        return IndexOut(**{**fields, "seconds": round(summary.seconds, 3)})
 
     def wait_for_build(self) -> None:
         """Returns once no `index` run of this server is in progress."""

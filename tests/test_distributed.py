@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -30,11 +31,15 @@ needs_ray = pytest.mark.skipif(
     reason="ray is not installed (pip install 'coarch[ray]'; COARCH_EXTRAS=ray ./scripts/setup.sh)",
 )
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
-# Every Ray server on loopback, no usage report, and the cluster's token for the driver.
+# Every Ray server on loopback, no usage report, and the cluster's token for the driver: one
+# made for this test session, given to the head and to every driver through the environment
+# (`ray start` refuses token mode without a token, and ~/.ray/auth_token may hold none, or
+# another cluster's).
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "token",
+    "RAY_AUTH_TOKEN": secrets.token_hex(32),
 }
 
 

@@ -23,13 +23,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_mcp
 from bench_mcp import make_tree, rss_kib
 from benchenv import search_environment
 
@@ -47,29 +47,14 @@ def edit(root: Path, n: int) -> None:
     )
 
 
-class Watch:
-    """`coarch watch --json` in a child process; counts its batch lines."""
+class Watch(bench_mcp.Watch):
+    """`coarch watch --json` in a child process (as bench_mcp starts it); counts its batch
+    lines and the chunks they embedded."""
 
     def __init__(self, root: Path, index_dir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "coarch",
-                "watch",
-                str(root),
-                "--index",
-                str(index_dir),
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
         self.batches = 0
         self.chunks_embedded = 0
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(root, index_dir)  # starts the thread reading with _read
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

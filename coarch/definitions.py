@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from coarch.store import ChunkRow
 
@@ -75,13 +75,21 @@ def _definition_indent(
     pattern: re.Pattern[str], text: str, names: Sequence[str], fold: bool
 ) -> int | None:
     """Indentation of the first line of `text` that defines one of `names`, or None when no
-    line does. The pattern runs only on the lines that contain a name at all (a substring
-    test), which keeps it cheap on big chunks."""
+    line does. The pattern runs only on the lines that contain a name at all, found by a
+    substring search over the whole text, which keeps it cheap on big chunks."""
     needles = [n.lower() for n in names] if fold else list(names)
-    for line in text.splitlines():
-        hay = line.lower() if fold else line
-        if not any(n in hay for n in needles):
-            continue
+    hay = text.lower() if fold else text
+    if len(hay) != len(text) or _RARE_LINE_BREAKS.search(text):
+        # Lowering changed the length (offsets would not line up), or str.splitlines breaks
+        # lines where "\n" does not: take the lines one by one.
+        lines: Iterable[str] = (
+            line
+            for line in text.splitlines()
+            if any(n in (line.lower() if fold else line) for n in needles)
+        )
+    else:
+        lines = _lines_holding(text, hay, needles)
+    for line in lines:
         match = pattern.match(line)
         if match is None:
             continue
@@ -92,20 +100,43 @@ def _definition_indent(
     return None
 
 
+# Line breaks of str.splitlines other than "\n".
+_RARE_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines_holding(text: str, hay: str, needles: Sequence[str]) -> list[str]:
+    """The lines of `text` (split at "\n") on which `hay` (text, or its lower case of the
+    same length) holds a needle, in order."""
+    starts: set[int] = set()
+    for needle in needles:
+        at = hay.find(needle)
+        while at >= 0:
+            start = hay.rfind("\n", 0, at) + 1
+            starts.add(start)
+            end = hay.find("\n", at)
+            at = hay.find(needle, at + 1) if end < 0 else hay.find(needle, end + 1)
+    lines = []
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        lines.append(text[start:] if end < 0 else text[start:end])
+    return lines
+
+
 # Type or template arguments in a definition's name (`LruCache<K, V>.get`, `Map<K, V>::find`):
 # a query names the type without them. Only after a word character, so `operator<=` stays.
 _TYPE_ARGUMENTS = re.compile(r"(?<=\w)<[^<>]*>")
 _SCOPE_SEPARATORS = re.compile(r"\.|::")
 
 
-def _segments(component: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _segments(component: str) -> tuple[str, ...]:
     """The scope path of one definition name: `HttpClient.send` -> [HttpClient, send],
     `Table<K, Map<A, B>>::put` -> [Table, put]."""
     bare = component
     if "operator" not in bare:
         while (stripped := _TYPE_ARGUMENTS.sub("", bare)) != bare:
             bare = stripped
-    return [part for part in _SCOPE_SEPARATORS.split(bare) if part]
+    return tuple(part for part in _SCOPE_SEPARATORS.split(bare) if part)
 
 
 def _loose(name: str) -> str:
@@ -125,12 +156,16 @@ class _DefinitionMatcher:
         self.segments = [self._key(s) for s in ident.split(".")]
         self.last = ident.rsplit(".", 1)[-1]
         self.qualified = len(self.segments) > 1
+        self._parts_of: dict[str, list[str]] = {}  # component -> _parts (asked four times)
 
     def _key(self, name: str) -> str:
         return _loose(name) if self.fold else name
 
     def _parts(self, component: str) -> list[str]:
-        return [self._key(s) for s in _segments(component)]
+        parts = self._parts_of.get(component)
+        if parts is None:
+            parts = self._parts_of[component] = [self._key(s) for s in _segments(component)]
+        return parts
 
     def _named(self, component: str) -> bool:
         parts = self._parts(component)
@@ -166,6 +201,14 @@ class _DefinitionMatcher:
         pattern = _definition_pattern(names, fold, c_family)
         return _definition_indent(pattern, row.text, names, fold)
 
+    def relates(self, components: Sequence[str]) -> bool:
+        """Whether a symbol names the identifier, is its outer scope, holds it as a path
+        segment or encloses it."""
+        return any(
+            self._named(c) or self._outer(c) or self._segment(c) or self._enclosing(c)
+            for c in components
+        )
+
     def tier(self, row: ChunkRow) -> tuple[int, int] | None:
         """How surely `row` defines the identifier, or None when it does not: (tier, indent),
         lower is surer. `indent` is that of the definition line: within a tier, an outer
@@ -185,6 +228,8 @@ class _DefinitionMatcher:
            long body cut into pieces).
         """
         components = row.symbols
+        if self.qualified and not self.relates(components):
+            return None  # see could_define
         named = any(self._named(c) for c in components)
         outer = any(self._outer(c) for c in components)
         segment = any(self._segment(c) or self._enclosing(c) for c in components)
@@ -201,6 +246,16 @@ class _DefinitionMatcher:
         if named:
             return 4, 0
         return None
+
+
+def could_define(ident: str, symbols: Sequence[str]) -> bool:
+    """False when a chunk with these symbols cannot define `ident`, whatever its text: a
+    qualified name (`HttpClient.send`) is defined only in a chunk whose symbol names it, is
+    its outer scope, holds it or encloses it (tiers 0, 1, 2 and 4). A caller can then leave
+    such chunks unread. Names compared with case and underscores ignored, the looser of the
+    two passes of ranked_definitions."""
+    matcher = _DefinitionMatcher(ident, fold=True)
+    return not matcher.qualified or matcher.relates(symbols)
 
 
 def ranked_definitions(

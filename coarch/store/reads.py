@@ -8,7 +8,7 @@ Call these inside Store.read_snapshot() where several must see the same committe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,6 +84,19 @@ class ChunkReads:
                 cid, path, start, end, language, symbol, text = row
                 found[cid] = ChunkRow(cid, path, start, end, language, decode_symbols(symbol), text)
         return [found[i] for i in wanted if i in found]
+
+    def symbols_by_ids(self, ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """{chunk id: its symbol names} for the given ids (unknown ids left out), without
+        reading their text."""
+        found: dict[int, tuple[str, ...]] = {}
+        for i in range(0, len(ids), _ID_BATCH):
+            part = [int(x) for x in ids[i : i + _ID_BATCH]]
+            marks = ",".join("?" * len(part))
+            for cid, symbol in self.conn.execute(
+                f"SELECT id, symbol FROM chunks WHERE id IN ({marks})", part
+            ):
+                found[cid] = decode_symbols(symbol)
+        return found
 
     def live_ids(self, ids: list[int]) -> set[int]:
         """The ids of `ids` that are chunks of the committed state."""

@@ -27,12 +27,13 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coarch.definitions import DEFINITION_TIERS, ranked_definitions
+from coarch.definitions import DEFINITION_TIERS, could_define, ranked_definitions
 from coarch.errors import CoarchError, IndexNotFoundError, ModelMismatchError, UsageError
 from coarch.filters import Filters
 from coarch.fusion import Ranked, fusion_for, query_kind
@@ -41,7 +42,7 @@ from coarch.identifiers import model_text, parse_identifier, query_terms
 from coarch.rerank import RERANK_DEPTH, Candidate, rerank
 from coarch.search_options import DEFAULT_K, MAX_K, MODES
 from coarch.store import ChunkRow, Store, corruption_reported
-from coarch.vectors import VectorIndex
+from coarch.vectors import NearestLookup, VectorIndex
 
 if TYPE_CHECKING:
     from coarch.embedder import Embedder
@@ -153,8 +154,12 @@ class Searcher:
 
     def _hybrid(self, query: str, k: int, filters: Filters, explain: bool) -> list[Hit]:
         depth = max(FUSION_DEPTH, k)
+        # The query is embedded and the FAISS file scanned in the query thread while FTS5
+        # ranks the keywords here (all three release the GIL): on 2 cores a hybrid search
+        # waits for the slower side, not for the sum of both.
+        started = self._semantic_started(query, depth, filters)
         keyword = self._keyword(query, depth, filters)
-        semantic = self._semantic(query, depth, filters)
+        semantic = self._semantic_done(started, depth)
         fused = fusion_for(query_kind(query)).fuse(semantic, keyword)
         order = sorted(fused, key=lambda cid: (-fused[cid], cid))
         order, scores, rules = self._rerank(query, order, fused, k)
@@ -229,10 +234,26 @@ class Searcher:
         return Ranked(ids, scores)
 
     def _semantic(self, query: str, n: int, filters: Filters) -> Ranked:
+        return self._semantic_done(self._semantic_started(query, n, filters), n)
+
+    def _semantic_started(self, query: str, n: int, filters: Filters) -> _SemanticQuery | None:
+        """Starts the semantic ranking: what it needs from SQLite is read here, the query's
+        vector and the FAISS scan are computed in the query thread. None: nothing to rank."""
         if self.dim <= 0 or not self.store.has_chunks():
+            return None
+        embedder = self._embedder()  # here: it reads the store, whose connection is this thread's
+        lookup = self._vectors.lookup(self.store, self.dim, filters)
+        answer = _query_thread().submit(_vector_and_file_hits, embedder, query, lookup, n, self.dim)
+        return lookup, answer
+
+    def _semantic_done(self, started: _SemanticQuery | None, n: int) -> Ranked:
+        """The semantic ranking `_semantic_started` began, completed from SQLite."""
+        if started is None:
             return Ranked([], [])
-        vector = self._embed(query)
-        found = self._vectors.nearest(self.store, vector, n, filters)
+        lookup, answer = started
+        vector, file_hits = answer.result()
+        self._check_width(vector)
+        found = lookup.finish(self.store, vector, n, file_hits)
         order = sorted(found, key=lambda cid: (-found[cid], cid))[:n]
         return Ranked(order, [found[c] for c in order])
 
@@ -250,20 +271,19 @@ class Searcher:
         # ranks by the exact identifier.
         candidates = self.store.symbol_matches(last, DEFINITION_CANDIDATES, filters)
         ids = list(dict.fromkeys([*fused_order[:FUSION_DEPTH], *candidates]))
+        if "." in ident:  # qualified: only the chunks whose symbol relates to it are read
+            symbols = self.store.symbols_by_ids(ids)
+            ids = [cid for cid in ids if could_define(ident, symbols.get(cid, ()))]
         return ranked_definitions(ident, self.store.chunks_by_ids(ids), fused_order)
 
     # -- helpers --
 
-    def _embed(self, query: str) -> np.ndarray:
-        embedder = self._embedder()
-        # The query in the form chunks were embedded in (identifiers split into words).
-        vector = embedder.encode([model_text(query)])  # shape: (1, dim) float32, L2-normalised
+    def _check_width(self, vector: np.ndarray) -> None:
         if vector.shape[1] != self.dim:
             raise ModelMismatchError(
                 f"the model gives {vector.shape[1]}-wide vectors, the index holds {self.dim}",
                 hint=f"run `coarch index --full {self.store.get_meta('root') or 'PATH'}`",
             )
-        return np.ascontiguousarray(vector, dtype=np.float32)
 
     def _embedder(self) -> Embedder:
         """The embedder of the model the index was built with (checked by model id)."""
@@ -314,6 +334,36 @@ class Searcher:
             return [_hit(row, score_of[row.id]) for row in rows]
         table = _rank_table(Ranked(ids, scores))
         return [_hit(row, score_of[row.id], {explained_mode: table.get(row.id)}) for row in rows]
+
+
+# A semantic ranking under way: its lookup and the query thread's (vector, file hits).
+_SemanticQuery = tuple[NearestLookup, Future[tuple[np.ndarray, list[tuple[int, float]]]]]
+
+
+def _vector_and_file_hits(
+    embedder: Embedder, query: str, lookup: NearestLookup, n: int, dim: int
+) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """In the query thread: the query's vector (shape (1, width) float32, L2-normalised,
+    from the query in the form chunks were embedded in: identifiers split into words) and
+    the FAISS file's best n chunks for it (none when the width is not the index's: the
+    caller reports that)."""
+    vector = np.ascontiguousarray(embedder.encode([model_text(query)]), dtype=np.float32)
+    if vector.shape[1] != dim:
+        return vector, []
+    return vector, lookup.search_file(vector, n)
+
+
+_query_threads: tuple[int, ThreadPoolExecutor] | None = None  # (pid, the process's executor)
+
+
+def _query_thread() -> ThreadPoolExecutor:
+    """The process's one thread for query vectors (started on first use, and again in a
+    forked child, which inherits the executor but not its thread)."""
+    global _query_threads
+    if _query_threads is None or _query_threads[0] != os.getpid():
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coarch-query")
+        _query_threads = (os.getpid(), executor)
+    return _query_threads[1]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -395,21 +395,76 @@ class VectorIndex:
         """The best `n` committed chunks that pass the filters, by inner product with
         `vector` (shape (1, dim) float32, L2-normalised): {chunk id: score}. Only allowed ids
         are scored, so the n found all pass the filters."""
-        index, uncovered_after = self.current(store, int(vector.shape[1]))
+        lookup = self.lookup(store, int(vector.shape[1]), filters)
+        return lookup.finish(store, vector, n, lookup.search_file(vector, n))
+
+    def lookup(self, store: Store, dim: int, filters: Filters) -> NearestLookup:
+        """What a nearest-chunks query needs from SQLite before its vector is known (the
+        file in use, the chunks it does not cover, the ids the filters allow): a search can
+        then embed its query and scan the file in another thread (NearestLookup)."""
+        index, uncovered_after = self.current(store, dim)
         allowed: np.ndarray | None = None
         if filters.active:
             allowed = store.allowed_ids(filters)
-            if allowed.size == 0:
-                return {}
+        if index is not None and index.ntotal == 0:
+            index = None
+        return NearestLookup(index, uncovered_after, allowed, filters)
+
+
+@dataclass(frozen=True)
+class NearestLookup:
+    """One nearest-chunks query in two steps: `search_file` touches only FAISS (any thread,
+    the GIL released during the scan); `finish` reads SQLite (the store's thread) to drop
+    chunks deleted since a stale file was written and to score the chunks it does not cover."""
+
+    index: Any  # the FAISS index in use, or None (every chunk is scored from SQLite)
+    uncovered_after: int | None  # chunks with a greater id are not in the file; None: all are
+    allowed: np.ndarray | None  # ids the filters allow (int64), None: no filter
+    filters: Filters
+
+    @property
+    def nothing_allowed(self) -> bool:
+        return self.allowed is not None and self.allowed.size == 0
+
+    def search_file(self, vector: np.ndarray, n: int) -> list[tuple[int, float]]:
+        """The file's best min(n, its size) allowed chunks, deleted ones included when the
+        file is stale (finish drops them)."""
+        if self.index is None or self.nothing_allowed:
+            return []
+        return _file_search(self.index, vector, min(n, int(self.index.ntotal)), self.allowed)
+
+    def finish(
+        self, store: Store, vector: np.ndarray, n: int, file_hits: list[tuple[int, float]]
+    ) -> dict[int, float]:
+        """{chunk id: score} of the best `n` committed chunks, from `file_hits` (search_file's
+        answer) and SQLite."""
+        if self.nothing_allowed:
+            return {}
         found: dict[int, float] = {}
-        if index is not None and index.ntotal > 0:
-            stale = uncovered_after is not None
-            found.update(_search_file(index, store, vector, n, allowed, stale))
-        if uncovered_after is not None:
-            for cid, score in _scan(store, vector, n, uncovered_after, filters):
+        if self.index is not None:
+            stale = self.uncovered_after is not None and self.allowed is None
+            found.update(self._live(store, vector, n, file_hits) if stale else file_hits)
+        if self.uncovered_after is not None:
+            for cid, score in _scan(store, vector, n, self.uncovered_after, self.filters):
                 if score > found.get(cid, -np.inf):
                     found[cid] = score
         return found
+
+    def _live(
+        self, store: Store, vector: np.ndarray, n: int, hits: list[tuple[int, float]]
+    ) -> list[tuple[int, float]]:
+        """The best n live chunks of a stale file, which may hold chunks deleted since it was
+        written: those are dropped, fetching deeper until n live ones are found (a filter's
+        id selector, built from SQLite, already leaves them out)."""
+        total = int(self.index.ntotal)
+        want = min(n, total)
+        while True:
+            live = store.live_ids([cid for cid, _ in hits])
+            kept = [(cid, s) for cid, s in hits if cid in live]
+            if len(kept) >= n or want >= total:
+                return kept
+            want = min(total, want * 4)
+            hits = _file_search(self.index, vector, want, None)
 
 
 @contextlib.contextmanager
@@ -426,15 +481,15 @@ def _faiss_single_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _search_file(
-    index: Any, store: Store, vector: np.ndarray, n: int, allowed: np.ndarray | None, stale: bool
+def _file_search(
+    index: Any, vector: np.ndarray, want: int, allowed: np.ndarray | None
 ) -> list[tuple[int, float]]:
-    """The best n live chunks in the FAISS file. A stale file may hold chunks deleted since
-    it was written: those are dropped, fetching deeper until n live ones are found (the
-    filter's id selector, built from SQLite, already leaves them out)."""
+    """The best `want` chunks of the FAISS file by inner product with `vector`, only the
+    `allowed` ids when given."""
     import faiss
 
     params: Any = None
+    selector: Any = None  # held here for the search: params.sel does not keep it alive
     if allowed is not None:
         selector = faiss.IDSelectorBatch(allowed)
         inner = faiss.downcast_index(index)
@@ -444,24 +499,13 @@ def _search_file(
         else:
             params = faiss.SearchParameters()
         params.sel = selector
-        stale = False
-    total = int(index.ntotal)
-    want = min(n, total)
-    while True:
-        # shape: vector (1, dim) float32 -> scores, ids (1, want)
-        with _faiss_single_thread():
-            if params is None:
-                scores, ids = index.search(vector, want)
-            else:
-                scores, ids = index.search(vector, want, params=params)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-        if not stale:
-            return hits
-        live = store.live_ids([cid for cid, _ in hits])
-        kept = [(cid, s) for cid, s in hits if cid in live]
-        if len(kept) >= n or want >= total:
-            return kept
-        want = min(total, want * 4)
+    # shape: vector (1, dim) float32 -> scores, ids (1, want)
+    with _faiss_single_thread():
+        if params is None:
+            scores, ids = index.search(vector, want)
+        else:
+            scores, ids = index.search(vector, want, params=params)
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
 def _scan(

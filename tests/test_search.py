@@ -1067,3 +1067,64 @@ def test_cli_explain(indexed: tuple[Path, Path], capsys: pytest.CaptureFixture[s
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and all(set(r) == HIT_FIELDS | {"explain"} for r in rows)
     assert {"semantic", "keyword", "fused", "rules"} <= set(rows[0]["explain"])
+
+
+def test_searches_in_several_threads_answer_as_one_thread_does(
+    indexed: tuple[Path, Path],
+) -> None:
+    # Every Searcher of the process embeds its queries in the one query thread while its own
+    # thread ranks keywords: concurrent searches must not mix up their vectors.
+    from concurrent.futures import ThreadPoolExecutor
+
+    _root, index_dir = indexed
+    queries = ["send a request over the socket", "parse_config", "HttpClient.send", "slugify"]
+
+    def answers(query: str) -> list[tuple[str, int, int]]:
+        with Searcher(index_dir) as searcher:
+            return [(h.path, h.start_line, h.end_line) for h in searcher.search(query, k=5)]
+
+    alone = {q: answers(q) for q in queries}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(answers, queries * 3))
+    assert together == [alone[q] for q in queries * 3]
+    assert all(alone.values())
+
+
+def test_a_forked_child_searches_with_its_own_query_thread(indexed: tuple[Path, Path]) -> None:
+    # The parent's query thread is not copied by fork: the child starts its own, not waits
+    # forever on the inherited executor.
+    import multiprocessing
+
+    _root, index_dir = indexed
+    with Searcher(index_dir) as searcher:
+        expected = [(h.path, h.start_line) for h in searcher.search("parse the config file")]
+    queue: multiprocessing.Queue[list[tuple[str, int]]] = multiprocessing.get_context(
+        "fork"
+    ).Queue()
+    child = multiprocessing.get_context("fork").Process(
+        target=_search_into, args=(index_dir, "parse the config file", queue)
+    )
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child's search did not finish")
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == expected
+
+
+def _search_into(index_dir: Path, query: str, queue: object) -> None:
+    with Searcher(index_dir) as searcher:
+        queue.put([(h.path, h.start_line) for h in searcher.search(query)])  # type: ignore[attr-defined]
+
+
+def test_only_chunks_whose_symbol_relates_can_define_a_qualified_name() -> None:
+    from coarch.definitions import could_define
+
+    assert could_define("HttpClient.send", ("HttpClient.send",))
+    assert could_define("HttpClient.send", ("HttpClient",))  # encloses a small member
+    assert could_define("HttpClient.send", ("net.HttpClient.send.retry",))
+    assert could_define("http_client.send", ("HttpClient.send",))  # case and _ ignored
+    assert not could_define("HttpClient.send", ("Mailer.send",))
+    assert not could_define("HttpClient.send", ())
+    assert could_define("send", ())  # a bare name may be defined in any chunk's text

@@ -63,6 +63,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 """
 
 
+# Most of an index a reader maps (page cache, given back under pressure; not heap).
+READER_MMAP_BYTES = 1 << 30
+
+
 def fts_rules() -> str:
     """What decides a chunk's FTS5 terms in this process: the term rules' version and the
     Unicode version of Python's tables (a Python upgrade may change how a word is cut or
@@ -78,6 +82,9 @@ def prepare(conn: sqlite3.Connection, readonly: bool) -> bool:
     conn.execute("PRAGMA busy_timeout = 10000")
     if readonly:
         conn.execute("PRAGMA query_only = ON")
+        # Readers map the file instead of copying pages into SQLite's small page cache (2 MB,
+        # a few thousand chunks): a search reads chunks scattered over the whole table.
+        conn.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
         if _schema_version(conn) is None:
             raise sqlite3.DatabaseError("no schema version")
         return False

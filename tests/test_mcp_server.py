@@ -196,35 +196,32 @@ def test_warm_up_makes_the_first_check_so_the_first_search_lists_nothing(
 
 
 def test_server_module_loads_no_libtorch_before_the_first_search() -> None:
-    import subprocess
 
     from coarch import mcp_server, search
 
-    probe = (
-        "import sys, coarch.mcp_server, coarch.cli; "
-        "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.index') "
-        "if m in sys.modules))"
+    loaded = _heavy_modules_after(
+        "import coarch.mcp_server, coarch.cli", ("coarch._core", "numpy", "coarch.index")
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(REPO)},
-        check=True,
-    ).stdout
-    assert out.strip() == "[]"
+    assert loaded == "[]"
     assert (mcp_server.DEFAULT_K, mcp_server.MAX_K) == (search.DEFAULT_K, search.MAX_K)
 
 
 def test_the_cli_parser_loads_nothing_heavy() -> None:
-    import subprocess
 
     # `coarch mcp` builds every subcommand's parser before the server answers `initialize`.
-    probe = (
-        "import sys, coarch.cli; coarch.cli.build_parser(); "
-        "print(sorted(m for m in ('coarch._core', 'numpy', 'coarch.search', 'coarch.store')"
-        " if m in sys.modules))"
+    loaded = _heavy_modules_after(
+        "import coarch.cli; coarch.cli.build_parser()",
+        ("coarch._core", "numpy", "coarch.search", "coarch.store"),
     )
+    assert loaded == "[]"
+
+
+def _heavy_modules_after(code: str, modules: tuple[str, ...]) -> str:
+    """The sorted list (as printed) of `modules` loaded after running `code` in a fresh
+    interpreter."""
+    import subprocess
+
+    probe = f"import sys; {code}; print(sorted(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,
@@ -232,7 +229,7 @@ def test_the_cli_parser_loads_nothing_heavy() -> None:
         env={"PYTHONPATH": str(REPO)},
         check=True,
     ).stdout
-    assert out.strip() == "[]"
+    return out.strip()
 
 
 def test_many_changes_answer_at_once_and_count_stale_files(indexed: tuple[Path, Path]) -> None:

@@ -338,10 +338,12 @@ class VectorIndex:
         self.path = faiss_path(index_dir)
         self._index: Any = None
         self._key: tuple[object, ...] | None = None
+        # A file found in place of the open one that failed the checksum its meta records.
+        self._refused_key: tuple[object, ...] | None = None
 
     def forget(self) -> None:
         """Drops the open file (the next use reopens it)."""
-        self._index, self._key = None, None
+        self._index, self._key, self._refused_key = None, None, None
 
     def current(self, store: Store, dim: int) -> tuple[Any, int | None]:
         """(FAISS index or None, id after which chunks must be scored from SQLite, or None
@@ -356,7 +358,7 @@ class VectorIndex:
             self.forget()
             return None, 0
         key = (meta.get("faiss_generation"), meta.get("faiss_checksum"), st.st_mtime_ns, st.st_ino)
-        if self._key != key:
+        if self._key != key and not self._keeps_open_file(key, meta):
             self._index, self._key = None, key
             self._index = self._open(meta, dim)
         if self._index is None:
@@ -370,6 +372,25 @@ class VectorIndex:
         if covered < 0:
             return None, 0
         return self._index, covered
+
+    def _keeps_open_file(self, key: tuple[object, ...], meta: Mapping[str, str]) -> bool:
+        """Whether the file open now still serves `meta` although another file is in its
+        place: a writer renames its new file in place first and commits the new file's
+        checksum a moment later (vectors.sync). A reader between the two sees the old meta and
+        the new file, which fails the old checksum; the file it has mapped is still the one
+        that meta describes (a rename leaves the old inode's bytes as they were; a file
+        rewritten in place does not, hence the inode test). The key is kept, so the next search
+        looks again."""
+        old = self._key
+        if self._index is None or old is None or old[:2] != key[:2] or old[3] == key[3]:
+            return False
+        if key == self._refused_key:
+            return True  # checked already: reading the whole file again would only cost
+        if check_file(self.path, meta) not in ("corrupt", "missing"):
+            return False  # the same bytes under a new inode or mtime: reopen it
+        log.debug("%s replaced, its checksum not committed yet: keeping the open one", self.path)
+        self._refused_key = key
+        return True
 
     def _open(self, meta: Mapping[str, str], dim: int) -> Any:
         # Checked once per file opened: FAISS reads damaged bytes without complaint.

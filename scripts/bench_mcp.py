@@ -48,6 +48,7 @@ from bench_search import IDENTIFIERS, QUERIES
 from benchenv import search_environment
 
 import coarch
+from coarch.embedder import QUERY_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,11 +345,16 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         with coarch.Index(root, index_dir=index_dir) as index:
             summary = index.build()
+            status = index.status()
         built = {
             "files": summary.files_total,
             "bytes": size,
             "chunks": summary.chunks_total,
             "index_seconds": round(time.perf_counter() - t, 1),
+            # Queries are embedded in the index's precision, on QUERY_THREADS threads.
+            "precision": status["precision"],
+            "precision_reason": status["precision_reason"],
+            "query_threads": QUERY_THREADS,
         }
         print(f"bench_mcp: indexed {built}", file=sys.stderr)
         mcp = with_load(lambda: anyio.run(mcp_phase, root, index_dir, args.queries))

@@ -874,6 +874,38 @@ def test_missing_faiss_file_falls_back_to_sqlite(index_copy: tuple[Path, Path]) 
         assert [h.path for h in filtered] == ["mathx/fib.go"]
 
 
+def test_a_vectors_file_renamed_in_before_its_checksum_is_committed_is_not_called_damaged(
+    index_copy: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vectors.sync renames its new file in place, then commits its checksum. A reader that
+    searches between the two sees the old checksum beside the new file: it keeps the file it
+    has open (still the one that checksum describes), warns of nothing, and takes the new file
+    once its checksum is committed."""
+    from coarch import vectors
+
+    _, index_dir = index_copy
+    newer = tmp_path / "newer"
+    shutil.copytree(index_dir, newer)
+    with Store(newer) as writer:  # the writer's new file: IVF, so other bytes than the flat one
+        dim = int(writer.get_meta("dim") or 0)
+        assert vectors.sync(writer, newer, dim, threshold=1, force=True).kind == "ivf"
+        new_meta = {k: v for k, v in writer.meta().items() if k.startswith("faiss_")}
+    query = "where are HTTP redirects followed"
+    with Searcher(index_dir) as searcher:
+        before = [(h.path, h.start_line) for h in searcher.search(query, k=3, mode="semantic")]
+        os.replace(newer / "vectors.faiss", index_dir / "vectors.faiss")  # step 1: the rename
+        with caplog.at_level("WARNING", logger="coarch"):
+            between = [(h.path, h.start_line) for h in searcher.search(query, k=3, mode="semantic")]
+            with Store(index_dir) as writer, writer.transaction():  # step 2: the commit
+                for key, value in new_meta.items():
+                    writer.set_meta(key, value)
+            after = [(h.path, h.start_line) for h in searcher.search(query, k=3, mode="semantic")]
+            assert vectors.freshness(searcher.store, index_dir) is None
+    assert before[0][0] == "net/http_client.py"
+    assert between == before and after == before
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 def copy_python_files(dest: Path, count: int) -> int:
     """Copies `count` mid-sized modules of the standard library into `dest`."""
     import sysconfig

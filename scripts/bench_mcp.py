@@ -345,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         with coarch.Index(root, index_dir=index_dir) as index:
             summary = index.build()
-            status = index.status()
+            index_seconds = time.perf_counter() - t
+            status = index.status(pending=False)
         built = {
             "files": summary.files_total,
             "bytes": size,
             "chunks": summary.chunks_total,
-            "index_seconds": round(time.perf_counter() - t, 1),
+            "index_seconds": round(index_seconds, 1),
             # Queries are embedded in the index's precision, on QUERY_THREADS threads.
             "precision": status["precision"],
             "precision_reason": status["precision_reason"],

@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
 # Token counts of each line of a text (text.split("\n")), as a TokenCounter gives each alone.
 LineCounter = Callable[[str], list[int]]
-# Bumped whenever chunk boundaries, symbols or their stored form change: every file of an
-# existing index is then chunked again (vectors of unchanged texts are re-used).
-CHUNKER_VERSION = "4"
+# Bumped whenever chunk boundaries, symbols or their stored form change, or what the model reads
+# for a chunk (coarch.chunk_vectors): every file of an existing index is then chunked again
+# (vectors whose cache key is unchanged are re-used).
+CHUNKER_VERSION = "5"
 # Larger texts are cut by lines only: a grammar's syntax tree and query matches take about
 # 22 bytes per byte of source (a 20 MB Python file: 593 MB at peak with the grammar, 160 MB
 # without), and a file this large is almost always generated.

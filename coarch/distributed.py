@@ -291,9 +291,8 @@ class IndexWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np
 
-        from coarch.pipeline import model_input
+        from coarch.chunk_vectors import chunk_input
         from coarch.progress import peak_rss
-        from coarch.store import text_hash
 
         paths = [str(p) for p in batch["path"]]
         items, invalid = [], []
@@ -310,7 +309,7 @@ class IndexWorker:
         for path, item, bad in zip(paths, items, invalid):
             own = {}
             for chunk in getattr(item, "chunks", ()):
-                key = text_hash(model_input(chunk))
+                key = chunk_input(chunk).key
                 if key in vectors:
                     own[key] = vectors[key]
             results.append(
@@ -337,23 +336,22 @@ class IndexWorker:
         by length (little padding), and how many each file needed."""
         import numpy as np
 
-        from coarch.pipeline import model_input
-        from coarch.store import text_hash
+        from coarch.chunk_vectors import ChunkInput, chunk_input, embed_chunks
 
-        pool: dict[str, tuple[int, str]] = {}
+        pool: dict[str, tuple[int, ChunkInput]] = {}
         per_file: dict[str, int] = {}
         for path, item, known in zip(paths, items, held):
             for chunk in getattr(item, "chunks", ()):
-                text = model_input(chunk)
-                key = text_hash(text)
+                given = chunk_input(chunk)
+                key = given.key
                 if key not in known and key not in pool:
-                    pool[key] = (chunk.tokens, text)
+                    pool[key] = (chunk.tokens, given)
                     per_file[path] = per_file.get(path, 0) + 1
         if not pool:
             return {}, per_file
         ordered = sorted(pool.items(), key=lambda kv: -kv[1][0])
-        rows = self.embedder.encode(
-            [text for _, (_, text) in ordered], batch_tokens=self.settings.batch_tokens
+        rows = embed_chunks(
+            self.embedder, [given for _, (_, given) in ordered], self.settings.batch_tokens
         )
         rows = np.ascontiguousarray(rows, dtype="<f4")
         return {key: row.tobytes() for (key, _), row in zip(ordered, rows)}, per_file
@@ -482,6 +480,7 @@ class RayPipeline:
         meanwhile is chunked and embedded here, as a local run does."""
         import numpy as np
 
+        from coarch.chunk_vectors import embed_chunks
         from coarch.discovery import SkippedFile
         from coarch.pipeline import Waiting, WriteFile
 
@@ -510,10 +509,10 @@ class RayPipeline:
         # just embedded were not.
         summary.chunks_reused -= result.embedded
         if isinstance(op, Waiting):
-            texts = [text for _, _, text in op.need]
-            rows = np.ascontiguousarray(embedder.encode(texts), dtype="<f4")
+            inputs = [given for _, _, given in op.need]
+            rows = np.ascontiguousarray(embed_chunks(embedder, inputs), dtype="<f4")
             for (key, _, _), row in zip(op.need, rows):
                 checkpoint.vectors[key] = row.tobytes()
-            summary.chunks_embedded += len(texts)
+            summary.chunks_embedded += len(inputs)
             op = WriteFile(op.file, op.rows)
         checkpoint.ops.append(op)

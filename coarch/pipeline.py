@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
+from coarch.chunk_vectors import ChunkInput, chunk_input, embed_chunks
 from coarch.chunking import Chunk, Chunker
 from coarch.discovery import Candidate, Discovery, Skip, SkippedFile, SourceFile
 from coarch.errors import ConfigError
 from coarch.identifiers import model_text
 from coarch.settings import env_number
-from coarch.store import FileState, NewChunk, Store, text_hash
+from coarch.store import FileState, NewChunk, Store
 
 if TYPE_CHECKING:
     from coarch.embedder import Embedder
@@ -74,12 +75,6 @@ def new_chunker(embedder: Embedder, target_tokens: int | None = None) -> Chunker
         target_tokens=target_tokens,
         count_lines=count_model_line_tokens,
     )
-
-
-def model_input(chunk: Chunk) -> str:
-    """What the model reads for a chunk (its embedded text, identifiers split into words); its
-    text_hash is the key of the chunk's vector."""
-    return model_text(chunk.embed_text)
 
 
 # ---- store operations: what a checkpoint writes ---------------------------------------------
@@ -293,12 +288,12 @@ def _read_files(
 
 @dataclass(slots=True)
 class Waiting:
-    """A file whose chunks wait for vectors: `need` lists the (hash, tokens, embedded text) of
-    those not found in the cache; `missing` the hashes still without a vector."""
+    """A file whose chunks wait for vectors: `need` lists the (key, tokens, model input) of
+    those not found in the cache; `missing` the keys still without a vector."""
 
     file: ChunkedFile
     rows: list[NewChunk]
-    need: list[tuple[str, int, str]]
+    need: list[tuple[str, int, ChunkInput]]
     missing: set[str] = field(default_factory=set)
 
 
@@ -345,16 +340,16 @@ class Preparer:
         self.indexer.tally.bytes_done += got.size
         self.indexer.tally.chunks_seen += len(got.chunks)
         self.indexer.summary.files_indexed += 1
-        inputs = [model_input(c) for c in got.chunks]
+        inputs = [chunk_input(c) for c in got.chunks]
         rows = [
-            NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text, text_hash(text))
-            for c, text in zip(got.chunks, inputs)
+            NewChunk(c.start_line, c.end_line, c.language, c.symbols, c.text, given.key)
+            for c, given in zip(got.chunks, inputs)
         ]
         hashes = [r.text_hash for r in rows]
         cached = store.cached_hashes(h for h in hashes if h not in vectors)
         need = [
-            (r.text_hash, c.tokens, text)
-            for r, c, text in zip(rows, got.chunks, inputs)
+            (r.text_hash, c.tokens, given)
+            for r, c, given in zip(rows, got.chunks, inputs)
             if r.text_hash not in cached and r.text_hash not in vectors
         ]
         self.indexer.summary.chunks_reused += len(rows) - len({h for h, _, _ in need})
@@ -405,7 +400,7 @@ class LocalPipeline:
         self.prepare = Preparer(indexer, embedder)
         self.embed_batch = max(1, indexer.options.embed_batch)
         self.pool_size = max(self.embed_batch, indexer.options.embed_pool)
-        self.pool: dict[str, tuple[int, str]] = {}  # hash -> (tokens, embedded text), to embed
+        self.pool: dict[str, tuple[int, ChunkInput]] = {}  # key -> (tokens, input), to embed
         self.waiting: list[Waiting] = []  # files some of whose vectors are missing
 
     def run(
@@ -475,8 +470,8 @@ class LocalPipeline:
     def _take(self, got: WorkItem) -> None:
         op = self.prepare(got)
         if isinstance(op, Waiting):
-            for h, tokens, text in op.need:
-                self.pool.setdefault(h, (tokens, text))
+            for h, tokens, given in op.need:
+                self.pool.setdefault(h, (tokens, given))
             op.missing = {h for h, _, _ in op.need}
             op.need = []
             self.waiting.append(op)
@@ -497,18 +492,18 @@ class LocalPipeline:
             self._embed(items[i : i + self.embed_batch])
             self._maybe_commit()
 
-    def _embed(self, batch: list[tuple[str, tuple[int, str]]]) -> None:
+    def _embed(self, batch: list[tuple[str, tuple[int, ChunkInput]]]) -> None:
         """One call into the embedder; files whose last missing vector came are ready."""
         indexer, summary = self.indexer, self.indexer.summary
-        texts = [text for _, (_, text) in batch]
+        inputs = [given for _, (_, given) in batch]
         t0 = time.monotonic()
         base = summary.chunks_embedded
 
         def on_batch(done: int, total: int) -> None:
             indexer.progress("indexing", embedded=base + done)
 
-        vecs = self.embedder.encode(
-            texts, batch_tokens=indexer.options.batch_tokens, progress=on_batch
+        vecs = embed_chunks(
+            self.embedder, inputs, batch_tokens=indexer.options.batch_tokens, progress=on_batch
         )
         summary.embed_seconds += time.monotonic() - t0
         summary.chunks_embedded += len(batch)

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+import coarch
+from coarch.chunk_vectors import NAME_WEIGHT, ChunkInput, name_text
+from coarch.chunking import chunk_header
+from coarch.identifiers import model_text
+from coarch.store import ChunkRow, NewChunk
+
 # A small, varied slice of the standard library: ~30 files, ~500 chunks with the default model.
 STDLIB_FILES = (
     "json/__init__.py",
@@ -105,3 +111,18 @@ def index_vectors(index_dir: Path, chunks_only: bool = True) -> dict[str, np.nda
         except sqlite3.OperationalError:  # no tables yet
             return {}
     return {h: np.frombuffer(v, dtype="<f4") for h, v in rows}
+
+
+def model_input_at(path: str, row: NewChunk | ChunkRow) -> ChunkInput:
+    """What the model reads for a stored chunk under `path`: its header and source, and its
+    names."""
+    return ChunkInput(model_text(chunk_header(path, row.symbol) + row.text), name_text(row.symbols))
+
+
+def vector_of(embedder: coarch.Embedder, given: ChunkInput) -> np.ndarray:
+    """A chunk's vector computed here from the model: its text's, plus NAME_WEIGHT times its
+    names', normalised (coarch.chunk_vectors)."""
+    vector: np.ndarray = embedder.encode([given.text])[0]
+    if given.name:
+        vector = vector + NAME_WEIGHT * embedder.encode([given.name])[0]
+    return vector / float(np.linalg.norm(vector))

@@ -21,22 +21,22 @@ from indexing_helpers import (
     STDLIB_FILES,
     index_rows,
     index_vectors,
+    model_input_at,
     stdlib_tree,
+    vector_of,
 )
 
 import coarch
 from coarch import _core
 from coarch import vectors as faiss_file
-from coarch.chunking import chunk_header
 from coarch.cli import main
 from coarch.errors import ConfigError, IndexLockedError
-from coarch.identifiers import model_text
 from coarch.index import Index
 from coarch.indexer import IndexSummary
 from coarch.locking import IndexLock
 from coarch.memory import max_file_size_ceiling
 from coarch.progress import IndexProgress
-from coarch.store import Store, text_hash
+from coarch.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,14 +96,14 @@ def test_indexes_a_real_tree(
     assert {r[0] for r in rows} == {f"lib/{f}" for f in STDLIB_FILES}
     assert any(r[0] == "lib/json/decoder.py" and r[3] == "py_scanstring" for r in rows)
     with Store(idx, readonly=True) as store:
-        # Stored vectors are the model's vectors of the stored text (header included), as the
-        # model reads it: identifiers split into words.
+        # Stored vectors are the model's vectors of the stored text (header included) and of
+        # its names, as the model reads them: identifiers split into words.
         chunk_id, digest = store.conn.execute(
             "SELECT c.id, c.text_hash FROM chunks c JOIN files f ON f.id = c.file_id"
             " WHERE f.path = 'lib/bisect.py' ORDER BY c.id LIMIT 1"
         ).fetchone()
         (row,) = store.chunks_by_ids([chunk_id])
-        expected = embedder.encode([model_text(chunk_header(row.path, row.symbol) + row.text)])[0]
+        expected = vector_of(embedder, model_input_at(row.path, row))
         stored = index_vectors(idx)[digest]
         assert float(np.dot(expected, stored)) > 0.999
         # The nearest chunks of a question are the right file's.
@@ -208,16 +208,14 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(
     with Store(idx, readonly=True) as store:
         rows = store.chunks_of("legacy/attic/old_stuff.py")
         cached = store.get_vectors([r.text_hash for r in rows])
-        new_keys = [
-            text_hash(model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text))
-            for r in rows
-        ]
+        new_keys = [model_input_at("legacy/attic/old_stuff.py", r).key for r in rows]
         assert rows and not store.cached_hashes(new_keys)  # no vector filed under a lie
+    assert any(r.symbols for r in rows)
     for r in rows:
-        embedded = model_text(chunk_header("net/upload.py", r.symbol) + r.text)
-        assert r.text_hash == text_hash(embedded)
+        embedded = model_input_at("net/upload.py", r)
+        assert r.text_hash == embedded.key
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
-        assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
+        assert float(np.dot(vector_of(embedder, embedded), stored)) > 0.9999
 
     # Changed: every chunk is hashed and embedded under the path it has now.
     moved.write_text(moved.read_text() + "\n\ndef added_later():\n    return 'new'\n")
@@ -228,10 +226,10 @@ def test_renamed_file_vectors_keep_an_honest_cache_key(
         cached = store.get_vectors([r.text_hash for r in rows])
     assert len(rows) >= 3 and summary.chunks_embedded == len(rows)
     for r in rows:
-        embedded = model_text(chunk_header("legacy/attic/old_stuff.py", r.symbol) + r.text)
-        assert r.text_hash == text_hash(embedded)
+        embedded = model_input_at("legacy/attic/old_stuff.py", r)
+        assert r.text_hash == embedded.key
         stored = np.frombuffer(cached[r.text_hash], dtype="<f4")
-        assert float(np.dot(embedder.encode([embedded])[0], stored)) > 0.9999
+        assert float(np.dot(vector_of(embedder, embedded), stored)) > 0.9999
 
 
 def test_model_change_and_full_force_a_rebuild(tmp_path: Path) -> None:

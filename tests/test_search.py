@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from indexing_helpers import model_input_at, vector_of
 
 import coarch
+from coarch.chunk_vectors import ChunkInput
 from coarch.cli import main
 from coarch.embedder import get_embedder
 from coarch.errors import IndexNotFoundError, ModelMismatchError, UsageError
@@ -1031,8 +1033,10 @@ def test_chunks_and_queries_are_embedded_with_identifiers_as_words(index: Index)
             ]
         )
         vector = np.frombuffer(next(iter(stored.values())), dtype="<f4")
+        as_words = vector_of(embedder, model_input_at(row.path, row))
         raw = chunk_header(row.path, row.symbol) + row.text
-        as_words, as_written = embedder.encode([model_text(raw), raw])
+        raw_names = " ".join(s.rsplit(".", 1)[-1] for s in row.symbols)
+        as_written = vector_of(embedder, ChunkInput(raw, raw_names))
         assert _cosine(vector, as_words) > 0.999
         assert _cosine(vector, as_words) - _cosine(vector, as_written) > 0.005
         # The query goes through the same form: its score is the cosine with that form.

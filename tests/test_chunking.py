@@ -86,10 +86,18 @@ def test_python_definitions(chunker: Chunker) -> None:
 
 
 def test_small_definitions_are_merged_up_to_the_target(chunker: Chunker) -> None:
-    chunks = chunker.chunk("pkg/client.py", PYTHON, "python")
-    assert len(chunks) == 1  # the whole file fits in one chunk of the default target
+    roomy = Chunker(chunker.count_tokens, chunker.max_tokens, target_tokens=192)
+    chunks = roomy.chunk("pkg/client.py", PYTHON, "python")
+    assert len(chunks) == 1  # the whole file fits in one chunk of 192 tokens
     assert chunks[0].start_line == 1 and chunks[0].end_line == 21
     assert chunks[0].symbol == "HttpClient, retry_upload"
+    # The default target, 3/8 of the model's input (96 tokens), keeps the two apart.
+    assert chunker.target_tokens == chunker.max_tokens * 3 // 8 == 96
+    default = chunker.chunk("pkg/client.py", PYTHON, "python")
+    assert [(c.start_line, c.end_line, c.symbol) for c in default] == [
+        (1, 16, "HttpClient"),
+        (19, 21, "retry_upload"),
+    ]
 
 
 def test_big_class_is_cut_along_its_methods(chunker: Chunker) -> None:

@@ -85,6 +85,7 @@ def embed_chunks(
     vectors = embedder.encode(
         [i.text for i in inputs], batch_tokens=batch_tokens, progress=progress
     )
+    # Longest first, as the pipeline orders the texts: batches of like lengths pad little.
     names = sorted({i.name for i in inputs if i.name}, key=len, reverse=True)
     if not names:
         return vectors
@@ -92,6 +93,6 @@ def embed_chunks(
     row_of = {name: row for row, name in enumerate(names)}
     named = np.array([n for n, i in enumerate(inputs) if i.name], dtype=np.intp)
     rows = np.array([row_of[inputs[n].name] for n in named], dtype=np.intp)
-    vectors[named] += NAME_WEIGHT * name_vectors[rows]
-    vectors[named] /= np.linalg.norm(vectors[named], axis=1, keepdims=True)
+    combined = vectors[named] + NAME_WEIGHT * name_vectors[rows]
+    vectors[named] = combined / np.linalg.norm(combined, axis=1, keepdims=True)
     return vectors

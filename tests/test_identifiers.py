@@ -1,7 +1,7 @@
 """coarch.identifiers: identifier splitting, FTS5 index text and safe MATCH expressions.
 
 The FTS5 checks run against a real SQLite FTS5 table declared with the tokenizer the store uses
-(unicode61, tokenchars '_'), so "safe" and "matches" mean what SQLite says they mean.
+(Porter over unicode61, tokenchars '_'), so "safe" and "matches" mean what SQLite says they mean.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from coarch.identifiers import (
     query_words,
     split_identifier,
 )
-
-FTS_TOKENIZER = "unicode61 tokenchars '_'"
+from coarch.store.schema import FTS_TOKENIZER
 
 
 @pytest.fixture()
@@ -189,6 +188,21 @@ def test_exact_identifier_outranks_its_parts(fts: sqlite3.Connection) -> None:
     assert matching_rows(fts, "parse_config") == [2, 1]
     assert matching_rows(fts, "parseConfig")[0] in (1, 2)  # both hold `parse` and `config`
     assert matching_rows(fts, "configuration") == []
+
+
+def test_description_words_meet_code_words_by_their_stem(fts: sqlite3.Connection) -> None:
+    """A description says "retries", "uploads", "parsed"; the code says `retry_upload` and
+    `parse`: the stemmer makes them one term on both sides."""
+    rows = [
+        (1, "def retry_upload(buffer):\n    return send(buffer)"),
+        (2, "def parse(text): return tokens(text)"),
+        (3, "def unrelated(): pass"),
+    ]
+    for rowid, text in rows:
+        fts.execute("INSERT INTO t(rowid, body) VALUES (?, ?)", (rowid, index_terms(text)))
+    assert matching_rows(fts, "retries the uploads of buffers") == [1]
+    assert matching_rows(fts, "the parsed tokens") == [2]
+    assert matching_rows(fts, "retry_upload") == [1]  # the identifier itself still matches
 
 
 def test_camel_case_query_finds_snake_case_code(fts: sqlite3.Connection) -> None:

@@ -13,7 +13,8 @@ import pytest
 from coarch import vectors as faiss_file
 from coarch.errors import CorruptIndexError, IndexNotFoundError
 from coarch.identifiers import query_terms
-from coarch.store import NewChunk, Store, fts_rules, text_hash
+from coarch.store import NewChunk, Store, fts_rules, schema, text_hash
+from coarch.store import fts as fts_rows
 
 DIM = 8
 
@@ -138,6 +139,32 @@ def test_fts_rebuilt_when_its_term_rules_change(store: Store) -> None:
             writer.remove_file("src/other.py")
         for word in ("src", "parse", "config", "http", "client", "retry", "oldbody"):
             assert fts(writer, word) == [], word
+        assert writer.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 0
+
+
+def test_fts_table_made_again_under_the_stemmer(store: Store) -> None:
+    """An index whose keyword table was made without the stemmer (an older coarch) gets it made
+    again, stemmed, by the next writer: "parsing retries" then finds `parse_retry`, and deleting
+    the file leaves no row behind."""
+    put(store, "src/a.py", [chunk("def parse_retry(path):\n    return path", "parse_retry")])
+    with store.transaction():
+        store.conn.execute("DROP TABLE chunks_fts")
+        unstemmed = schema.FTS_TABLE.replace(schema.FTS_TOKENIZER, "unicode61 tokenchars '_'")
+        store.conn.execute(unstemmed)
+        stored = (
+            "SELECT c.id, f.path, c.symbol, c.text FROM chunks c JOIN files f ON f.id = c.file_id"
+        )
+        fts_rows.insert(store.conn, store.conn.execute(stored).fetchall())
+        store.set_meta("fts_rules", "terms 1, unicode 1.1.0")
+    assert fts(store, "parse_retry") != [] and fts(store, "parsing retries") == []
+    store.close()
+
+    with Store(store.index_dir) as writer:
+        sql = writer.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'")
+        assert "porter" in sql.fetchone()[0]
+        assert len(fts(writer, "parsing retries")) == 1
+        with writer.transaction():
+            writer.remove_file("src/a.py")
         assert writer.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == 0
 
 

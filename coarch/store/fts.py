@@ -2,10 +2,11 @@
 
 A contentless table does not store its text twice, so deleting a row needs the very terms it
 was inserted with, re-derived from the chunk's stored columns. Those terms depend on the term
-rules (coarch.identifiers.TERMS_VERSION) and on Python's Unicode tables (behind `str.lower`
-and `\\w`); meta key `fts_rules` (coarch.store.schema.fts_rules) records both, and a writer that
-opens an index recorded under other rules rebuilds chunks_fts from the chunks before touching
-it. Every FTS5 row is computed here, by `fts_values`, and nowhere else.
+rules (coarch.identifiers.TERMS_VERSION), on the table's tokenizer (its stemmer) and on Python's
+Unicode tables (behind `str.lower` and `\\w`); meta key `fts_rules` (coarch.store.schema.fts_rules)
+records them, and a writer that opens an index recorded under other rules makes chunks_fts again
+from the chunks before touching it. Every FTS5 row is computed here, by `fts_values`, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 
 from coarch.chunking import symbol_text
 from coarch.identifiers import index_terms
+from coarch.store import schema
 from coarch.store.rows import decode_symbols
 
 # (chunk id, path, stored symbol column, text)
@@ -52,9 +54,11 @@ def clear(conn: sqlite3.Connection) -> None:
 
 
 def rebuild(conn: sqlite3.Connection) -> int:
-    """Re-derives every FTS5 row from the stored chunks (inside the caller's transaction);
-    returns how many. Chunk ids are kept: the FAISS file stays valid."""
-    clear(conn)
+    """Makes chunks_fts again under this process's tokenizer and re-derives every row from the
+    stored chunks (inside the caller's transaction); returns how many. Chunk ids are kept: the
+    FAISS file stays valid. Readers keep their snapshot of the old table until the commit."""
+    conn.execute("DROP TABLE IF EXISTS chunks_fts")
+    conn.execute(schema.FTS_TABLE)
     rows = conn.execute(
         "SELECT c.id, f.path, c.symbol, c.text FROM chunks c"
         " JOIN files f ON f.id = c.file_id ORDER BY c.id"

@@ -56,9 +56,17 @@ CREATE INDEX IF NOT EXISTS chunks_file ON chunks(file_id);
 CREATE INDEX IF NOT EXISTS chunks_text_hash ON chunks(text_hash);
 CREATE TABLE IF NOT EXISTS vectors(text_hash TEXT PRIMARY KEY, vector BLOB NOT NULL)
     WITHOUT ROWID;
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+"""
+
+# The keyword table's tokenizer: unicode61 with '_' inside a token (coarch.identifiers makes
+# the terms it splits), under the Porter stemmer, so that a description's "parsed", "retries"
+# or "buffers" meets the code's `parse`, `retry` and `buffer`. The tokenizer is fixed when the
+# table is created: a change of it is a change of `fts_rules`, whose rebuild makes the table
+# again (coarch.store.fts.rebuild).
+FTS_TOKENIZER = "porter unicode61 tokenchars '_'"
+FTS_TABLE = f"""CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
     path_terms, symbol_terms, body_terms,
-    content='', tokenize="unicode61 tokenchars '_'"
+    content='', tokenize="{FTS_TOKENIZER}"
 );
 """
 
@@ -68,10 +76,10 @@ READER_MMAP_BYTES = 1 << 30
 
 
 def fts_rules() -> str:
-    """What decides a chunk's FTS5 terms in this process: the term rules' version and the
-    Unicode version of Python's tables (a Python upgrade may change how a word is cut or
-    lowercased)."""
-    return f"terms {TERMS_VERSION}, unicode {unicodedata.unidata_version}"
+    """What decides a chunk's FTS5 terms in this process: the term rules' version, the
+    tokenizer's stemmer and the Unicode version of Python's tables (a Python upgrade may change
+    how a word is cut or lowercased)."""
+    return f"terms {TERMS_VERSION}, porter, unicode {unicodedata.unidata_version}"
 
 
 def prepare(conn: sqlite3.Connection, readonly: bool) -> bool:
@@ -99,13 +107,13 @@ def prepare(conn: sqlite3.Connection, readonly: bool) -> bool:
     if version is not None and version != SCHEMA_VERSION:
         raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
     if version is not None:
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + FTS_TABLE)
         row = conn.execute("SELECT value FROM meta WHERE key = 'fts_rules'").fetchone()
         return row is None or row[0] != fts_rules()
     # One transaction: a process killed while creating the file leaves either nothing or a
     # whole, marked index (never tables without the marker, which would look foreign).
     conn.executescript(
-        "BEGIN IMMEDIATE;" + _SCHEMA + "INSERT OR REPLACE INTO meta(key, value) VALUES"
+        "BEGIN IMMEDIATE;" + _SCHEMA + FTS_TABLE + "INSERT OR REPLACE INTO meta(key, value) VALUES"
         f" ('schema_version', '{SCHEMA_VERSION}'), ('app', '{APP_MARKER}'),"
         f" ('created_at', '{time.time():.3f}'), ('generation', '0'),"
         f" ('fts_rules', '{fts_rules()}');"  # quote-free: digits, letters, dots

@@ -36,20 +36,34 @@ _MODIFIERS = (
 # like that defines `name` unless it is a statement. Elsewhere such a line is a call (or prose).
 _C_FAMILY_NAMES = "c cpp java csharp objective-c objective-cpp cuda dart glsl d solidity groovy"
 _C_FAMILY = frozenset(_C_FAMILY_NAMES.split())
+# C-family languages where a head ending in `;` is a definition too: an interface's or an
+# abstract method (`boolean cancel(boolean mayInterrupt);`). In C and C++ it is a prototype,
+# which declares what is defined elsewhere.
+_DECLARING = frozenset({"java", "csharp"})
 # First words of a C-family line that make it a statement, not a function head.
 _STATEMENT_WORDS = """
 return if while for switch else new throw case do sizeof delete await yield goto typeof
 """
-_NOT_A_TYPE = frozenset(_STATEMENT_WORDS.split())
+# English words a comment line may start with before naming a function ("in resize() itself,
+# as ..."): no language names a type so, and prose is no definition. Compared lowercased.
+_PROSE_WORDS = """
+a an the in of to from by with see and or as at on is are was like via call calls calling use
+uses using then than when so but that this which where after before also only not it we you
+"""
+_NOT_A_TYPE = frozenset(_STATEMENT_WORDS.split()) | frozenset(_PROSE_WORDS.split())
 
 
 @functools.lru_cache(maxsize=256)
-def _definition_pattern(names: tuple[str, ...], fold: bool, c_family: bool) -> re.Pattern[str]:
+def _definition_pattern(
+    names: tuple[str, ...], fold: bool, c_family: bool, declaring: bool = False
+) -> re.Pattern[str]:
     """A line that defines one of `names`: `def name`, `class name`, `func (r T) name`,
     `pub fn name`, `export const name = (...) =>`, `name = lambda`, `#define name`, a
     JavaScript method head `name(args) {`, and in C-family languages `type name(args)` not
-    ending in `;`. The keyword forms allow only modifiers before them, so prose in a comment
-    or docstring ("uses the class Foo") does not count."""
+    ending in `;` (in Java and C# also ending in `;`: an interface's or abstract method) and
+    `name(args)` at the very start of a line (the GNU style). The keyword forms allow only
+    modifiers before them, so prose in a comment or docstring ("uses the class Foo") does not
+    count, nor does a `type name(` whose "type" is an English word ("in resize() itself")."""
     n = "(?:" + "|".join(re.escape(name) for name in names) + ")"
     ws = r"[^\S\n]"
     alternatives = [
@@ -64,11 +78,19 @@ def _definition_pattern(names: tuple[str, ...], fold: bool, c_family: bool) -> r
         ),
         rf"(?:(?:{_MODIFIERS}|get|set){ws}+)*{n}{ws}*\([^)\n]*\){ws}*(?::[^{{\n]*)?\{{",
     ]
+    head = rf"^{ws}*(?:" + "|".join(alternatives)
     if c_family:
-        alternatives.append(
-            rf"(?P<ctype>(?:[\w<>\[\],*&:~]+{ws}+)+)[*&]*(?:[\w:]+::)?~?{n}{ws}*\([^;\n]*$"
+        rest = r"[^\n]*$" if declaring else r"[^;\n]*$"
+        head += (
+            rf"|(?P<ctype>(?:[\w<>\[\],*&:~]+{ws}+)+)[*&]*(?:[\w:]+::)?~?{n}{ws}*\({rest})"
+            # The GNU and BSD style puts the return type on a line of its own and the name at
+            # the start of the next (`static int\nresize(bitarrayobject *self, ...)`); at the
+            # line's very start, `name(` with no `;` after it is no statement.
+            rf"|^(?:[\w:]+::)?~?{n}{ws}*\([^;\n]*$"
         )
-    return re.compile(rf"^{ws}*(?:" + "|".join(alternatives) + ")", re.IGNORECASE if fold else 0)
+    else:
+        head += ")"
+    return re.compile(head, re.IGNORECASE if fold else 0)
 
 
 def _definition_indent(
@@ -94,7 +116,7 @@ def _definition_indent(
         if match is None:
             continue
         ctype = match.groupdict().get("ctype")
-        if ctype is not None and ctype.split()[0] in _NOT_A_TYPE:
+        if ctype is not None and ctype.split()[0].lower() in _NOT_A_TYPE:
             continue
         return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
     return None
@@ -190,7 +212,8 @@ class _DefinitionMatcher:
     def _definition_line(self, components: Sequence[str], row: ChunkRow) -> int | None:
         """Indentation of the chunk's definition line (None: it has none), the name spelled
         as typed (first pass) or as the chunk's symbol spells it (second pass)."""
-        c_family = (row.language or "") in _C_FAMILY
+        language = row.language or ""
+        c_family = language in _C_FAMILY
         names: tuple[str, ...] = (self.last,)
         fold = False
         if self.fold:
@@ -198,7 +221,7 @@ class _DefinitionMatcher:
             names = tuple(sorted({s for c in components for s in _segments(c) if _loose(s) == key}))
             if not names:
                 names, fold = (self.last,), True
-        pattern = _definition_pattern(names, fold, c_family)
+        pattern = _definition_pattern(names, fold, c_family, language in _DECLARING)
         return _definition_indent(pattern, row.text, names, fold)
 
     def relates(self, components: Sequence[str]) -> bool:
@@ -262,17 +285,24 @@ def ranked_definitions(
     ident: str, rows: Sequence[ChunkRow], fused_order: Sequence[int]
 ) -> list[tuple[ChunkRow, tuple[int, int]]]:
     """The rows that define `ident` with their (tier, indent), best first: by (tier, indent),
-    then rank in `fused_order`, then position. Names compared as typed first; only when none
-    matches, with case and underscores ignored."""
+    then rank in `fused_order`, then position. The pieces of one definition (same file,
+    symbols and tier: a long body cut into chunks whose head was not recognised) share their
+    best rank and come in order, so its first piece leads. Names compared as typed first;
+    only when none matches, with case and underscores ignored."""
     fused_rank = {cid: rank for rank, cid in enumerate(fused_order)}
+    unranked = len(fused_rank)
     for fold in (False, True):
         matcher = _DefinitionMatcher(ident, fold)
         found = [(row, tier) for row in rows if (tier := matcher.tier(row)) is not None]
         if found:
+            best: dict[tuple[str, tuple[str, ...], tuple[int, int]], int] = {}
+            for row, tier in found:
+                key = (row.path, row.symbols, tier)
+                best[key] = min(best.get(key, unranked), fused_rank.get(row.id, unranked))
             found.sort(
                 key=lambda rt: (
                     rt[1],
-                    fused_rank.get(rt[0].id, len(fused_rank)),
+                    best[(rt[0].path, rt[0].symbols, rt[1])],
                     rt[0].path,
                     rt[0].start_line,
                 )

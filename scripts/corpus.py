@@ -31,7 +31,7 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -398,10 +398,16 @@ def _run(argv: list[str], cwd: Path) -> None:
     subprocess.run(argv, cwd=cwd, check=True, capture_output=True, timeout=600)
 
 
-def c_eval_source(cache: Path) -> EvalSource:
+def c_eval_source(
+    cache: Path,
+    sdists: tuple[str, ...] = EVAL_C_SDISTS,
+    globs: tuple[str, ...] = EVAL_C_GLOBS,
+    exclude: re.Pattern[str] | None = EVAL_C_EXCLUDE,
+    folder: str = "c",
+) -> EvalSource:
     """The pinned C sdists from PyPI, downloaded and unpacked once."""
-    root = cache / "c"
-    if not _matching(root, EVAL_C_GLOBS):
+    root = cache / folder
+    if not _matching(root, globs):
         download = cache / "downloads"
         download.mkdir(parents=True, exist_ok=True)
         _run(
@@ -416,30 +422,35 @@ def c_eval_source(cache: Path) -> EvalSource:
                 ":all:",
                 "-d",
                 str(download),
-                *EVAL_C_SDISTS,
+                *sdists,
             ],
             cache,
         )
         root.mkdir(parents=True, exist_ok=True)
-        for spec in EVAL_C_SDISTS:
+        for spec in sdists:
             name, version = spec.split("==")
             with tarfile.open(download / f"{name}-{version}.tar.gz") as archive:
                 archive.extractall(root, filter="data")
     return EvalSource(
-        "c",
-        root,
-        _matching(root, EVAL_C_GLOBS, EVAL_C_EXCLUDE),
-        "PyPI sdists " + ", ".join(EVAL_C_SDISTS),
+        "c", root, _matching(root, globs, exclude), "PyPI sdists " + ", ".join(sdists)
     )
 
 
-def javascript_eval_source(cache: Path) -> EvalSource:
-    """The pinned npm packages, fetched with `npm pack` and unpacked once."""
-    root = cache / "javascript"
-    if not _matching(root, EVAL_JS_GLOBS):
+def npm_eval_source(
+    cache: Path,
+    language: str,
+    packages: tuple[str, ...],
+    globs: tuple[str, ...],
+    exclude: re.Pattern[str] | None,
+    folder: str,
+) -> EvalSource:
+    """Pinned npm packages, fetched with `npm pack` and unpacked once (each in a folder of its
+    name)."""
+    root = cache / folder
+    if not _matching(root, globs):
         download = cache / "downloads"
         download.mkdir(parents=True, exist_ok=True)
-        for spec in EVAL_JS_PACKAGES:
+        for spec in packages:
             name, version = spec.rsplit("@", 1)
             _run(["npm", "pack", "--silent", spec], download)
             target = root / name
@@ -448,43 +459,138 @@ def javascript_eval_source(cache: Path) -> EvalSource:
             shutil.rmtree(target, ignore_errors=True)
             (root / ".unpack" / "package").rename(target)
             shutil.rmtree(root / ".unpack")
-    return EvalSource(
-        "javascript",
-        root,
-        _matching(root, EVAL_JS_GLOBS, EVAL_JS_EXCLUDE),
-        "npm " + ", ".join(EVAL_JS_PACKAGES),
+    return EvalSource(language, root, _matching(root, globs, exclude), "npm " + ", ".join(packages))
+
+
+def javascript_eval_source(cache: Path) -> EvalSource:
+    return npm_eval_source(
+        cache, "javascript", EVAL_JS_PACKAGES, EVAL_JS_GLOBS, EVAL_JS_EXCLUDE, "javascript"
     )
 
 
-def java_eval_source(cache: Path) -> EvalSource:
-    """java.util.concurrent (and its atomic and locks packages) from the JDK's src.zip, which
-    Debian's openjdk-17-source installs."""
-    root = cache / "java"
+def java_eval_source(
+    cache: Path, prefixes: tuple[str, ...] = (EVAL_JAVA_PREFIX,), folder: str = "java"
+) -> EvalSource:
+    """Packages of the JDK's src.zip (by default java.util.concurrent with its atomic and
+    locks packages), which Debian's openjdk-17-source installs."""
+    root = cache / folder
     zips = [Path(z) for z in EVAL_JAVA_ZIPS if Path(z).is_file()]
     if not zips:
         raise FileNotFoundError("no JDK src.zip (apt-get install openjdk-17-source)")
-    globs = ("java.base/java/util/concurrent/**/*.java",)
+    globs = tuple(f"{prefix}**/*.java" for prefix in prefixes)
     if not _matching(root, globs):
         with zipfile.ZipFile(zips[0]) as archive:
             for name in archive.namelist():
-                if name.startswith(EVAL_JAVA_PREFIX) and name.endswith(".java"):
+                if name.startswith(prefixes) and name.endswith(".java"):
                     archive.extract(name, root)
-    return EvalSource("java", root, _matching(root, globs), f"{zips[0]} {EVAL_JAVA_PREFIX}")
+    return EvalSource("java", root, _matching(root, globs), f"{zips[0]} {' '.join(prefixes)}")
+
+
+def go_eval_source(packages: tuple[str, ...]) -> EvalSource:
+    """Packages of Go's standard library as Debian's golang-1.19-src installs it (each
+    package's own files, tests left out)."""
+    root = Path(HELDOUT_GO_ROOT)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no {root} (apt-get install golang-1.19-src)")
+    files = [
+        path.relative_to(root).as_posix()
+        for package in packages
+        for path in sorted((root / package).glob("*.go"))
+        if not path.name.endswith("_test.go")
+    ]
+    return EvalSource("go", root, tuple(files), f"Go {root}: " + ",".join(packages))
 
 
 EVAL_LANGUAGES = ("python", "c", "javascript", "java")
 
+# The held-out set (--set heldout): other code of the same four languages and two more, never
+# looked at while tuning search, to check that a change generalises beyond the trees it was
+# measured on.
+HELDOUT_LANGUAGES = ("python", "c", "javascript", "java", "go", "typescript")
+HELDOUT_PYTHON_PACKAGES = (
+    "asyncio",
+    "importlib",
+    "xml",
+    "multiprocessing",
+    "sqlite3",
+    "argparse",
+    "tarfile",
+    "configparser",
+    "zipfile",
+)
+HELDOUT_C_SDISTS = ("zstandard==0.23.0", "psutil==6.1.0", "bitarray==3.0.0")
+HELDOUT_C_GLOBS = (
+    "zstandard-*/c-ext/*.c",
+    "psutil-*/psutil/*.c",
+    "psutil-*/psutil/arch/**/*.c",
+    "bitarray-*/bitarray/*.c",
+)
+HELDOUT_JS_PACKAGES = (
+    "underscore@1.13.7",
+    "express@4.21.2",
+    "axios@1.7.9",
+    "commander@12.1.0",
+    "ws@8.18.0",
+)
+HELDOUT_JS_GLOBS = (
+    "underscore/modules/*.js",
+    "express/lib/**/*.js",
+    "axios/lib/**/*.js",
+    "commander/lib/*.js",
+    "ws/lib/*.js",
+)
+# underscore's index files only re-export its modules.
+HELDOUT_JS_EXCLUDE = re.compile(r"^underscore/modules/index(?:-\w+)?\.js$")
+HELDOUT_JAVA_PREFIXES = ("java.base/java/util/stream/", "java.base/java/time/")
+HELDOUT_GO_ROOT = "/usr/share/go-1.19/src"
+HELDOUT_GO_PACKAGES = (
+    "bufio",
+    "bytes",
+    "strings",
+    "strconv",
+    "encoding/json",
+    "net/url",
+    "archive/tar",
+    "compress/flate",
+    "text/template",
+)
+HELDOUT_TS_PACKAGES = ("rxjs@7.8.1",)
+HELDOUT_TS_GLOBS = ("rxjs/src/internal/**/*.ts",)
+EVAL_SETS = ("main", "heldout")
+
 
 def eval_sources(
-    cache: Path, languages: tuple[str, ...] = EVAL_LANGUAGES, stdlib: Path | None = None
+    cache: Path,
+    languages: tuple[str, ...] = EVAL_LANGUAGES,
+    stdlib: Path | None = None,
+    eval_set: str = "main",
 ) -> tuple[list[EvalSource], dict[str, str]]:
-    """The evaluation's trees, and for each language that could not be had, why."""
-    makers = {
+    """The trees of an evaluation set ("main" or "heldout"), and for each language that could
+    not be had, why."""
+    makers: dict[str, Callable[[], EvalSource]] = {
         "python": lambda: python_eval_source(stdlib),
         "c": lambda: c_eval_source(cache),
         "javascript": lambda: javascript_eval_source(cache),
         "java": lambda: java_eval_source(cache),
     }
+    if eval_set == "heldout":
+        makers = {
+            "python": lambda: python_eval_source(stdlib, HELDOUT_PYTHON_PACKAGES),
+            "c": lambda: c_eval_source(cache, HELDOUT_C_SDISTS, HELDOUT_C_GLOBS, None, "c-heldout"),
+            "javascript": lambda: npm_eval_source(
+                cache,
+                "javascript",
+                HELDOUT_JS_PACKAGES,
+                HELDOUT_JS_GLOBS,
+                HELDOUT_JS_EXCLUDE,
+                "javascript-heldout",
+            ),
+            "java": lambda: java_eval_source(cache, HELDOUT_JAVA_PREFIXES, "java-heldout"),
+            "go": lambda: go_eval_source(HELDOUT_GO_PACKAGES),
+            "typescript": lambda: npm_eval_source(
+                cache, "typescript", HELDOUT_TS_PACKAGES, HELDOUT_TS_GLOBS, None, "typescript"
+            ),
+        }
     sources: list[EvalSource] = []
     missing: dict[str, str] = {}
     for language in languages:

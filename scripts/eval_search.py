@@ -27,8 +27,16 @@ every result down to the first overlapping one; a query with no hit in the top 1
 line shown), identifier success; as a table on stderr and JSON on stdout and in --out. Queries
 are sampled with a fixed seed (--seed). --precisions indexes each tree once per precision.
 
+`--set heldout` runs the same measures on other trees, never used to tune search (corpus.py
+HELDOUT_*): other standard-library packages; C from the zstandard, psutil and bitarray sdists;
+JavaScript from underscore, express, axios, commander and ws; java.util.stream and java.time;
+and two more languages, Go (packages of Debian's golang-1.19-src; Go's doc comments open with
+the definition's name, which is dropped) and TypeScript (rxjs's sources; a comment above an
+`export` is the exported definition's).
+
     .venv/bin/python scripts/eval_search.py                    # all languages, default sizes
     .venv/bin/python scripts/eval_search.py --languages python,c --limit 100
+    .venv/bin/python scripts/eval_search.py --set heldout      # the held-out trees
 """
 
 from __future__ import annotations
@@ -180,10 +188,29 @@ _TS_DEFINITIONS: dict[str, frozenset[str]] = {
             "record_declaration",
         }
     ),
+    "go": frozenset({"function_declaration", "method_declaration", "type_spec"}),
+    "typescript": frozenset(
+        {
+            "function_declaration",
+            "generator_function_declaration",
+            "method_definition",
+            "class_declaration",
+            "abstract_class_declaration",
+        }
+    ),
 }
 _TS_SCOPES = frozenset(
-    {"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"}
+    {
+        "class_declaration",
+        "abstract_class_declaration",
+        "interface_declaration",
+        "enum_declaration",
+        "record_declaration",
+    }
 )
+# Wrappers whose comment above is the wrapped definition's doc, when it is their one named
+# child (`/** ... */ export function f`, Go's `// doc` above `type T struct`).
+_TS_WRAPPERS = frozenset({"export_statement", "type_declaration"})
 _TS_COMMENTS = frozenset({"comment", "block_comment", "line_comment"})
 _COMMENT_MARKS = re.compile(r"^(?:/\*+!?|\*+/?|//+!?<?)\s?")
 _INLINE_TAG = re.compile(r"\{@\w+\s+([^}]*)\}")
@@ -223,6 +250,9 @@ def _ts_name(node: Any) -> str | None:
 def _leading_comment(node: Any) -> tuple[Any, Any] | None:
     """(first, last) comment node of the block right above `node` (no blank line between),
     or None. A comment that shares its line with code before it does not count."""
+    parent = node.parent
+    if parent is not None and parent.type in _TS_WRAPPERS and parent.named_child_count == 1:
+        node = parent
     first = last = None
     above = node.start_point.row
     prev = node.prev_named_sibling
@@ -239,8 +269,15 @@ def _leading_comment(node: Any) -> tuple[Any, Any] | None:
     return (first, last) if first is not None else None
 
 
+def _without_leading_name(text: str, name: str) -> str:
+    """A doc comment that opens with its definition's name, as Go's convention has it
+    ("ReadString reads until ..."), without that name ("reads until ...")."""
+    head, _, rest = text.lstrip().partition(" ")
+    return rest if head == name.rsplit(".", 1)[-1] and rest else text
+
+
 def commented_definitions(source: str, rel: str, language: str) -> list[Definition]:
-    """Definitions of a C, JavaScript or Java file; the ones with a usable comment right above
+    """Definitions of a C, JavaScript, Java, Go or TypeScript file; the ones with a usable comment right above
     carry its first sentence."""
     import tree_sitter
 
@@ -280,7 +317,10 @@ def describe_commented(
     if block is not None:
         first, last = block
         lo, hi = first.start_point.row, last.end_point.row
-        text = first_sentence(_NAME_PREFIX.sub("", comment_text("\n".join(lines[lo : hi + 1]))))
+        text = comment_text("\n".join(lines[lo : hi + 1]))
+        if language == "go":
+            text = _without_leading_name(text, name)
+        text = first_sentence(_NAME_PREFIX.sub("", text))
         if usable(text, name) and not lines[hi][last.end_point.column :].strip():
             sentence, doc_start, doc_end = text, lo + 1, hi + 1
     kind = "class" if node.type in _TS_SCOPES else "function"
@@ -310,7 +350,7 @@ def blank_docs(source: str, defs: list[Definition]) -> str:
 
 def still_parses(source: str, language: str) -> bool:
     if language != "python":
-        return True  # blanking whole comment lines leaves C, JavaScript and Java valid
+        return True  # blanking whole comment lines leaves the other languages valid
     try:
         ast.parse(source)
     except SyntaxError:
@@ -681,9 +721,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
+        "--set",
+        dest="eval_set",
+        choices=corpus.EVAL_SETS,
+        default="main",
+        help="the trees: main (the ones search was tuned on) or heldout (other code in those "
+        "languages, and Go and TypeScript; its trees and indexes live in WORK/heldout)",
+    )
+    parser.add_argument(
         "--languages",
-        default=",".join(corpus.EVAL_LANGUAGES),
-        help="comma-separated languages (default: %(default)s)",
+        default=None,
+        help="comma-separated languages (default: all of the set's)",
     )
     parser.add_argument(
         "--limit",
@@ -730,13 +778,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     precisions = parse_list(args.precisions, PRECISIONS, "precision")
-    languages = parse_list(args.languages, corpus.EVAL_LANGUAGES, "language")
+    known = corpus.HELDOUT_LANGUAGES if args.eval_set == "heldout" else corpus.EVAL_LANGUAGES
+    languages = parse_list(args.languages or ",".join(known), known, "language")
     limit = args.limit or None
     t0 = time.perf_counter()
-    sources, missing = corpus.eval_sources(args.work / "sources", tuple(languages))
+    sources, missing = corpus.eval_sources(
+        args.work / "sources", tuple(languages), eval_set=args.eval_set
+    )
     for language, why in missing.items():
         print(f"eval_search: {language} left out: {why}", file=sys.stderr)
-    sets = [prepare(source, args.work, limit, args.seed) for source in sources]
+    work = args.work / "heldout" if args.eval_set == "heldout" else args.work
+    sets = [prepare(source, work, limit, args.seed) for source in sources]
     for s in sets:
         print(
             f"eval_search [{s.source.language}]: {len(s.definitions)} definitions, "
@@ -750,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         by_language: dict[str, dict[str, Any]] = {}
         for s in sets:
             language = s.source.language
-            index_dir = args.work / f"index-{language}-{precision}"
+            index_dir = work / f"index-{language}-{precision}"
             built = build_index(s.tree, index_dir, precision, args.threads)
             print(
                 f"eval_search [{language} {precision}]: indexed {built.chunks} chunks in "
@@ -768,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
 
     first = by_precision[precisions[0]]
     report: dict[str, Any] = {
+        "set": args.eval_set,
         "k": K,
         "seed": args.seed,
         "limit": limit,

@@ -5,9 +5,10 @@ Code search needs both the identifier as written (`parse_config`, `HttpClient`) 
 word of a chunk lowercased *and* followed by its parts; a query goes through the same splitting,
 so both sides agree on what a token is.
 
-The FTS5 table is declared with ``tokenize = "unicode61 tokenchars '_'"``: `_` is part of a
-token, everything that is not a letter, digit or `_` separates tokens. The functions here produce
-text that this tokenizer splits into exactly the tokens we mean.
+The FTS5 table is declared with ``tokenize = "porter unicode61 tokenchars '_'"``
+(coarch.store.schema.FTS_TOKENIZER): `_` is part of a token, everything that is not a letter,
+digit or `_` separates tokens, and each token is then stemmed, on both sides alike. The
+functions here produce text that this tokenizer splits into exactly the tokens we mean.
 """
 
 from __future__ import annotations

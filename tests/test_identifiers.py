@@ -42,6 +42,12 @@ def matching_rows(conn: sqlite3.Connection, query: str) -> list[int]:
     return [r[0] for r in rows]
 
 
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple[int, str]]) -> None:
+    """Each (rowid, source text) indexed as the store indexes a chunk's body."""
+    for rowid, text in rows:
+        conn.execute("INSERT INTO t(rowid, body) VALUES (?, ?)", (rowid, index_terms(text)))
+
+
 # --- split_identifier -------------------------------------------------------------------------
 
 
@@ -183,8 +189,7 @@ def test_exact_identifier_outranks_its_parts(fts: sqlite3.Connection) -> None:
         (2, "def parse_config(text): return load(text)"),
         (3, "def unrelated(): pass"),
     ]
-    for rowid, text in rows:
-        fts.execute("INSERT INTO t(rowid, body) VALUES (?, ?)", (rowid, index_terms(text)))
+    insert_rows(fts, rows)
     assert matching_rows(fts, "parse_config") == [2, 1]
     assert matching_rows(fts, "parseConfig")[0] in (1, 2)  # both hold `parse` and `config`
     assert matching_rows(fts, "configuration") == []
@@ -198,8 +203,7 @@ def test_description_words_meet_code_words_by_their_stem(fts: sqlite3.Connection
         (2, "def parse(text): return tokens(text)"),
         (3, "def unrelated(): pass"),
     ]
-    for rowid, text in rows:
-        fts.execute("INSERT INTO t(rowid, body) VALUES (?, ?)", (rowid, index_terms(text)))
+    insert_rows(fts, rows)
     assert matching_rows(fts, "retries the uploads of buffers") == [1]
     assert matching_rows(fts, "the parsed tokens") == [2]
     assert matching_rows(fts, "retry_upload") == [1]  # the identifier itself still matches
